@@ -1,0 +1,47 @@
+"""What travels between stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Answer", "Frame", "VideoInfo"]
+
+Image = np.ndarray[Any, np.dtype[np.uint8]]
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the source knows before the first frame."""
+
+    path: str
+    codec: str
+    pix_fmt: str | None
+    width: int
+    height: int
+    time_base: Fraction
+    rate: Fraction  # average frame rate, or a guess where the container has none
+    frames: int | None  # from the container header: an estimate, not a promise
+    rotation: int  # degrees counter-clockwise the display matrix asks for
+
+
+@dataclass
+class Frame:
+    """One decoded frame: BGR uint8, upright, with its position and timing in the input."""
+
+    index: int
+    pts: int | None
+    time: float  # seconds, from the timestamp
+    image: Image
+
+
+@dataclass
+class Answer:
+    """The model's answer for one frame, at model resolution (the writer maps it to the frame)."""
+
+    class_map: Image | None = None  # segment: (h, w) uint8 class per pixel, 255 = none
+    bits: np.ndarray[Any, Any] | None = None  # multi-label: (h, w) uint32, bit c = class c
+    top: list[tuple[int, float]] = field(default_factory=list)  # classify: (index, score)

@@ -1,0 +1,103 @@
+"""Frames to model input: geometry, colour order, normalisation, layout. Pure numpy + cv2.
+
+Geometry uses the pixel-centre convention ``u + 0.5 = s * (x + 0.5) + t`` per axis, so one
+axis-aligned transform describes stretch, letterbox and centre crop alike, composes with the
+model's output stride, and inverts exactly for mapping masks back onto the frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+
+__all__ = ["Geometry", "InputPlan", "geometry", "preprocess", "warp_matrix"]
+
+Resize = Literal["stretch", "letterbox", "center_crop"]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Axis-aligned map from frame pixels to model pixels: ``u + .5 = s * (x + .5) + t``."""
+
+    sx: float
+    sy: float
+    tx: float
+    ty: float
+
+    def then_scale(self, fx: float, fy: float) -> Geometry:
+        """This map followed by a plain resize by (fx, fy), e.g. to an output of lower stride."""
+        return Geometry(self.sx * fx, self.sy * fy, self.tx * fx, self.ty * fy)
+
+
+def geometry(
+    frame_hw: tuple[int, int], model_hw: tuple[int, int], mode: Resize, crop_from: int | None = None
+) -> Geometry:
+    fh, fw = frame_hw
+    mh, mw = model_hw
+    if mode == "stretch":
+        return Geometry(mw / fw, mh / fh, 0.0, 0.0)
+    if mode == "letterbox":
+        s = min(mw / fw, mh / fh)
+    else:  # center_crop: the shorter side becomes crop_from, then the middle is cut out
+        s = (crop_from or max(mh, mw)) / min(fh, fw)
+    return Geometry(s, s, (mw - fw * s) / 2, (mh - fh * s) / 2)
+
+
+def warp_matrix(g: Geometry) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """The 2x3 matrix cv2.warpAffine needs for ``g`` (integer pixel coordinates)."""
+    return np.array([[g.sx, 0.0, g.tx + 0.5 * g.sx - 0.5], [0.0, g.sy, g.ty + 0.5 * g.sy - 0.5]])
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    """Everything ``preprocess`` needs, resolved from a model once."""
+
+    hw: tuple[int, int]
+    layout: Literal["NCHW", "NHWC"]
+    dtype: np.dtype[Any]
+    rgb: bool  # the model expects RGB; frames arrive BGR
+    scale: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resize: Resize
+    crop_from: int | None = None
+
+    def normaliser(self) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """(a, b) such that ``pixel * a + b == (pixel * scale - mean) / std`` per channel."""
+        std = np.asarray(self.std, dtype=np.float64)
+        a = self.scale / std
+        b = -np.asarray(self.mean, dtype=np.float64) / std
+        return a.astype(np.float32), b.astype(np.float32)
+
+
+def preprocess(images: list[np.ndarray[Any, Any]], plan: InputPlan) -> np.ndarray[Any, Any]:
+    """BGR uint8 frames (same size) -> one model input batch."""
+    h, w = plan.hw
+    g = geometry(images[0].shape[:2], plan.hw, plan.resize, plan.crop_from)
+    m = warp_matrix(g)
+    batch = np.empty((len(images), h, w, 3), dtype=np.uint8)
+    for i, img in enumerate(images):
+        cv2.warpAffine(
+            img,
+            m,
+            (w, h),
+            dst=batch[i],
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=(0, 0, 0),
+        )
+    if plan.rgb:
+        batch = batch[..., ::-1]
+    if plan.dtype == np.uint8:
+        x: np.ndarray[Any, Any] = batch
+    else:
+        a, b = plan.normaliser()
+        x = batch.astype(np.float32)
+        x *= a
+        x += b
+    if plan.layout == "NCHW":
+        x = x.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(x, dtype=plan.dtype)

@@ -1,0 +1,138 @@
+"""Writer stage: draw each answer on its frame, encode H.264, write one JSON line per frame.
+
+The encoder opens on the first frame (its size is only known after rotation) and keeps the
+input's timestamps, so variable frame rate survives. Both outputs are ``AtomicFile``s: the
+runner commits them only after every stage finished cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import IO, Any
+
+import av
+import cv2
+import numpy as np
+
+from models import Model
+from pipelines.atomic import AtomicFile
+from pipelines.frames import Answer, Frame, VideoInfo
+from pipelines.overlay import Blender, draw_top, pad_even
+from pipelines.postprocess import NO_CLASS, coverage, coverage_bits, restore
+from pipelines.preprocess import geometry
+
+__all__ = ["Annotator", "ResultsWriter", "VideoWriter"]
+
+Array = np.ndarray[Any, Any]
+
+
+class Annotator:
+    """Turns (frame, answer) into (annotated image, JSON record) for one model."""
+
+    def __init__(self, model: Model, alpha: float) -> None:
+        self.model = model
+        painted = np.zeros(256, dtype=bool)
+        painted[: len(model.labels)] = True
+        if model.background is not None:
+            painted[model.background] = False
+        painted[NO_CLASS] = False
+        self.blend = Blender.build(model.colors, alpha, painted)
+        self.totals: dict[str, float] = {}
+
+    def __call__(self, frame: Frame, answer: Answer) -> tuple[Array, dict[str, Any]]:
+        record: dict[str, Any] = {"frame": frame.index, "time": round(frame.time, 6)}
+        m = self.model
+        if m.task == "classify":
+            top = [{"label": m.label(i), "index": i, "score": round(s, 6)} for i, s in answer.top]
+            record["top"] = top
+            if answer.top:
+                best = m.label(answer.top[0][0])
+                self.totals[best] = self.totals.get(best, 0) + 1
+            lines = [f"{t['label']} {t['score']:.2f}" for t in top]
+            return draw_top(frame.image, lines), record
+        assert answer.class_map is not None
+        fh, fw = frame.image.shape[:2]
+        sh, sw = answer.class_map.shape
+        g = geometry((fh, fw), m.input_hw, m.resize, m.crop_from).then_scale(
+            sw / m.input_hw[1], sh / m.input_hw[0]
+        )
+        full = restore(answer.class_map, g, (fh, fw))
+        if answer.bits is not None:
+            cov = coverage_bits(restore(answer.bits, g, (fh, fw), fill=0), m.labels)
+        else:
+            cov = coverage(full, m.labels)
+        record["coverage"] = {k: round(v, 6) for k, v in cov.items()}
+        for k, v in cov.items():
+            self.totals[k] = self.totals.get(k, 0.0) + v
+        return self.blend(frame.image, full), record
+
+
+class VideoWriter:
+    """H.264 (libx264, yuv420p) in MP4 with faststart, timestamps copied from the input."""
+
+    def __init__(self, target: AtomicFile, info: VideoInfo, *, preset: str, crf: int) -> None:
+        self.target = target
+        self.info = info
+        self.preset = preset
+        self.crf = crf
+        self.container: Any = None
+        self.stream: Any = None
+        self.size: tuple[int, int] | None = None  # (w, h) of the encoded stream
+        self.last_pts = -1
+        self.frames = 0
+
+    def _open(self, w: int, h: int) -> None:
+        self.container = av.open(
+            str(self.target.temp), mode="w", format="mp4", options={"movflags": "+faststart"}
+        )
+        s = self.container.add_stream("libx264", rate=self.info.rate)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.codec_context.time_base = self.info.time_base
+        s.options = {"preset": self.preset, "crf": str(self.crf)}
+        self.stream, self.size = s, (w, h)
+
+    def write(self, frame: Frame, image: Array) -> None:
+        image = pad_even(image)
+        h, w = image.shape[:2]
+        if self.container is None:
+            self._open(w, h)
+        elif (w, h) != self.size:
+            # A resolution change mid-stream: keep one valid stream at the first size.
+            assert self.size is not None
+            image = cv2.resize(image, self.size, interpolation=cv2.INTER_LINEAR)
+        vf = av.VideoFrame.from_ndarray(np.asarray(image, dtype=np.uint8), format="bgr24")
+        pts = frame.pts
+        if pts is None:
+            pts = round(frame.index / self.info.rate / self.info.time_base)
+        # x264 refuses non-increasing timestamps; a broken input must not end the run here.
+        pts = max(pts, self.last_pts + 1)
+        vf.pts, vf.time_base, self.last_pts = pts, self.info.time_base, pts
+        for packet in self.stream.encode(vf):
+            self.container.mux(packet)
+        self.frames += 1
+
+    def close(self, *, flush: bool = True) -> None:
+        """Close the file; flush the encoder's delayed frames only when the run succeeded."""
+        if self.container is None:
+            return
+        try:
+            if flush and self.stream is not None:
+                for packet in self.stream.encode(None):
+                    self.container.mux(packet)
+        finally:
+            self.container.close()
+            self.container = None
+
+
+class ResultsWriter:
+    """One JSON object per line, per frame."""
+
+    def __init__(self, target: AtomicFile) -> None:
+        self.target = target
+        self.file: IO[str] = open(target.temp, "w", encoding="utf-8")  # noqa: SIM115
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.file.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+    def close(self) -> None:
+        self.file.close()

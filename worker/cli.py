@@ -1,0 +1,164 @@
+"""The ``worker`` command: a thin layer over ``models`` and ``pipelines``.
+
+Exit codes: 0 done; 2 usage or input error (one ``error:`` line on stderr, no traceback);
+1 a stage failed at run time; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from worker.errors import Cancelled, WorkerError
+from worker.settings import Settings, load_settings
+
+__all__ = ["main"]
+
+log = logging.getLogger("worker")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, like every other error we print; `--help` still shows the full usage.
+        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="worker", description="Run ONNX segmentation/classification models on video.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("sample", help="write a short synthetic sample video")
+    s.add_argument("path", type=Path, help="where to write the MP4 (e.g. robot.mp4)")
+    s.add_argument("--seconds", type=float, default=4.0)
+    s.add_argument("--size", default="640x360", help="WIDTHxHEIGHT")
+    s.add_argument("--fps", type=int, default=25)
+
+    r = sub.add_parser("run", help="process a video file: annotated video + JSON lines")
+    r.add_argument("--input", type=Path, help="video file to process")
+    r.add_argument("--model", type=Path, help="ONNX model (default: built-in demo model)")
+    r.add_argument("--card", type=Path, help="model card JSON (default: <model>.json beside it)")
+    r.add_argument("--output", type=Path, help="annotated video (default: <input>.<task>.mp4)")
+    r.add_argument("--results", type=Path, help="JSON lines (default: <input>.<task>.jsonl)")
+    r.add_argument("--task", choices=["segment", "classify"])
+    r.add_argument("--provider", choices=["auto", "cuda", "cpu"])
+    r.add_argument("--batch", type=int, help="frames per inference call (0: per provider)")
+    r.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (0: auto)")
+    r.add_argument("--alpha", type=float, help="mask opacity, 0..1")
+    r.add_argument("--top-k", type=int, dest="top_k", help="classify: labels per frame")
+    r.add_argument("--max-frames", type=int, dest="max_frames", help="stop after N frames")
+    r.add_argument("--preset", help="libx264 preset (default veryfast)")
+    r.add_argument("--crf", type=int, help="libx264 quality, 0..51 (default 23)")
+    r.add_argument("--queue-size", type=int, dest="queue_size", help="frames between stages")
+    r.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
+    r.add_argument("--debug", action="store_true", default=None, help="tracebacks on errors")
+
+    i = sub.add_parser("inspect", help="show what the worker reads from a model and its card")
+    i.add_argument("model", type=Path)
+    i.add_argument("--card", type=Path)
+    i.add_argument("--task", choices=["segment", "classify"])
+    return p
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from worker.sample import write_sample
+
+    try:
+        w, h = (int(v) for v in str(args.size).lower().split("x"))
+        if w < 16 or h < 16:
+            raise ValueError
+    except ValueError:
+        raise WorkerError(
+            f"--size '{args.size}': expected WIDTHxHEIGHT, each at least 16"
+        ) from None
+    if args.seconds <= 0 or args.fps <= 0:
+        raise WorkerError("--seconds and --fps must be positive")
+    n = write_sample(args.path, seconds=args.seconds, fps=args.fps, width=w, height=h)
+    print(f"wrote {args.path} ({n} frames, {w}x{h}, {args.fps} fps)")
+    return 0
+
+
+def _settings_from(args: argparse.Namespace) -> Settings:
+    skip = {"command"}
+    return load_settings(**{k: v for k, v in vars(args).items() if k not in skip})
+
+
+def _cmd_run(settings: Settings) -> int:
+    from models import demo_model_path, load_model
+    from pipelines import run_file
+
+    if settings.input is None:
+        raise WorkerError("--input is required (or set WORKER_INPUT)")
+    model_path = settings.model or demo_model_path(settings.task or "segment")
+    model = load_model(
+        model_path,
+        card=settings.card,
+        task=settings.task,
+        provider=settings.provider,
+        threads=settings.threads,
+    )
+    inp = settings.input
+    output = settings.output or inp.with_name(f"{inp.stem}.{model.task}.mp4")
+    results = settings.results or inp.with_name(f"{inp.stem}.{model.task}.jsonl")
+    summary = run_file(
+        inp,
+        model,
+        output=output,
+        results=results,
+        batch=settings.batch,
+        alpha=settings.alpha,
+        top_k=settings.top_k,
+        max_frames=settings.max_frames,
+        queue_size=settings.queue_size,
+        preset=settings.preset,
+        crf=settings.crf,
+        progress=not settings.quiet and sys.stderr.isatty(),
+    )
+    print(json.dumps(summary.to_dict()))
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from models import load_model
+
+    model = load_model(args.model, card=args.card, task=args.task, provider="cpu")
+    print(json.dumps(model.describe(), indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    debug = bool(getattr(args, "debug", False))
+    try:
+        if args.command == "sample":
+            return _cmd_sample(args)
+        if args.command == "inspect":
+            return _cmd_inspect(args)
+        settings = _settings_from(args)
+        debug = settings.debug
+        return _cmd_run(settings)
+    except Cancelled as e:
+        print(f"error: interrupted: {e}", file=sys.stderr)
+        return e.exit_code
+    except WorkerError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: say so in one line, the traceback on request
+        if debug:
+            traceback.print_exc()
+        print(
+            f"error: unexpected {type(e).__name__}: {e} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1

@@ -1,0 +1,72 @@
+"""One error root for the whole worker.
+
+Like ``av.error``, each subclass also inherits the builtin it corresponds to, so callers can
+catch ``FileNotFoundError`` or ``ValueError`` without knowing our names. Messages name the file,
+field or stage that failed and what was expected; the CLI prints them as one ``error:`` line.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "Cancelled",
+    "CardError",
+    "InputError",
+    "InputNotFoundError",
+    "ModelError",
+    "OutputError",
+    "ProviderError",
+    "SettingsError",
+    "StageError",
+    "WorkerError",
+]
+
+
+class WorkerError(Exception):
+    """Root of every error the worker raises on purpose."""
+
+    #: Process exit code the CLI uses for this error: 2 for usage and input errors.
+    exit_code = 2
+
+
+class SettingsError(WorkerError, ValueError):
+    """A setting (CLI flag, environment variable or .env entry) has a wrong value."""
+
+
+class InputError(WorkerError, ValueError):
+    """The input video cannot be used: not a video, no video stream, unsupported format."""
+
+
+class InputNotFoundError(InputError, FileNotFoundError):
+    """The input file does not exist or cannot be read."""
+
+
+class ModelError(WorkerError, ValueError):
+    """The model is not ONNX, fails the checker, or has inputs/outputs we cannot map."""
+
+
+class CardError(ModelError):
+    """The model card has unknown fields, wrong types or values that contradict the graph."""
+
+
+class ProviderError(WorkerError, RuntimeError):
+    """The requested execution provider is not usable on this machine."""
+
+
+class OutputError(WorkerError, OSError):
+    """An output path cannot be written."""
+
+
+class StageError(WorkerError, RuntimeError):
+    """A pipeline stage failed while running; ``stage`` names it, ``__cause__`` says why."""
+
+    exit_code = 1
+
+    def __init__(self, stage: str, message: str) -> None:
+        super().__init__(f"stage '{stage}' failed: {message}")
+        self.stage = stage
+
+
+class Cancelled(WorkerError):
+    """The run was stopped by the user (Ctrl-C) or by a cancel request; nothing was published."""
+
+    exit_code = 130
