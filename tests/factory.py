@@ -1,0 +1,166 @@
+"""Real test inputs, made here: videos encoded with PyAV and ONNX models built with onnx.helper.
+
+Nothing is downloaded or committed: every test builds the few kilobytes it needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal
+
+import av
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+Array = np.ndarray[Any, Any]
+
+# ----------------------------------------------------------------------------------- video
+
+
+def pattern(index: int, width: int, height: int) -> Array:
+    """A BGR frame with large flat colour regions (they survive H.264 nearly intact) that move."""
+    img = np.zeros((height, width, 3), dtype=np.uint8)
+    img[: height // 2, :, :] = (200, 60, 30)  # blue-ish top (BGR)
+    img[height // 2 :, :, :] = (40, 180, 60)  # green bottom
+    x = (index * 4) % max(width - width // 4, 1)
+    img[height // 4 : height * 3 // 4, x : x + width // 4] = (30, 40, 220)  # a red block
+    return img
+
+
+def make_video(
+    path: Path,
+    *,
+    frames: int = 12,
+    width: int = 64,
+    height: int = 48,
+    fps: int = 25,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    rotation: int | None = None,
+    pts: Sequence[int] | None = None,
+    time_base: Fraction | None = None,
+    image: Callable[[int, int, int], Array] = pattern,
+    container_format: str | None = None,
+) -> Path:
+    """Encode ``frames`` frames; ``pts``/``time_base`` give variable frame rate timestamps."""
+    with av.open(str(path), mode="w", format=container_format) as c:
+        s: Any = c.add_stream(codec, rate=Fraction(fps))
+        s.width, s.height, s.pix_fmt = width, height, pix_fmt
+        if codec == "libx264":
+            s.options = {"preset": "ultrafast", "crf": "12"}
+        if time_base is not None:
+            s.codec_context.time_base = time_base
+        if rotation is not None:
+            s.set_display_rotation(rotation)
+        for i in range(frames):
+            vf = av.VideoFrame.from_ndarray(image(i, width, height), format="bgr24")
+            if pix_fmt != "bgr24":
+                vf = vf.reformat(format=pix_fmt)
+            if pts is not None:
+                vf.pts = pts[i]
+                vf.time_base = time_base
+            for packet in s.encode(vf):
+                c.mux(packet)
+        for packet in s.encode(None):
+            c.mux(packet)
+    return path
+
+
+def decode(path: Path) -> list[tuple[float, Array]]:
+    """Every frame of a file as (time in seconds, BGR image)."""
+    with av.open(str(path)) as c:
+        return [(float(f.time), f.to_ndarray(format="bgr24")) for f in c.decode(video=0)]
+
+
+# ----------------------------------------------------------------------------------- models
+
+Layout = Literal["NCHW", "NHWC"]
+Output = Literal["logits", "probs", "multilabel", "single", "single_sigmoid", "argmax",
+                 "argmax4d", "classify", "classify_softmax"]
+
+
+def _dim(d: int | str | None) -> int | str:
+    return "dyn" if d is None else d
+
+
+def make_model(
+    path: Path,
+    *,
+    output: Output = "logits",
+    classes: int = 3,
+    layout: Layout = "NCHW",
+    dtype: Literal["float32", "float16", "uint8"] = "float32",
+    batch: int | None = None,
+    hw: tuple[int | None, int | None] = (32, 32),
+    stride: int = 1,
+    seed: int = 0,
+    card: dict[str, Any] | None = None,
+) -> Path:
+    """A small model whose answers depend on the pixels: a 1x1 convolution over the channels.
+
+    ``batch``/``hw`` None make those dims dynamic (symbolic). ``stride`` > 1 shrinks the
+    output, like real segmenters. The output takes one of the forms the worker supports.
+    """
+    rng = np.random.default_rng(seed)
+    elem = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16,
+            "uint8": TensorProto.UINT8}[dtype]
+    n, (h, w) = _dim(batch), (_dim(hw[0]), _dim(hw[1]))
+    in_shape = [n, 3, h, w] if layout == "NCHW" else [n, h, w, 3]
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+    x = "image"
+    if dtype != "float32":
+        nodes.append(helper.make_node("Cast", [x], ["x32"], to=TensorProto.FLOAT))
+        x = "x32"
+    if layout == "NHWC":
+        nodes.append(helper.make_node("Transpose", [x], ["nchw"], perm=[0, 3, 1, 2]))
+        x = "nchw"
+    if stride > 1:
+        nodes.append(helper.make_node("AveragePool", [x], ["pooled"], kernel_shape=[stride] * 2,
+                                      strides=[stride] * 2))
+        x = "pooled"
+    channels = 1 if output in ("single", "single_sigmoid") else classes
+    weight = rng.normal(0, 1, (channels, 3, 1, 1)).astype(np.float32)
+    if dtype == "uint8":
+        weight /= 64  # raw pixels instead of normalised ones: keep logits in a sane range
+    inits += [numpy_helper.from_array(weight, "W"),
+              numpy_helper.from_array(rng.normal(0, 0.5, channels).astype(np.float32), "B")]
+    nodes.append(helper.make_node("Conv", [x, "W", "B"], ["logits"], kernel_shape=[1, 1]))
+    y, y_type = "logits", TensorProto.FLOAT
+    if output == "probs":
+        nodes.append(helper.make_node("Softmax", [y], ["probs"], axis=1))
+        y = "probs"
+    elif output == "single_sigmoid":
+        nodes.append(helper.make_node("Sigmoid", [y], ["prob"]))
+        y = "prob"
+    elif output in ("argmax", "argmax4d"):
+        nodes.append(helper.make_node("ArgMax", [y], ["classes"], axis=1,
+                                      keepdims=1 if output == "argmax4d" else 0))
+        y, y_type = "classes", TensorProto.INT64
+    elif output in ("classify", "classify_softmax"):
+        nodes += [helper.make_node("GlobalAveragePool", [y], ["gap"]),
+                  helper.make_node("Flatten", ["gap"], ["scores"], axis=1)]
+        y = "scores"
+        if output == "classify_softmax":
+            nodes.append(helper.make_node("Softmax", [y], ["probs"], axis=1))
+            y = "probs"
+    rank = 2 if output.startswith("classify") else 3 if output == "argmax" else 4
+    graph = helper.make_graph(
+        nodes, "test_model",
+        [helper.make_tensor_value_info("image", elem, in_shape)],
+        # Output dims left symbolic on purpose: the worker learns them from a probe run.
+        [helper.make_tensor_value_info(y, y_type, [f"o{i}" for i in range(rank)])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.checker.check_model(model, full_check=True)
+    path.write_bytes(model.SerializeToString())
+    if card is not None:
+        import json
+
+        path.with_suffix(".json").write_text(json.dumps(card))
+    return path
