@@ -8,7 +8,7 @@ the shipped files match it.
 - ``demo-segment``: NCHW float32 [N,3,256,256] (dynamic batch) -> Softmax [N,4,128,128]
   over background, sky, ground, robot.
 - ``demo-classify``: NHWC uint8 [N,224,224,3] (dynamic batch) -> logits [N,4] over
-  red, green, blue, neutral (the dominant colour of the frame).
+  neutral, blue, green, red (the dominant colour of the frame).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ IR_VERSION = 9  # readable by ONNX Runtime releases back to 1.15
 SEGMENT_LABELS = ["background", "sky", "ground", "robot"]
 # Contrasting on purpose: the overlay should be visible over the scene it labels.
 SEGMENT_COLORS = [[0, 0, 0], [255, 215, 0], [170, 50, 220], [0, 230, 255]]
-CLASSIFY_LABELS = ["red", "green", "blue", "neutral"]
+CLASSIFY_LABELS = ["neutral", "blue", "green", "red"]  # the rows of _colour_weights
 
 
 def demo_model_path(task: Literal["segment", "classify"]) -> Path:

@@ -1,0 +1,209 @@
+"""Pure pre/post-processing and drawing maths, checked with numpy alone (no video, no model)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from pipelines import (
+    NO_CLASS,
+    Blender,
+    InputPlan,
+    classify,
+    coverage,
+    coverage_bits,
+    draw_top,
+    geometry,
+    pad_even,
+    preprocess,
+    restore,
+    segment,
+    sigmoid,
+    softmax,
+    warp_matrix,
+)
+
+Array = np.ndarray[Any, Any]
+rng = np.random.default_rng(7)
+
+
+def plan(**kw: Any) -> InputPlan:
+    base: dict[str, Any] = dict(hw=(4, 6), layout="NCHW", dtype=np.dtype(np.float32), rgb=True,
+                                scale=1 / 255, mean=(0.485, 0.456, 0.406),
+                                std=(0.229, 0.224, 0.225), resize="stretch")
+    base.update(kw)
+    return InputPlan(**base)
+
+
+# ------------------------------------------------------------------------------ preprocess
+
+
+def test_normalisation_matches_the_textbook_formula_in_rgb_order() -> None:
+    frame = np.zeros((4, 6, 3), np.uint8)
+    frame[..., 0], frame[..., 1], frame[..., 2] = 10, 100, 250  # B, G, R
+    x = preprocess([frame], plan())
+    rgb = np.array([250, 100, 10]) / 255
+    expect = (rgb - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    assert x.shape == (1, 3, 4, 6) and x.dtype == np.float32
+    np.testing.assert_allclose(x[0, :, 2, 3], expect, rtol=1e-5)
+
+
+def test_bgr_order_nhwc_layout_and_dtypes() -> None:
+    frame = rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    x = preprocess([frame, frame], plan(layout="NHWC", rgb=False, dtype=np.dtype(np.float16)))
+    assert x.shape == (2, 4, 6, 3) and x.dtype == np.float16
+    raw = preprocess([frame], plan(layout="NCHW", rgb=True, dtype=np.dtype(np.uint8)))
+    # uint8 models get the pixels themselves, only reordered: no scale, mean or std.
+    np.testing.assert_array_equal(raw[0], frame[..., ::-1].transpose(2, 0, 1))
+
+
+def test_stretch_geometry_is_the_half_pixel_resize() -> None:
+    frame = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    g = geometry((40, 60), (20, 30), "stretch")
+    warped = cv2.warpAffine(frame, warp_matrix(g), (30, 20), flags=cv2.INTER_LINEAR)
+    resized = cv2.resize(frame, (30, 20), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(warped.astype(int) - resized).max() <= 1
+
+
+def test_letterbox_keeps_aspect_and_pads_symmetrically() -> None:
+    frame = np.full((50, 100, 3), 200, np.uint8)
+    g = geometry((50, 100), (64, 64), "letterbox")
+    assert (g.sx, g.sy, g.tx, g.ty) == (0.64, 0.64, 0.0, 16.0)
+    x = preprocess([frame], plan(hw=(64, 64), resize="letterbox", dtype=np.dtype(np.uint8)))
+    assert (x[0, :, :15] == 0).all() and (x[0, :, 49:] == 0).all()  # pad bands
+    assert (x[0, :, 17:47] == 200).all()  # content
+
+
+def test_center_crop_scales_the_shorter_side_to_crop_from() -> None:
+    g = geometry((100, 200), (50, 50), "center_crop", crop_from=60)
+    assert g.sx == g.sy == 0.6
+    assert (g.tx, g.ty) == ((50 - 120) / 2, (50 - 60) / 2)
+
+
+# ------------------------------------------------------------------------------ postprocess
+
+
+def test_softmax_and_sigmoid() -> None:
+    x = rng.normal(0, 3, (5, 7)).astype(np.float32)
+    p = softmax(x, axis=1)
+    np.testing.assert_allclose(p.sum(axis=1), 1, rtol=1e-6)
+    np.testing.assert_allclose(p, np.exp(x) / np.exp(x).sum(1, keepdims=True), rtol=1e-5)
+    np.testing.assert_allclose(sigmoid(x), 1 / (1 + np.exp(-x)), rtol=1e-6)
+
+
+def test_multiclass_is_argmax_over_channels() -> None:
+    out = rng.normal(0, 1, (2, 5, 3, 4)).astype(np.float32)
+    maps, bits = segment(out, "multiclass", "softmax", 0.5)
+    assert bits is None and maps.dtype == np.uint8
+    np.testing.assert_array_equal(maps, out.argmax(1))
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 3, 4), (2, 3, 4)])
+def test_binary_thresholds_the_sigmoid(shape: tuple[int, ...]) -> None:
+    out = rng.normal(0, 2, shape).astype(np.float32)
+    maps, _ = segment(out, "binary", "sigmoid", 0.7)
+    expect = (1 / (1 + np.exp(-out.reshape(2, 3, 4))) > 0.7).astype(np.uint8)
+    np.testing.assert_array_equal(maps, expect)
+    assert 0 < maps.sum() < maps.size  # both classes present: the check can fail
+    probs, _ = segment(1 / (1 + np.exp(-out)), "binary", "none", 0.7)
+    np.testing.assert_array_equal(probs, expect)
+
+
+def test_class_map_passes_values_and_marks_impossible_ones() -> None:
+    out = np.array([[[0, 3, -1, 300]]], np.int64)
+    maps, _ = segment(out, "class_map", "none", 0.5)
+    np.testing.assert_array_equal(maps, [[[0, 3, NO_CLASS, NO_CLASS]]])
+
+
+def test_multilabel_bits_and_shown_class() -> None:
+    p = np.zeros((1, 3, 1, 4), np.float32)
+    p[0, 0, 0] = [0.9, 0.9, 0.1, 0.1]
+    p[0, 2, 0] = [0.1, 0.9, 0.1, 0.8]
+    shown, bits = segment(p, "multilabel", "none", 0.5)
+    assert bits is not None
+    np.testing.assert_array_equal(bits[0, 0], [0b001, 0b101, 0, 0b100])
+    np.testing.assert_array_equal(shown[0, 0], [0, 2, NO_CLASS, 2])  # the highest class shows
+
+
+def test_classify_top_k_best_first() -> None:
+    out = np.array([[1.0, 3.0, 2.0], [0.0, -1.0, 5.0]], np.float32)
+    top = classify(out, "softmax", k=2)
+    assert [i for i, _ in top[0]] == [1, 2] and [i for i, _ in top[1]] == [2, 0]
+    e = np.exp([1.0, 3.0, 2.0])
+    assert top[0][0][1] == pytest.approx(e[1] / e.sum(), rel=1e-6)
+    assert classify(out, "none", k=9)[1][0] == (2, 5.0)  # k capped at C, raw scores kept
+
+
+def test_restore_identity_upscale_and_crop() -> None:
+    small = rng.integers(0, 4, (3, 5), dtype=np.uint8)
+    same = restore(small, geometry((3, 5), (3, 5), "stretch"), (3, 5))
+    np.testing.assert_array_equal(same, small)
+    up = restore(small, geometry((6, 10), (3, 5), "stretch"), (6, 10))
+    np.testing.assert_array_equal(up, small.repeat(2, 0).repeat(2, 1))
+    # Centre crop of a wide frame: the model never saw the left and right bands.
+    g = geometry((4, 8), (4, 4), "center_crop", crop_from=4)
+    full = restore(np.ones((4, 4), np.uint8), g, (4, 8))
+    np.testing.assert_array_equal(full[:, :2], NO_CLASS)
+    np.testing.assert_array_equal(full[:, 2:6], 1)
+    np.testing.assert_array_equal(full[:, 6:], NO_CLASS)
+
+
+def test_restore_letterbox_drops_the_padding() -> None:
+    # A 2:1 frame letterboxed into a square: rows 0 and 3 of the model input are padding.
+    small = np.array([[9, 9], [1, 2], [3, 4], [9, 9]], np.uint8)
+    full = restore(small, geometry((2, 4), (4, 4), "letterbox").then_scale(0.5, 1.0), (2, 4))
+    np.testing.assert_array_equal(full, [[1, 1, 2, 2], [3, 3, 4, 4]])
+
+
+def test_coverage_fractions() -> None:
+    m = np.array([[0, 0, 1, NO_CLASS]], np.uint8)
+    assert coverage(m, ("bg", "fg", "other")) == {"bg": 0.5, "fg": 0.25}
+    bits = np.array([[0b11, 0b01, 0, 0b10]], np.uint32)
+    assert coverage_bits(bits, ("a", "b", "c")) == {"a": 0.5, "b": 0.5}
+
+
+# ------------------------------------------------------------------------------ overlay
+
+
+def _blend_reference(frame: Array, mask: Array, colors_rgb: Array, alpha: float,
+                     painted: Array) -> Array:
+    a = np.where(painted[mask], round(alpha * 256), 0)[..., None].astype(np.int64)
+    col = colors_rgb[mask][..., ::-1].astype(np.int64)
+    return ((frame.astype(np.int64) * (256 - a) + col * a + 128) >> 8).astype(np.uint8)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 0.5, 1.0])
+def test_blend_is_the_integer_formula(alpha: float) -> None:
+    frame = rng.integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    mask = rng.integers(0, 4, (9, 11), dtype=np.uint8)
+    mask[0, 0] = NO_CLASS
+    colors = rng.integers(0, 256, (256, 3), dtype=np.uint8)
+    painted = np.zeros(256, bool)
+    painted[1:4] = True
+    out = Blender.build(colors, alpha, painted)(frame, mask)
+    np.testing.assert_array_equal(out, _blend_reference(frame, mask, colors, alpha, painted))
+    unpainted = ~painted[mask]
+    np.testing.assert_array_equal(out[unpainted], frame[unpainted])  # background untouched
+    if alpha == 1.0:
+        np.testing.assert_array_equal(out[~unpainted], colors[mask][~unpainted][:, ::-1])
+
+
+def test_pad_even_repeats_the_edge() -> None:
+    f = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    p = pad_even(f)
+    assert p.shape == (6, 8, 3)
+    np.testing.assert_array_equal(p[:5, :7], f)
+    np.testing.assert_array_equal(p[5, :7], f[4])
+    assert pad_even(p) is p
+
+
+def test_draw_top_writes_only_in_its_box() -> None:
+    f = np.full((120, 200, 3), 200, np.uint8)
+    out = draw_top(f, ["cat 0.90", "dog 0.05"])
+    changed = np.argwhere((out != f).any(axis=2))
+    assert len(changed) > 100
+    assert changed[:, 0].max() < 60 and changed[:, 1].max() < 120
+    np.testing.assert_array_equal(draw_top(f, []), f)
