@@ -22,23 +22,28 @@ Array = np.ndarray[Any, Any]
 class Blender:
     """Per-class lookup tables built once per run: inverse weight and premultiplied colour."""
 
-    inverse: Array  # (256,) uint16: 256 - A
-    premultiplied: Array  # (256, 3) uint16, BGR: colour * A + 128
+    inverse: Array  # (256, 1) uint16: 256 - A
+    premultiplied: Array  # (256, 1, 3) uint16, BGR: colour * A + 128
 
     @classmethod
     def build(cls, colors_rgb: Array, alpha: float, painted: Array) -> Blender:
         """``painted``: (256,) bool, which class values get colour."""
         a = np.where(painted, round(alpha * 256), 0).astype(np.uint16)
         bgr = colors_rgb[:, ::-1].astype(np.uint16)
+        premultiplied = bgr * a[:, None] + np.uint16(128)
         return cls(
-            inverse=(256 - a).astype(np.uint16), premultiplied=bgr * a[:, None] + np.uint16(128)
+            inverse=(256 - a).astype(np.uint16).reshape(256, 1),
+            premultiplied=np.ascontiguousarray(premultiplied.reshape(256, 1, 3)),
         )
 
     def __call__(self, frame: Array, class_map: Array) -> Array:
         """Blend the class colours over a BGR frame; class_map is (H, W) uint8 of the same size."""
+        # cv2.LUT gathers per pixel several times faster than numpy fancy indexing.
+        inverse = cv2.LUT(class_map, self.inverse)
+        premultiplied = cv2.LUT(cv2.merge([class_map, class_map, class_map]), self.premultiplied)
         out = frame.astype(np.uint16)
-        out *= self.inverse[class_map][..., None]
-        out += self.premultiplied[class_map]
+        out *= inverse[..., None]
+        out += premultiplied
         out >>= 8
         return out.astype(np.uint8)
 
