@@ -39,8 +39,8 @@ class Blender:
     def __call__(self, frame: Array, class_map: Array) -> Array:
         """Blend the class colours over a BGR frame; class_map is (H, W) uint8 of the same size."""
         # cv2.LUT gathers per pixel several times faster than numpy fancy indexing.
-        inverse = cv2.LUT(class_map, self.inverse)
-        premultiplied = cv2.LUT(cv2.merge([class_map, class_map, class_map]), self.premultiplied)
+        inverse: Array = cv2.LUT(class_map, self.inverse)
+        premultiplied: Array = cv2.LUT(cv2.merge([class_map] * 3), self.premultiplied)
         out = frame.astype(np.uint16)
         out *= inverse[..., None]
         out += premultiplied
