@@ -33,7 +33,9 @@ def _session_options(threads: int) -> ort.SessionOptions:
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
+    # Fatal only: every failure reaches the caller as an exception, which the CLI prints as
+    # its one error line; ONNX Runtime's own ERROR log line would be a second one.
+    opts.log_severity_level = 4
     return opts
 
 

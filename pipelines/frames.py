@@ -25,7 +25,6 @@ class VideoInfo:
     time_base: Fraction
     rate: Fraction  # average frame rate, or a guess where the container has none
     frames: int | None  # from the container header: an estimate, not a promise
-    rotation: int  # degrees counter-clockwise the display matrix asks for
 
 
 @dataclass

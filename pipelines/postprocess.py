@@ -116,7 +116,8 @@ def coverage(class_map: Array, labels: tuple[str, ...]) -> dict[str, float]:
     """label -> fraction of the frame's pixels of that class, for the classes present."""
     counts = np.bincount(class_map.ravel(), minlength=256)
     total = class_map.size
-    return {labels[i]: counts[i] / total for i in range(min(len(labels), NO_CLASS)) if counts[i]}
+    present = (i for i in range(min(len(labels), NO_CLASS)) if counts[i])
+    return {labels[i]: int(counts[i]) / total for i in present}
 
 
 def coverage_bits(bits: Array, labels: tuple[str, ...]) -> dict[str, float]:

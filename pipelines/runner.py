@@ -27,7 +27,7 @@ from pipelines.frames import Answer, Frame
 from pipelines.infer import Inferencer
 from pipelines.source import VideoSource
 from pipelines.writer import Annotator, ResultsWriter, VideoWriter
-from worker.errors import Cancelled, OutputError, StageError, WorkerError
+from worker.errors import Cancelled, InputError, OutputError, StageError, WorkerError
 
 __all__ = ["RunSummary", "default_batch", "run_file"]
 
@@ -258,9 +258,9 @@ def _run(
     started = time.perf_counter()
     interrupted = False
     try:
-        for t in threads:
-            t.start()
         try:
+            for t in threads:
+                t.start()
             while any(t.is_alive() for t in threads):
                 for t in threads:
                     t.join(_POLL_S)
@@ -286,6 +286,12 @@ def _run(
         )
     if interrupted or (cancel is not None and cancel.is_set()):
         raise Cancelled(f"stopped after {done} frames; no output was written")
+    if done == 0:
+        # Nothing to publish: an empty "video" would be a half-written output.
+        raise InputError(
+            f"input '{source.path}': no frame could be decoded "
+            f"({source.bad_packets} undecodable packets)"
+        )
     if source.bad_packets:
         log.warning(
             "input '%s': %d undecodable packets were skipped", source.path, source.bad_packets

@@ -24,6 +24,9 @@ __all__ = ["VideoSource"]
 
 log = logging.getLogger(__name__)
 
+#: Read errors in a row, with no packet between them, after which the input counts as ended.
+_MAX_READ_FAILURES = 5
+
 
 def _rate(stream: Any) -> Fraction:
     for r in (stream.average_rate, stream.guessed_rate, stream.base_rate):
@@ -55,9 +58,13 @@ class VideoSource:
                     f"input '{path}': no video stream (found streams: {', '.join(kinds)})"
                 )
             self.stream = self.container.streams.video[0]
+            cc = self.stream.codec_context
+            if cc is None:  # FFmpeg found no decoder: an unknown codec tag or a damaged header
+                raise InputError(
+                    f"input '{path}': its video stream has no decoder (unknown or damaged codec)"
+                )
             # Frame and slice threads: decode releases the GIL, so this overlaps with inference.
             self.stream.thread_type = "AUTO"
-            cc = self.stream.codec_context
             if not cc.width or not cc.height:
                 raise InputError(f"input '{path}': video stream has no frame size")
             self.info = VideoInfo(
@@ -69,7 +76,6 @@ class VideoSource:
                 time_base=Fraction(self.stream.time_base or Fraction(1, 90000)),
                 rate=_rate(self.stream),
                 frames=(self.stream.frames or None),
-                rotation=0,
             )
         except BaseException:
             self.container.close()
@@ -80,19 +86,48 @@ class VideoSource:
 
     def frames(self) -> Iterator[Frame]:
         """Decoded frames in presentation order; stops at ``max_frames``."""
-        for packet in self.container.demux(self.stream):
+        for packet in self._packets():
+            if packet is not None and packet.is_corrupt:
+                # The demuxer could not read it whole (a truncated file ends this way).
+                self._bad("a truncated or corrupt packet")
+                continue
             try:
-                decoded = packet.decode()
+                decoded = packet.decode() if packet is not None else self.stream.decode(None)
             except av.error.InvalidDataError as e:
                 # One bad packet must not end a long run: count it, say so once, go on.
-                self.bad_packets += 1
-                if self.bad_packets == 1:
-                    log.warning("input '%s': skipping undecodable data (%s)", self.path, _why(e))
+                self._bad(_why(e))
                 continue
             for f in decoded:
                 yield self._frame(f)
                 if self.max_frames is not None and self.frames_read >= self.max_frames:
                     return
+
+    def _packets(self) -> Iterator[Any]:
+        """The video packets; a read error is bad data too: count it and read on, and after
+        several in a row end there, yielding ``None`` to flush the frames the decoder holds."""
+        failures = 0
+        while True:
+            try:
+                for packet in self.container.demux(self.stream):
+                    failures = 0
+                    yield packet
+                return
+            except av.error.FFmpegError as e:
+                self._bad(f"read error: {_why(e)}")
+                failures += 1
+                if failures >= _MAX_READ_FAILURES:
+                    log.warning(
+                        "input '%s': %d read errors in a row; treating it as ending here",
+                        self.path,
+                        failures,
+                    )
+                    yield None
+                    return
+
+    def _bad(self, why: str) -> None:
+        self.bad_packets += 1
+        if self.bad_packets == 1:
+            log.warning("input '%s': skipping undecodable data (%s)", self.path, why)
 
     def _frame(self, f: Any) -> Frame:
         try:

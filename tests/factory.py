@@ -44,9 +44,16 @@ def make_video(
     time_base: Fraction | None = None,
     image: Callable[[int, int, int], Array] = pattern,
     container_format: str | None = None,
+    container_options: dict[str, str] | None = None,
 ) -> Path:
-    """Encode ``frames`` frames; ``pts``/``time_base`` give variable frame rate timestamps."""
-    with av.open(str(path), mode="w", format=container_format) as c:
+    """Encode ``frames`` frames; ``pts``/``time_base`` give variable frame rate timestamps.
+
+    ``container_options`` go to the muxer, e.g. ``{"movflags": "+faststart"}`` puts the MP4
+    index first, as cameras and web encoders do.
+    """
+    with av.open(
+        str(path), mode="w", format=container_format, options=container_options or {}
+    ) as c:
         s: Any = c.add_stream(codec, rate=Fraction(fps))
         s.width, s.height, s.pix_fmt = width, height, pix_fmt
         if codec == "libx264":
@@ -78,8 +85,17 @@ def decode(path: Path) -> list[tuple[float, Array]]:
 # ----------------------------------------------------------------------------------- models
 
 Layout = Literal["NCHW", "NHWC"]
-Output = Literal["logits", "probs", "multilabel", "single", "single_sigmoid", "argmax",
-                 "argmax4d", "classify", "classify_softmax"]
+Output = Literal[
+    "logits",
+    "probs",
+    "multilabel",
+    "single",
+    "single_sigmoid",
+    "argmax",
+    "argmax4d",
+    "classify",
+    "classify_softmax",
+]
 
 
 def _dim(d: int | str | None) -> int | str:
@@ -105,8 +121,11 @@ def make_model(
     output, like real segmenters. The output takes one of the forms the worker supports.
     """
     rng = np.random.default_rng(seed)
-    elem = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16,
-            "uint8": TensorProto.UINT8}[dtype]
+    elem = {
+        "float32": TensorProto.FLOAT,
+        "float16": TensorProto.FLOAT16,
+        "uint8": TensorProto.UINT8,
+    }[dtype]
     n, (h, w) = _dim(batch), (_dim(hw[0]), _dim(hw[1]))
     in_shape = [n, 3, h, w] if layout == "NCHW" else [n, h, w, 3]
     nodes: list[onnx.NodeProto] = []
@@ -119,15 +138,20 @@ def make_model(
         nodes.append(helper.make_node("Transpose", [x], ["nchw"], perm=[0, 3, 1, 2]))
         x = "nchw"
     if stride > 1:
-        nodes.append(helper.make_node("AveragePool", [x], ["pooled"], kernel_shape=[stride] * 2,
-                                      strides=[stride] * 2))
+        nodes.append(
+            helper.make_node(
+                "AveragePool", [x], ["pooled"], kernel_shape=[stride] * 2, strides=[stride] * 2
+            )
+        )
         x = "pooled"
     channels = 1 if output in ("single", "single_sigmoid") else classes
     weight = rng.normal(0, 1, (channels, 3, 1, 1)).astype(np.float32)
     if dtype == "uint8":
         weight /= 64  # raw pixels instead of normalised ones: keep logits in a sane range
-    inits += [numpy_helper.from_array(weight, "W"),
-              numpy_helper.from_array(rng.normal(0, 0.5, channels).astype(np.float32), "B")]
+    inits += [
+        numpy_helper.from_array(weight, "W"),
+        numpy_helper.from_array(rng.normal(0, 0.5, channels).astype(np.float32), "B"),
+    ]
     nodes.append(helper.make_node("Conv", [x, "W", "B"], ["logits"], kernel_shape=[1, 1]))
     y, y_type = "logits", TensorProto.FLOAT
     if output == "probs":
@@ -137,19 +161,25 @@ def make_model(
         nodes.append(helper.make_node("Sigmoid", [y], ["prob"]))
         y = "prob"
     elif output in ("argmax", "argmax4d"):
-        nodes.append(helper.make_node("ArgMax", [y], ["classes"], axis=1,
-                                      keepdims=1 if output == "argmax4d" else 0))
+        nodes.append(
+            helper.make_node(
+                "ArgMax", [y], ["classes"], axis=1, keepdims=1 if output == "argmax4d" else 0
+            )
+        )
         y, y_type = "classes", TensorProto.INT64
     elif output in ("classify", "classify_softmax"):
-        nodes += [helper.make_node("GlobalAveragePool", [y], ["gap"]),
-                  helper.make_node("Flatten", ["gap"], ["scores"], axis=1)]
+        nodes += [
+            helper.make_node("GlobalAveragePool", [y], ["gap"]),
+            helper.make_node("Flatten", ["gap"], ["scores"], axis=1),
+        ]
         y = "scores"
         if output == "classify_softmax":
             nodes.append(helper.make_node("Softmax", [y], ["probs"], axis=1))
             y = "probs"
     rank = 2 if output.startswith("classify") else 3 if output == "argmax" else 4
     graph = helper.make_graph(
-        nodes, "test_model",
+        nodes,
+        "test_model",
         [helper.make_tensor_value_info("image", elem, in_shape)],
         # Output dims left symbolic on purpose: the worker learns them from a probe run.
         [helper.make_tensor_value_info(y, y_type, [f"o{i}" for i in range(rank)])],

@@ -60,8 +60,9 @@ def test_voc_palette_known_entries() -> None:
 
 
 def test_inferred_fields_without_a_card(tmp_path: Path) -> None:
-    m = load_model(make_model(tmp_path / "m.onnx", output="logits", classes=5, batch=2),
-                   provider="cpu")
+    m = load_model(
+        make_model(tmp_path / "m.onnx", output="logits", classes=5, batch=2), provider="cpu"
+    )
     d = m.describe()
     assert (m.task, m.kind, m.batch, m.input_hw) == ("segment", "multiclass", 2, (32, 32))
     assert m.labels == tuple(f"class_{i}" for i in range(5))
@@ -78,8 +79,10 @@ def test_activation_auto_sees_a_final_softmax_or_sigmoid(tmp_path: Path) -> None
 
 
 def test_multilabel_has_no_background_by_default(tmp_path: Path) -> None:
-    m = load_model(make_model(tmp_path / "m.onnx", output="multilabel",
-                              card={"multi_label": True}), provider="cpu")
+    m = load_model(
+        make_model(tmp_path / "m.onnx", output="multilabel", card={"multi_label": True}),
+        provider="cpu",
+    )
     assert m.kind == "multilabel" and m.background is None
 
 

@@ -31,9 +31,16 @@ rng = np.random.default_rng(7)
 
 
 def plan(**kw: Any) -> InputPlan:
-    base: dict[str, Any] = dict(hw=(4, 6), layout="NCHW", dtype=np.dtype(np.float32), rgb=True,
-                                scale=1 / 255, mean=(0.485, 0.456, 0.406),
-                                std=(0.229, 0.224, 0.225), resize="stretch")
+    base: dict[str, Any] = dict(
+        hw=(4, 6),
+        layout="NCHW",
+        dtype=np.dtype(np.float32),
+        rgb=True,
+        scale=1 / 255,
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        resize="stretch",
+    )
     base.update(kw)
     return InputPlan(**base)
 
@@ -168,8 +175,9 @@ def test_coverage_fractions() -> None:
 # ------------------------------------------------------------------------------ overlay
 
 
-def _blend_reference(frame: Array, mask: Array, colors_rgb: Array, alpha: float,
-                     painted: Array) -> Array:
+def _blend_reference(
+    frame: Array, mask: Array, colors_rgb: Array, alpha: float, painted: Array
+) -> Array:
     a = np.where(painted[mask], round(alpha * 256), 0)[..., None].astype(np.int64)
     col = colors_rgb[mask][..., ::-1].astype(np.int64)
     return ((frame.astype(np.int64) * (256 - a) + col * a + 128) >> 8).astype(np.uint8)

@@ -35,7 +35,7 @@ def test_errors_name_the_source(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_unknown_dotenv_entry_is_refused() -> None:
     Path(".env").write_text("WORKER_ALHPA=0.1\n")
-    with pytest.raises(SettingsError, match="(?i)alhpa"):
+    with pytest.raises(SettingsError, match=r"(?i)alhpa"):
         load_settings()
 
 

@@ -131,6 +131,11 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line(e: BaseException) -> str:
+    """The message on one line: a library's (ONNX Runtime's, say) may span several."""
+    return " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
@@ -144,12 +149,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         debug = settings.debug
         return _cmd_run(settings)
     except Cancelled as e:
-        print(f"error: interrupted: {e}", file=sys.stderr)
+        print(f"error: interrupted: {_one_line(e)}", file=sys.stderr)
         return e.exit_code
     except WorkerError as e:
         if debug:
             traceback.print_exc()
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -158,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         print(
-            f"error: unexpected {type(e).__name__}: {e} (run with --debug for the traceback)",
+            f"error: unexpected {type(e).__name__}: {_one_line(e)} "
+            "(run with --debug for the traceback)",
             file=sys.stderr,
         )
         return 1

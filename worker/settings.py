@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
+    DotEnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -26,6 +27,19 @@ ENV_PREFIX = "WORKER_"
 
 Provider = Literal["auto", "cuda", "cpu"]
 Task = Literal["segment", "classify"]
+
+
+class _WorkerDotEnv(DotEnvSettingsSource):
+    """``.env`` entries for us only: with ``extra="forbid"`` pydantic-settings would reject every
+    other entry too, so a ``.env`` shared with other tools (``REDIS_URL=...``) would break us."""
+
+    def __call__(self) -> dict[str, Any]:
+        prefix = ENV_PREFIX.lower()
+        return {
+            k: v
+            for k, v in super().__call__().items()
+            if k in self.settings_cls.model_fields or k.lower().startswith(prefix)
+        }
 
 
 class Settings(BaseSettings):
@@ -74,7 +88,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Spelled out rather than inherited so the precedence is visible here.
-        return init_settings, env_settings, dotenv_settings, file_secret_settings
+        return init_settings, env_settings, _WorkerDotEnv(settings_cls), file_secret_settings
 
 
 def load_settings(**cli: Any) -> Settings:
@@ -85,9 +99,10 @@ def load_settings(**cli: Any) -> Settings:
     except ValidationError as e:
         err = e.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "?"
-        source = (
-            f"--{field.replace('_', '-')}"
-            if field in given
-            else f"{ENV_PREFIX}{field.upper()} (environment or .env)"
-        )
+        if field in given:
+            source = f"--{field.replace('_', '-')}"
+        elif field.upper().startswith(ENV_PREFIX):  # an unknown .env entry, named in full
+            source = f"{field.upper()} (.env)"
+        else:
+            source = f"{ENV_PREFIX}{field.upper()} (environment or .env)"
         raise SettingsError(f"setting {source}: {err['msg']}") from e
