@@ -269,7 +269,8 @@ def _run(
             stop.set()
         deadline = time.monotonic() + _JOIN_GRACE_S
         for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+            if t.ident is not None:  # Ctrl-C may have come before every thread started
+                t.join(max(0.0, deadline - time.monotonic()))
         stuck = [t.name for t in threads if t.is_alive()]
     finally:
         bar.close()
