@@ -89,15 +89,17 @@ def preprocess(images: list[np.ndarray[Any, Any]], plan: InputPlan) -> np.ndarra
             borderMode=cv2.BORDER_CONSTANT,
             borderValue=(0, 0, 0),
         )
-    if plan.rgb:
-        batch = batch[..., ::-1]
+    src: np.ndarray[Any, Any] = batch[..., ::-1] if plan.rgb else batch
+    nchw = plan.layout == "NCHW"
+    if nchw:
+        # Reorder while still uint8 (a quarter of the bytes), then normalise in place in the
+        # final layout: 4x cheaper than normalising channel-last and transposing floats.
+        src = src.transpose(0, 3, 1, 2)
     if plan.dtype == np.uint8:
-        x: np.ndarray[Any, Any] = batch
-    else:
-        a, b = plan.normaliser()
-        x = batch.astype(np.float32)
-        x *= a
-        x += b
-    if plan.layout == "NCHW":
-        x = x.transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(x, dtype=plan.dtype)
+        return np.ascontiguousarray(src)
+    a, b = plan.normaliser()
+    shape = (1, 3, 1, 1) if nchw else (1, 1, 1, 3)
+    x = np.ascontiguousarray(src, dtype=np.float32)
+    x *= a.reshape(shape)
+    x += b.reshape(shape)
+    return x if plan.dtype == np.float32 else x.astype(plan.dtype)
