@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -88,10 +88,11 @@ def _settings_from(args: argparse.Namespace) -> Settings:
     return load_settings(**{k: v for k, v in vars(args).items() if k not in skip})
 
 
-def _cmd_run(settings: Settings) -> int:
+def _cmd_run(args: argparse.Namespace) -> int:
     from models import demo_model_path, load_model
     from pipelines import run_file
 
+    settings = _settings_from(args)
     if settings.input is None:
         raise WorkerError("--input is required (or set WORKER_INPUT)")
     model_path = settings.model or demo_model_path(settings.task or "segment")
@@ -131,23 +132,34 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _env_debug() -> bool:
+    try:
+        return load_settings().debug
+    except WorkerError:
+        return False
+
+
 def _one_line(e: BaseException) -> str:
     """The message on one line: a library's (ONNX Runtime's, say) may span several."""
     return " ".join(line.strip() for line in str(e).splitlines() if line.strip())
 
 
+#: Subcommand -> handler. A handler gets the parsed arguments and returns the exit code; it
+#: raises WorkerError for anything the user should read as one line.
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "sample": _cmd_sample,
+    "run": _cmd_run,
+    "inspect": _cmd_inspect,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    debug = bool(getattr(args, "debug", False))
+    # Before settings exist only the flag can ask for tracebacks; WORKER_DEBUG counts too.
+    debug = bool(getattr(args, "debug", False)) or _env_debug()
     try:
-        if args.command == "sample":
-            return _cmd_sample(args)
-        if args.command == "inspect":
-            return _cmd_inspect(args)
-        settings = _settings_from(args)
-        debug = settings.debug
-        return _cmd_run(settings)
+        return COMMANDS[args.command](args)
     except Cancelled as e:
         print(f"error: interrupted: {_one_line(e)}", file=sys.stderr)
         return e.exit_code
