@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import onnx
 
 from models.card import ModelCard, card_path_for, load_card
 from models.engine import Engine
@@ -190,7 +191,10 @@ def load_model(
     card_path: Path | None = card if card is not None else beside if beside.is_file() else None
     c = load_card(card_path) if card_path is not None else ModelCard()
     hw = _input_hw(g, c)
-    engine = Engine(g.proto.SerializeToString(), provider=provider, threads=threads, name=str(path))
+    # Weights in external files are found relative to the model's path, so ORT needs the path.
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in g.proto.graph.initializer)
+    source = str(path) if external else g.proto.SerializeToString()
+    engine = Engine(source, provider=provider, threads=threads, name=str(path))
     shape = _probe(g, engine, hw)
     kind = _kind(g, task, c, shape)
     labels = _labels(g, kind, c, shape)

@@ -677,6 +677,9 @@ def test_settings_precedence_cli_over_env_over_dotenv_over_defaults(tmp_path: Pa
 
 def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path: Path) -> None:
     make_video(tmp_path / "long.mp4", frames=400, width=320, height=240)
+    # A deliberately slow model (21 classes at 640x640, ~20 ms a frame): on a loaded machine the
+    # demo model could finish all 400 frames before this process gets to send the signal.
+    slow = make_model(tmp_path / "slow.onnx", output="logits", classes=21, hw=(640, 640))
     out = tmp_path / "out"
     before = tree(tmp_path)
     proc = subprocess.Popen(
@@ -688,6 +691,8 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path: Path) -> None:
             "--input",
             "long.mp4",
             "--quiet",
+            "--model",
+            str(slow),
             "--output",
             "out/long.mp4",
             "--results",

@@ -117,3 +117,29 @@ def test_card_model_defaults() -> None:
     c = ModelCard()
     assert (c.color_order, c.resize, c.activation, c.threshold) == ("rgb", "stretch", "auto", 0.5)
     assert c.scale == pytest.approx(1 / 255)
+
+
+def test_weights_in_external_files_load_and_run(tmp_path: Path) -> None:
+    # Rule: models over 2 GB store weights beside the graph; ORT must be given the path.
+    import onnx
+
+    from pipelines import Inferencer
+
+    inline = make_model(tmp_path / "inline.onnx", output="logits", classes=3)
+    proto = onnx.load(str(inline))
+    path = tmp_path / "ext" / "m.onnx"
+    path.parent.mkdir()
+    onnx.save(
+        proto,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="m.weights",
+        size_threshold=0,
+    )
+    assert (path.parent / "m.weights").is_file()
+    frame = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    got = Inferencer(load_model(path, provider="cpu"))([frame])[0].class_map
+    want = Inferencer(load_model(inline, provider="cpu"))([frame])[0].class_map
+    assert got is not None and want is not None
+    np.testing.assert_array_equal(got, want)
