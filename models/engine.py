@@ -3,12 +3,22 @@
 The CUDA and CPU paths share every line but the device name handed to ONNX Runtime, so the
 tests, which run on CPU, exercise the same binding code a GPU run uses. (No CUDA provider can
 be loaded in our CI; that path is checked on paper and by ``session.get_providers()``.)
+
+Buffers: for every input shape a thread runs, one input OrtValue and one OrtValue per output
+are allocated on the session's device once and then refilled in place (``update_inplace``,
+``bind_ortvalue_output``), so a run allocates nothing on the device and only the bytes of the
+batch and of the outputs cross between host and device. The counters ``bytes_in`` and
+``bytes_out`` say how many did.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -16,16 +26,83 @@ import onnxruntime as ort
 
 from worker.errors import ModelError, ProviderError
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "EngineOptions", "OutputSpec", "providers_for"]
 
 log = logging.getLogger(__name__)
 
 Device = Literal["cuda", "cpu"]
+_TRT = "TensorrtExecutionProvider"
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
+#: Shapes whose buffers one thread keeps: a file run sees two (full batches, the last partial
+#: one); varying shapes (e.g. in-graph resize over many videos) must not grow memory forever.
+_MAX_SHAPES = 4
+#: (shape, dtype) of one output, known before the run (needed by CUDA graphs).
+OutputSpec = tuple[tuple[int, ...], np.dtype[Any]]
 
 
-def _session_options(threads: int) -> ort.SessionOptions:
+@dataclass(frozen=True)
+class EngineOptions:
+    """How sessions are made and run. The CUDA/TensorRT fields take effect only where the CUDA
+    provider really loads (not in this project's CI: written, not run here)."""
+
+    io_binding: bool = True  # off: session.run() with numpy in and out (for comparison)
+    # EXHAUSTIVE pays a one-off search per input shape: right for fixed shapes, wrong when
+    # shapes vary. HEURISTIC is the safe default.
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "HEURISTIC"
+    gpu_mem_limit: int = 0  # bytes for the CUDA arena; 0: no limit
+    cuda_graph: bool = False  # capture once, replay: fixed shapes, one thread, fixed buffers
+    tensorrt: bool = False  # try the TensorRT provider before CUDA
+    trt_fp16: bool = False
+    trt_cache: str | None = None  # engine + timing cache directory; None: no cache
+    # TensorRT optimisation profile for dynamic inputs: (min, opt, max), each "name:1x2x3x4".
+    trt_profile: tuple[str, str, str] | None = field(default=None, compare=False)
+
+    def cuda(self) -> dict[str, str]:
+        opts = {
+            "cudnn_conv_algo_search": self.cudnn_conv_algo_search,
+            # Copies on the compute stream keep input copies ordered with the kernels.
+            "do_copy_in_default_stream": "1",
+            "arena_extend_strategy": "kSameAsRequested",
+        }
+        if self.gpu_mem_limit:
+            opts["gpu_mem_limit"] = str(self.gpu_mem_limit)
+        if self.cuda_graph:
+            opts["enable_cuda_graph"] = "1"
+        return opts
+
+    def trt(self) -> dict[str, str]:
+        opts = {"trt_fp16_enable": "1" if self.trt_fp16 else "0"}
+        if self.trt_cache:
+            opts |= {
+                "trt_engine_cache_enable": "1",
+                "trt_engine_cache_path": self.trt_cache,
+                "trt_timing_cache_enable": "1",
+                "trt_timing_cache_path": self.trt_cache,
+            }
+        if self.trt_profile is not None:
+            lo, opt, hi = self.trt_profile
+            opts |= {
+                "trt_profile_min_shapes": lo,
+                "trt_profile_opt_shapes": opt,
+                "trt_profile_max_shapes": hi,
+            }
+        if self.cuda_graph:
+            opts["trt_cuda_graph_enable"] = "1"
+        return opts
+
+
+def providers_for(device: Device, options: EngineOptions) -> list[Any]:
+    """The provider list handed to ONNX Runtime for a device: GPU ones first, CPU last."""
+    if device == "cpu":
+        return [_CPU]
+    chain: list[Any] = []
+    if options.tensorrt:
+        chain.append((_TRT, options.trt()))
+    return [*chain, (_CUDA, options.cuda()), _CPU]
+
+
+def _session_options(threads: int, options: EngineOptions, device: Device) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     # A pipeline also decodes and encodes on these cores: spinning intra-op threads would
     # steal their CPU while waiting for work, so they sleep instead.
@@ -33,14 +110,20 @@ def _session_options(threads: int) -> ort.SessionOptions:
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if options.cuda_graph and device == "cuda":
+        # A node silently placed on the CPU breaks graph capture; make it a load-time error.
+        opts.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     # Fatal only: every failure reaches the caller as an exception, which the CLI prints as
     # its one error line; ONNX Runtime's own ERROR log line would be a second one.
     opts.log_severity_level = 4
     return opts
 
 
-def _try_cuda(model: bytes, threads: int) -> ort.InferenceSession | None:
-    """A CUDA session if the provider really loads here, else None (ORT falls back silently)."""
+def _try_cuda(
+    model: bytes | str, threads: int, options: EngineOptions
+) -> ort.InferenceSession | None:
+    """A CUDA (or TensorRT) session if the provider really loads here, else None (ORT falls
+    back to the CPU silently)."""
     if _CUDA not in ort.get_available_providers():
         return None
     # ORT lists CUDA whenever it was compiled in and logs an error when the libraries are
@@ -49,26 +132,43 @@ def _try_cuda(model: bytes, threads: int) -> ort.InferenceSession | None:
     try:
         session = ort.InferenceSession(
             model,
-            sess_options=_session_options(threads),
-            providers=[(_CUDA, {"cudnn_conv_algo_search": "HEURISTIC"}), _CPU],
+            sess_options=_session_options(threads, options, "cuda"),
+            providers=providers_for("cuda", options),
         )
     except Exception as e:
         log.info("CUDA session could not be created: %s", e)
         return None
     finally:
         ort.set_default_logger_severity(2)
-    return session if session.get_providers()[0] == _CUDA else None
+    return session if session.get_providers()[0] in (_TRT, _CUDA) else None
+
+
+class _Slot:
+    """A thread's buffers for one input shape: bound once, refilled in place every run."""
+
+    def __init__(self, session: ort.InferenceSession, device: Device, key: Any) -> None:
+        shape, dtype = key
+        self.binding = session.io_binding()
+        self.input = ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, device, 0)
+        self.outputs: list[Any] | None = None  # bound on the first run when not given
 
 
 class Engine:
-    """Runs one model: ``run(batch) -> first output`` with inputs bound once per shape."""
+    """Runs one model: ``run(batch) -> first output``, ``run_all(batch) -> every output``."""
 
     def __init__(
-        self, model: bytes, *, provider: str = "auto", threads: int = 0, name: str = "model"
+        self,
+        model: bytes | str,  # serialized, or a path (needed for weights in external files)
+        *,
+        provider: str = "auto",
+        threads: int = 0,
+        name: str = "model",
+        options: EngineOptions | None = None,
     ) -> None:
         if provider not in ("auto", "cuda", "cpu"):
             raise ProviderError(f"provider '{provider}': expected auto, cuda or cpu")
-        session = _try_cuda(model, threads) if provider in ("auto", "cuda") else None
+        options = options or EngineOptions()
+        session = _try_cuda(model, threads, options) if provider in ("auto", "cuda") else None
         if session is None and provider == "cuda":
             raise ProviderError(
                 "provider 'cuda': the CUDA execution provider did not load on this machine "
@@ -77,31 +177,143 @@ class Engine:
         if session is None:
             try:
                 session = ort.InferenceSession(
-                    model, sess_options=_session_options(threads), providers=[_CPU]
+                    model,
+                    sess_options=_session_options(threads, options, "cpu"),
+                    providers=[_CPU],
                 )
             except Exception as e:
                 raise ModelError(f"model '{name}': ONNX Runtime cannot load it ({e})") from e
         self.session = session
-        self.device: Device = "cuda" if session.get_providers()[0] == _CUDA else "cpu"
+        self.name = name
+        self.threads = threads
+        self.options = options
+        self.device: Device = "cpu" if session.get_providers()[0] == _CPU else "cuda"
         self.provider = "cuda" if self.device == "cuda" else "cpu"
         self.input_name: str = session.get_inputs()[0].name
-        self.output_name: str = session.get_outputs()[0].name
-        self._binding = session.io_binding()
-        # Device buffers allocated once per input shape and refilled in place: a file run sees
-        # at most two shapes (full batches and the last partial one).
-        self._inputs: dict[tuple[int, ...], Any] = {}
+        self.output_names: list[str] = [o.name for o in session.get_outputs()]
+        self.output_name = self.output_names[0]
+        # Per thread: a session may run in several threads at once, a binding may not.
+        self._local = threading.local()
+        # CUDA graphs replay fixed device addresses: one set of buffers, one run at a time.
+        self.graph_capture = options.cuda_graph and self.device == "cuda"
+        self._graph_lock = threading.Lock() if self.graph_capture else None
+        self._graph_slots: OrderedDict[Any, _Slot] = OrderedDict()
+        self._count_lock = threading.Lock()
+        self.runs = 0
+        self.bytes_in = 0  # host -> device, all runs
+        self.bytes_out = 0  # device -> host, all runs
+
+    def derive(
+        self, model: bytes | str, *, name: str, options: EngineOptions | None = None
+    ) -> Engine:
+        """Another model on the same provider and threads (e.g. the fused graph of this one)."""
+        return Engine(
+            model,
+            provider=self.provider,
+            threads=self.threads,
+            name=name,
+            options=options or self.options,
+        )
 
     def run(self, batch: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """Run one batch; returns the first output as a host array."""
-        value = self._inputs.get(batch.shape)
-        if value is None:
-            value = ort.OrtValue.ortvalue_from_shape_and_type(
-                list(batch.shape), batch.dtype, self.device, 0
+        return self.run_all(batch)[0]
+
+    def run_all(
+        self, batch: np.ndarray[Any, Any], outputs: Sequence[OutputSpec] | None = None
+    ) -> list[np.ndarray[Any, Any]]:
+        """Run one batch; every output as a host array (a copy: the buffers are reused).
+
+        ``outputs``: the output shapes and dtypes if known, so that the output buffers exist
+        before the first run (CUDA graphs capture their addresses then); else they are
+        learnt on the first run of each input shape.
+        """
+        if not self.options.io_binding:
+            got: list[np.ndarray[Any, Any]] = self.session.run(None, {self.input_name: batch})
+            self._count(batch, got)
+            return got
+        if self._graph_lock is not None:
+            with self._graph_lock:
+                return self._bound(self._graph_slots, batch, outputs)
+        slots = getattr(self._local, "slots", None)
+        if slots is None:
+            slots = self._local.slots = OrderedDict()
+        return self._bound(slots, batch, outputs)
+
+    def bound_shapes(self) -> dict[tuple[int, ...], list[tuple[int, ...]] | None]:
+        """This thread's buffers: input shape -> bound output shapes (None: not yet bound)."""
+        slots = (
+            self._graph_slots if self._graph_lock is not None else getattr(self._local, "slots", {})
+        )
+        return {
+            key[0]: None if s.outputs is None else [tuple(v.shape()) for v in s.outputs]
+            for key, s in slots.items()
+        }
+
+    def _bound(
+        self,
+        slots: OrderedDict[Any, _Slot],
+        batch: np.ndarray[Any, Any],
+        outputs: Sequence[OutputSpec] | None,
+    ) -> list[np.ndarray[Any, Any]]:
+        key = (tuple(batch.shape), np.dtype(batch.dtype))
+        slot = slots.get(key)
+        if slot is None:
+            if self._graph_lock is not None and slots:
+                raise ModelError(
+                    f"model '{self.name}': CUDA graphs need one input shape; got "
+                    f"{list(batch.shape)} after {list(next(iter(slots))[0])}"
+                )
+            if self._graph_lock is not None and outputs is None:
+                raise ModelError(
+                    f"model '{self.name}': CUDA graphs need the output shapes before the first "
+                    "run (set cuda_graph off for this model)"
+                )
+            slot = slots[key] = _Slot(self.session, self.device, key)
+            slot.binding.bind_ortvalue_input(self.input_name, slot.input)
+            if outputs is not None:
+                self._bind_outputs(slot, outputs)
+            else:
+                for name in self.output_names:
+                    slot.binding.bind_output(name, self.device)
+            while len(slots) > _MAX_SHAPES:
+                slots.popitem(last=False)
+        else:
+            slots.move_to_end(key)
+        slot.input.update_inplace(np.ascontiguousarray(batch))
+        try:
+            self.session.run_with_iobinding(slot.binding)
+        except Exception:
+            if slot.outputs is None or self._graph_lock is not None:
+                raise
+            # ONNX Runtime checks bound outputs against the shapes it infers before it runs,
+            # so a model that cannot take this batch would fail here with a message about our
+            # buffers. Let it allocate and run again: the model's own error (or, if our shapes
+            # were wrong, a result) is what the caller needs.
+            for name in self.output_names:
+                slot.binding.bind_output(name, self.device)
+            slot.outputs = None
+            self.session.run_with_iobinding(slot.binding)
+        got = slot.binding.copy_outputs_to_cpu()
+        if slot.outputs is None:
+            # First run of this shape: from now on, write into buffers of the shapes seen.
+            self._bind_outputs(slot, [(tuple(o.shape), o.dtype) for o in got])
+        self._count(batch, got)
+        return list(got)
+
+    def _bind_outputs(self, slot: _Slot, specs: Sequence[OutputSpec]) -> None:
+        if len(specs) != len(self.output_names):
+            raise ModelError(
+                f"model '{self.name}': {len(self.output_names)} outputs, {len(specs)} specs"
             )
-            self._inputs[batch.shape] = value
-        value.update_inplace(np.ascontiguousarray(batch))
-        self._binding.bind_ortvalue_input(self.input_name, value)
-        self._binding.bind_output(self.output_name, self.device)
-        self.session.run_with_iobinding(self._binding)
-        out: np.ndarray[Any, Any] = self._binding.copy_outputs_to_cpu()[0]
-        return out
+        slot.outputs = []
+        for name, (shape, dtype) in zip(self.output_names, specs, strict=True):
+            value = ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, self.device, 0)
+            slot.binding.bind_ortvalue_output(name, value)
+            slot.outputs.append(value)
+
+    def _count(self, batch: np.ndarray[Any, Any], outs: Sequence[np.ndarray[Any, Any]]) -> None:
+        with self._count_lock:
+            self.runs += 1
+            self.bytes_in += batch.nbytes
+            self.bytes_out += sum(o.nbytes for o in outs)

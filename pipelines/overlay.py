@@ -1,17 +1,20 @@
 """Drawing answers onto frames. Pure numpy (and cv2's text drawing), no video I/O.
 
-Blending is integer maths on uint8 so that it is exact and testable:
+Blending is exact integer maths on uint8, testable to the last bit:
 ``out = (frame * (256 - A) + colour * A + 128) >> 8`` with ``A = round(alpha * 256)`` for
 painted classes and ``A = 0`` (the frame unchanged) for the background and unseen pixels.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
+
+from pipelines.postprocess import NO_CLASS
 
 __all__ = ["Blender", "draw_top", "pad_even"]
 
@@ -20,32 +23,60 @@ Array = np.ndarray[Any, Any]
 
 @dataclass(frozen=True)
 class Blender:
-    """Per-class lookup tables built once per run: inverse weight and premultiplied colour."""
+    """Lookup tables built once per run.
 
-    inverse: Array  # (256, 1) uint16: 256 - A
-    premultiplied: Array  # (256, 1, 3) uint16, BGR: colour * A + 128
+    Painted classes share one weight ``A``, so the formula is ``round_half_up(frame * w1 +
+    colour * w2)`` with ``w1 = (256 - A) / 256`` and ``w2 = A / 256``: one cv2.LUT gather of
+    the class colours and one cv2.addWeighted. Both weights are dyadic, so the float sum is
+    exact; cv2 rounds half to even, and the ``+ 1/1024`` turns that into half up without
+    moving any other value (they lie at least 1/256 from a rounding edge). Unpainted pixels
+    (``A = 0``) are copied back from the frame, which is what the formula gives them.
+    2-3x faster on 720p than weighting per pixel in uint16 (numpy or cv2.LUT tables).
+    """
+
+    colours: Array  # (256, 1, 3) uint8, BGR, per class
+    keep: Array  # (256, 1) uint8: 1 where the class is not painted
+    packed: Array  # (256,) uint32: the bytes B, G, R, keep per class (see ``over``)
+    w_frame: float
+    w_colour: float
 
     @classmethod
     def build(cls, colors_rgb: Array, alpha: float, painted: Array) -> Blender:
         """``painted``: (256,) bool, which class values get colour."""
-        a = np.where(painted, round(alpha * 256), 0).astype(np.uint16)
-        bgr = colors_rgb[:, ::-1].astype(np.uint16)
-        premultiplied = bgr * a[:, None] + np.uint16(128)
+        a = round(alpha * 256)
+        bgr = colors_rgb[:, ::-1].astype(np.uint8)
+        keep = (~painted).astype(np.uint8)
+        packed = np.empty((256, 4), np.uint8)
+        packed[:, :3], packed[:, 3] = bgr, keep
         return cls(
-            inverse=(256 - a).astype(np.uint16).reshape(256, 1),
-            premultiplied=np.ascontiguousarray(premultiplied.reshape(256, 1, 3)),
+            colours=np.ascontiguousarray(bgr.reshape(256, 1, 3)),
+            keep=keep.reshape(256, 1),
+            packed=packed.view(np.uint32).reshape(256),
+            w_frame=(256 - a) / 256,
+            w_colour=a / 256,
         )
 
     def __call__(self, frame: Array, class_map: Array) -> Array:
         """Blend the class colours over a BGR frame; class_map is (H, W) uint8 of the same size."""
-        # cv2.LUT gathers per pixel several times faster than numpy fancy indexing.
-        inverse: Array = cv2.LUT(class_map, self.inverse)
-        premultiplied: Array = cv2.LUT(cv2.merge([class_map] * 3), self.premultiplied)
-        out = frame.astype(np.uint16)
-        out *= inverse[..., None]
-        out += premultiplied
-        out >>= 8
-        return out.astype(np.uint8)
+        # cv2 gathers and blends several times faster than numpy and releases the GIL.
+        colour: Array = cv2.LUT(cv2.merge([class_map] * 3), self.colours)
+        out: Array = cv2.addWeighted(frame, self.w_frame, colour, self.w_colour, 1 / 1024)
+        keep: Array = cv2.LUT(class_map, self.keep)
+        cv2.copyTo(frame, keep, out)
+        return out
+
+    def over(self, frame: Array, small: Array, restore: Callable[[Array, int], Array]) -> Array:
+        """``self(frame, restore(small, NO_CLASS))`` for a model-resolution mask, at half the
+        cost: each class's colour and keep flag travel as one uint32 through the nearest-
+        neighbour ``restore(mask, fill)``, so the full-size class map is never made and no
+        per-pixel colour lookup runs at frame resolution."""
+        h, w = frame.shape[:2]
+        packed = restore(self.packed[small], int(self.packed[NO_CLASS]))
+        bytes_ = packed.view(np.uint8).reshape(h, w, 4)
+        colour: Array = cv2.cvtColor(bytes_, cv2.COLOR_BGRA2BGR)
+        out: Array = cv2.addWeighted(frame, self.w_frame, colour, self.w_colour, 1 / 1024)
+        cv2.copyTo(frame, np.ascontiguousarray(bytes_[:, :, 3]), out)
+        return out
 
 
 def draw_top(

@@ -7,6 +7,7 @@ to 1080p is 170 MB of work per frame; the uint8 class map is 2 MB.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -15,11 +16,13 @@ from pipelines.preprocess import Geometry
 
 __all__ = [
     "NO_CLASS",
+    "MaskMap",
     "classify",
     "coverage",
     "coverage_bits",
     "restore",
     "segment",
+    "shown_from_bits",
     "sigmoid",
     "softmax",
 ]
@@ -44,7 +47,10 @@ def _above(x: Array, activation: Activation, threshold: float) -> Array:
     if activation == "sigmoid":
         # sigmoid(x) > t  <=>  x > logit(t): no exp over the whole map.
         return x > np.float32(np.log(threshold / (1.0 - threshold)))
-    return x > threshold
+    # In float32, not in x's own dtype: a float16 map compared with a Python float would see
+    # the threshold rounded to float16 (0.3 -> 0.30005), and 0.30005 would not count as above
+    # 0.3. The fused graph compares the same float32 numbers.
+    return x.astype(np.float32, copy=False) > np.float32(threshold)
 
 
 def segment(
@@ -103,14 +109,68 @@ def restore(small: Array, g: Geometry, frame_hw: tuple[int, int], fill: int = NO
     ``g`` maps frame pixels to ``small``'s pixels. Pixels outside what the model saw (centre
     crop) get ``fill``.
     """
-    fh, fw = frame_hw
-    rows = _index(fh, small.shape[0], g.sy, g.ty)
-    cols = _index(fw, small.shape[1], g.sx, g.tx)
-    padded = np.full((small.shape[0] + 1, small.shape[1] + 1), fill, dtype=small.dtype)
-    padded[:-1, :-1] = small  # index -1 lands on the fill row/column
-    # Two 1-D takes: 5x faster than one 2-D fancy index for the same pixels.
-    full: Array = np.take(np.take(padded, rows, axis=0), cols, axis=1)
-    return full
+    return MaskMap.build(g, small.shape[:2], frame_hw).restore(small, fill)
+
+
+@dataclass(frozen=True)
+class MaskMap:
+    """Where each frame pixel finds its model-resolution mask pixel, built once per video.
+
+    Nearest neighbour makes the full-size mask a grid of repeated rows and columns, so how
+    often each mask pixel appears on the frame is ``row_counts[i] * col_counts[j]``: coverage
+    is counted on the small mask with those weights, exactly equal to counting the frame.
+    """
+
+    rows: Array  # (H,) source row per frame row, -1 outside the mask
+    cols: Array  # (W,) source column per frame column, -1 outside
+    small_hw: tuple[int, int]
+    frame_hw: tuple[int, int]
+    weights: Array = field(init=False, repr=False)  # (h, w) float64 frame pixels per mask pixel
+
+    def __post_init__(self) -> None:
+        h, w = self.small_hw
+        rc = np.bincount(self.rows[self.rows >= 0], minlength=h)[:h]
+        cc = np.bincount(self.cols[self.cols >= 0], minlength=w)[:w]
+        # float64 holds these integer counts exactly (< 2**53), and bincount wants floats.
+        object.__setattr__(self, "weights", np.outer(rc, cc).astype(np.float64))
+
+    @classmethod
+    def build(cls, g: Geometry, small_hw: tuple[int, int], frame_hw: tuple[int, int]) -> MaskMap:
+        (fh, fw), (sh, sw) = frame_hw, small_hw
+        return cls(_index(fh, sh, g.sy, g.ty), _index(fw, sw, g.sx, g.tx), small_hw, frame_hw)
+
+    def restore(self, small: Array, fill: int = NO_CLASS) -> Array:
+        h, w = self.small_hw
+        padded = np.full((h + 1, w + 1), fill, dtype=small.dtype)
+        padded[:-1, :-1] = small  # index -1 lands on the fill row/column
+        # Two 1-D takes: 5x faster than one 2-D fancy index for the same pixels.
+        full: Array = np.take(np.take(padded, self.rows, axis=0), self.cols, axis=1)
+        return full
+
+    def coverage(self, small: Array, labels: tuple[str, ...]) -> dict[str, float]:
+        """``coverage(self.restore(small), labels)``, counted on the small mask."""
+        counts = np.bincount(small.ravel(), weights=self.weights.ravel(), minlength=256)
+        total = self.frame_hw[0] * self.frame_hw[1]
+        present = (i for i in range(min(len(labels), NO_CLASS)) if counts[i])
+        return {labels[i]: int(counts[i]) / total for i in present}
+
+    def coverage_bits(self, bits: Array, labels: tuple[str, ...]) -> dict[str, float]:
+        """``coverage_bits(self.restore(bits, fill=0), labels)``, counted on the small mask."""
+        total = self.frame_hw[0] * self.frame_hw[1]
+        out = {}
+        for k, label in enumerate(labels):
+            n = int(self.weights[(bits >> k) & 1 != 0].sum())
+            if n:
+                out[label] = n / total
+        return out
+
+
+def shown_from_bits(bits: Array, classes: int) -> Array:
+    """Multi-label bits -> the class drawn per pixel: the highest one on, else ``NO_CLASS``."""
+    shown = np.full(bits.shape, NO_CLASS, dtype=np.uint8)
+    for k in range(classes):
+        shown[(bits >> k) & 1 != 0] = k
+    return shown
 
 
 def coverage(class_map: Array, labels: tuple[str, ...]) -> dict[str, float]:

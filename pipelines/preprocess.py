@@ -13,7 +13,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-__all__ = ["Geometry", "InputPlan", "geometry", "preprocess", "warp_matrix"]
+__all__ = ["Geometry", "InputPlan", "geometry", "preprocess", "warp", "warp_matrix"]
 
 Resize = Literal["stretch", "letterbox", "center_crop"]
 
@@ -73,22 +73,49 @@ class InputPlan:
         return a.astype(np.float32), b.astype(np.float32)
 
 
-def preprocess(images: list[np.ndarray[Any, Any]], plan: InputPlan) -> np.ndarray[Any, Any]:
-    """BGR uint8 frames (same size) -> one model input batch."""
-    h, w = plan.hw
-    g = geometry(images[0].shape[:2], plan.hw, plan.resize, plan.crop_from)
-    m = warp_matrix(g)
-    batch = np.empty((len(images), h, w, 3), dtype=np.uint8)
+def warp(
+    images: list[np.ndarray[Any, Any]],
+    hw: tuple[int, int],
+    resize: Resize,
+    crop_from: int | None = None,
+    out: np.ndarray[Any, Any] | None = None,
+) -> np.ndarray[Any, Any]:
+    """BGR uint8 frames (same size) -> uint8 BGR NHWC batch at the model size.
+
+    This is all the host does for the fused graph, and what ``preprocess`` starts from: the
+    bytes that cross to the inference device are these, a model-sized uint8 image per frame.
+    ``out`` (n, h, w, 3) uint8 is filled in place when given.
+    """
+    h, w = hw
+    if out is None:
+        out = np.empty((len(images), h, w, 3), dtype=np.uint8)
+    fh, fw = images[0].shape[:2]
+    if resize == "stretch":
+        # cv2.resize (INTER_LINEAR) samples at the same pixel centres as the stretch geometry
+        # and is 3-4x faster than the general warp (fixed-point 2-tap rows and columns).
+        for i, img in enumerate(images):
+            if (fh, fw) == (h, w):
+                out[i] = img
+            else:
+                cv2.resize(img, (w, h), dst=out[i], interpolation=cv2.INTER_LINEAR)
+        return out
+    m = warp_matrix(geometry((fh, fw), hw, resize, crop_from))
     for i, img in enumerate(images):
         cv2.warpAffine(
             img,
             m,
             (w, h),
-            dst=batch[i],
+            dst=out[i],
             flags=cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_CONSTANT,
             borderValue=(0, 0, 0),
         )
+    return out
+
+
+def preprocess(images: list[np.ndarray[Any, Any]], plan: InputPlan) -> np.ndarray[Any, Any]:
+    """BGR uint8 frames (same size) -> one model input batch."""
+    batch = warp(images, plan.hw, plan.resize, plan.crop_from)
     src: np.ndarray[Any, Any] = batch[..., ::-1] if plan.rgb else batch
     nchw = plan.layout == "NCHW"
     if nchw:

@@ -23,9 +23,11 @@ from tqdm import tqdm
 
 from models import Model
 from pipelines.atomic import AtomicFile
-from pipelines.frames import Answer, Frame
+from pipelines.batching import collect
+from pipelines.frames import Answer
 from pipelines.infer import Inferencer
 from pipelines.source import VideoSource
+from pipelines.speed import Speed
 from pipelines.writer import Annotator, ResultsWriter, VideoWriter
 from worker.errors import Cancelled, InputError, OutputError, StageError, WorkerError
 
@@ -58,10 +60,15 @@ class _Channel:
                 continue
         raise _Stopped
 
-    def get(self) -> Any:
+    def get(self, timeout: float | None = None) -> Any:
+        """The next item; ``queue.Empty`` if ``timeout`` seconds pass first (None: no limit)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while not self._stop.is_set():
+            wait = _POLL_S if deadline is None else min(_POLL_S, deadline - time.monotonic())
+            if wait <= 0:
+                raise queue.Empty
             try:
-                return self._q.get(timeout=_POLL_S)
+                return self._q.get(timeout=wait)
             except queue.Empty:
                 continue
         raise _Stopped
@@ -81,6 +88,7 @@ class RunSummary:
     seconds: float = 0.0
     fps: float = 0.0
     totals: dict[str, float] = field(default_factory=dict)
+    pipeline: dict[str, Any] = field(default_factory=dict)  # fused?, decoder, encoder, bytes
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,19 +114,28 @@ def run_file(
     top_k: int = 5,
     max_frames: int | None = None,
     queue_size: int = 8,
-    preset: str = "veryfast",
+    preset: str = "ultrafast",
     crf: int = 23,
     progress: bool = False,
     on_frame: Callable[[int, int | None], None] | None = None,
     cancel: threading.Event | None = None,
+    before_commit: Callable[[], None] | None = None,
+    speed: Speed | None = None,
 ) -> RunSummary:
-    """Process one video file end to end; returns the summary or raises a ``WorkerError``."""
+    """Process one video file end to end; returns the summary or raises a ``WorkerError``.
+
+    ``before_commit`` runs after the last frame, before the outputs are renamed into place; if
+    it raises, nothing is published (the job queue checks there that it still holds the job).
+    """
     for path, what in ((output, "output"), (results, "results")):
         if path.resolve() == input.resolve():
             raise OutputError(f"{what} '{path}': would overwrite the input")
     if output.resolve() == results.resolve():
         raise OutputError(f"results '{results}': same path as the output video")
-    source = VideoSource(input, max_frames=max_frames)
+    speed = speed or Speed()
+    source = VideoSource(
+        input, max_frames=max_frames, threads=speed.decode_threads, hw_decode=speed.hw_decode
+    )
     try:
         video_file = AtomicFile(output, "output")
         try:
@@ -141,7 +158,10 @@ def run_file(
                 progress=progress,
                 on_frame=on_frame,
                 cancel=cancel,
+                speed=speed,
             )
+            if before_commit is not None:
+                before_commit()
         except BaseException:
             video_file.discard()
             results_file.discard()
@@ -168,6 +188,7 @@ def _run(
     progress: bool,
     on_frame: Callable[[int, int | None], None] | None,
     cancel: threading.Event | None,
+    speed: Speed,
 ) -> RunSummary:
     stop = cancel if cancel is not None else threading.Event()
     failures: list[tuple[str, BaseException]] = []
@@ -175,9 +196,11 @@ def _run(
     batch = default_batch(model, batch)
     frames_in = _Channel(max(queue_size, batch), stop)
     answers = _Channel(queue_size, stop)
-    infer = Inferencer(model, top_k=top_k)
+    infer = Inferencer(model, top_k=top_k, speed=speed, batch=batch)
     annotate = Annotator(model, alpha)
-    video = VideoWriter(video_file, source.info, preset=preset, crf=crf)
+    video = VideoWriter(video_file, source.info, preset=preset, crf=crf, encoder=speed.encoder)
+    # Files are lossless: a batch waits until full. A live source waits at most this long.
+    batch_wait = speed.batch_wait_s if source.live else None
     results = ResultsWriter(results_file)
     total = source.info.frames
     if total is not None and source.max_frames is not None:
@@ -202,17 +225,9 @@ def _run(
     def run_model() -> None:
         ended = False
         while not ended:
-            item = frames_in.get()
-            if item is _END:
+            pending, ended = collect(frames_in.get, batch, batch_wait, end=_END)
+            if not pending:
                 break
-            pending: list[Frame] = [item]
-            # Files are lossless: wait for a full batch unless the stream ends first.
-            while len(pending) < batch:
-                item = frames_in.get()
-                if item is _END:
-                    ended = True
-                    break
-                pending.append(item)
             outs: list[Answer] = infer([f.image for f in pending])
             for frame, answer in zip(pending, outs, strict=True):
                 answers.put((frame, answer))
@@ -315,4 +330,9 @@ def _run(
         seconds=round(seconds, 3),
         fps=round(done / seconds, 2) if seconds > 0 else 0.0,
         totals=totals,
+        pipeline={
+            **infer.describe(),
+            "decoder": source.decoder,
+            "encoder": video.codec,
+        },
     )

@@ -8,24 +8,48 @@ skipped rather than ending the run: a truncated camera dump still yields every g
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import av
+import av.codec.hwaccel
 import av.error
 import numpy as np
 
 from pipelines.frames import Frame, VideoInfo
+from pipelines.speed import HwDecode
 from worker.errors import InputError, InputNotFoundError
 
-__all__ = ["VideoSource"]
+__all__ = ["VideoSource", "decode_threads"]
 
 log = logging.getLogger(__name__)
 
 #: Read errors in a row, with no packet between them, after which the input counts as ended.
 _MAX_READ_FAILURES = 5
+
+
+#: Why CUDA decoding failed in this process (None: not tried yet, or it worked). FFmpeg lists
+#: "cuda" wherever it was compiled in; creating the device is the only real test, and a
+#: machine that failed once will fail again, so later files do not retry.
+_cuda_failed: str | None = None
+_cuda_lock = threading.Lock()
+
+
+def _remember_cuda_failure(why: str) -> None:
+    global _cuda_failed
+    with _cuda_lock:
+        _cuda_failed = why
+    log.debug("CUDA decoding unavailable (%s); decoding in software", why)
+
+
+def decode_threads(requested: int = 0) -> int:
+    """Decoder threads: as asked, else one per core (FFmpeg's frame threads each decode a
+    whole frame, so more than the cores only adds latency and memory)."""
+    return requested or min(os.cpu_count() or 1, 16)
 
 
 def _rate(stream: Any) -> Fraction:
@@ -36,21 +60,52 @@ def _rate(stream: Any) -> Fraction:
 
 
 class VideoSource:
-    def __init__(self, path: Path, *, max_frames: int | None = None) -> None:
+    """Decoded frames of one video file.
+
+    ``hw_decode``: "auto" decodes on the GPU (NVDEC through PyAV's CUDA hwaccel) where a CUDA
+    device opens and falls back to software silently; "cuda" requires it; "off" never tries.
+    ``decoder`` says which one runs ("cuda" or "software"). A file is never live: batches may
+    wait for it (see ``pipelines.batching``).
+    """
+
+    live = False
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_frames: int | None = None,
+        threads: int = 0,
+        hw_decode: HwDecode = "off",
+    ) -> None:
         self.path = path
         self.max_frames = max_frames
         self.bad_packets = 0
         self.frames_read = 0
+        self.decoder = "software"
+        self.hw_unavailable: str | None = None  # why hardware decoding was not used
+        self._hw_error: str | None = None
         if not path.exists():
             raise InputNotFoundError(f"input '{path}': file not found")
         if not path.is_file():
             raise InputError(f"input '{path}': not a file")
-        try:
-            self.container: Any = av.open(str(path), mode="r")
-        except PermissionError as e:
-            raise InputNotFoundError(f"input '{path}': cannot read ({e.strerror})") from e
-        except (av.error.FFmpegError, OSError, ValueError) as e:
-            raise InputError(f"input '{path}': not a readable video ({_why(e)})") from e
+        self.container: Any = self._open_hw() if hw_decode != "off" else None
+        if self.container is None:
+            try:
+                self.container = av.open(str(path), mode="r")
+            except PermissionError as e:
+                raise InputNotFoundError(f"input '{path}': cannot read ({e.strerror})") from e
+            except (av.error.FFmpegError, OSError, ValueError) as e:
+                raise InputError(f"input '{path}': not a readable video ({_why(e)})") from e
+            if self._hw_error is not None:
+                # The file opens in software: the device was the problem, here for good.
+                _remember_cuda_failure(self._hw_error)
+            if hw_decode == "cuda":
+                self.container.close()
+                raise InputError(
+                    f"input '{path}': hardware decoding (cuda) is not available here "
+                    f"({self.hw_unavailable})"
+                )
         try:
             if not self.container.streams.video:
                 kinds = sorted({str(s.type) for s in self.container.streams}) or ["none"]
@@ -63,8 +118,13 @@ class VideoSource:
                 raise InputError(
                     f"input '{path}': its video stream has no decoder (unknown or damaged codec)"
                 )
-            # Frame and slice threads: decode releases the GIL, so this overlaps with inference.
-            self.stream.thread_type = "AUTO"
+            if getattr(cc, "is_hwaccel", False):
+                self.decoder = "cuda"
+            else:
+                # Frame and slice threads: decode releases the GIL, so this overlaps with
+                # inference. (NVDEC does its own scheduling: no CPU threads there.)
+                self.stream.thread_type = "AUTO"
+                cc.thread_count = decode_threads(threads)
             if not cc.width or not cc.height:
                 raise InputError(f"input '{path}': video stream has no frame size")
             self.info = VideoInfo(
@@ -80,6 +140,25 @@ class VideoSource:
         except BaseException:
             self.container.close()
             raise
+
+    def _open_hw(self) -> Any:
+        """The container with CUDA decoding, or None (``hw_unavailable`` says why)."""
+        with _cuda_lock:
+            failed = _cuda_failed
+        if failed is None and "cuda" not in av.codec.hwaccel.hwdevices_available():
+            failed = "FFmpeg has no CUDA support"
+        if failed is None:
+            try:
+                # allow_software_fallback: codecs NVDEC lacks (ffv1, ...) decode on the CPU.
+                hw = av.codec.hwaccel.HWAccel(device_type="cuda", allow_software_fallback=True)
+                return av.open(str(self.path), mode="r", hwaccel=hw)
+            except (av.error.FFmpegError, OSError, ValueError) as e:
+                # Creating the CUDA device failed, or the file is unreadable: the software
+                # open that follows tells which (and reports the latter in its own words).
+                failed = _why(e)
+                self._hw_error = failed
+        self.hw_unavailable = failed
+        return None
 
     def close(self) -> None:
         self.container.close()
