@@ -1,0 +1,499 @@
+"""``worker export``: a PyTorch checkpoint becomes a checked, verified ONNX model with its card.
+
+What the command promises (``models.export``): the exported graph passes ``onnx.checker`` at
+the requested opset with the requested dynamic axes; ONNX Runtime answers like PyTorch within
+the tolerance on noise and on sample images, preprocessed as the card says; the card beside
+the model lets ``worker run`` use it with no other flag; and every refusal is one ``error:``
+line, exit 2, with nothing written.
+
+The networks are ``export_nets`` (this folder, put on PYTHONPATH for the subprocess as a user's
+own package would be). The two real exports run as a user runs them, in a subprocess, once per
+module; the refusals go through the same ``worker.cli.main`` in-process (``capfd`` still sees
+every byte written to stdout and stderr), which spares a torch import per case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import export_nets
+from factory import decode, make_video, pattern
+from models import load_model
+from models.checkpoint import load_weights, read_state_dict
+from pipelines import Annotator, Answer, Frame, plan_for, preprocess, segment
+from worker.cli import main
+from worker.errors import ExportError
+
+NETS_DIR = Path(__file__).parent
+TIMEOUT_S = 90.0
+IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+# ----------------------------------------------------------------------------------- helpers
+
+
+def worker(
+    cwd: Path, *args: str, prefix: Sequence[str] = (sys.executable, "-m", "worker")
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(NETS_DIR), env.get("PYTHONPATH")) if p)
+    return subprocess.run(
+        [*prefix, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
+    )
+
+
+def one_error(code: int, out: str, err: str, *needles: str) -> str:
+    """Exit 2, nothing on stdout, one ``error: ...`` line on stderr naming every needle."""
+    assert code == 2, (code, err)
+    assert out == "", out
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), lines[0]
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def save(net: torch.nn.Module, path: Path) -> Path:
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def export_args(weights: Path, factory: str, *extra: str) -> list[str]:
+    return [
+        "export",
+        "--factory",
+        f"export_nets:{factory}",
+        "--weights",
+        str(weights),
+        "--input-shape",
+        "1,3,32,32",
+        "--output",
+        "out/model.onnx",
+        *extra,
+    ]
+
+
+def torch_outputs(net: torch.nn.Module, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    with torch.inference_mode():
+        out = net(torch.from_numpy(x))
+    tensor = out["out"] if isinstance(out, dict) else out
+    assert isinstance(tensor, torch.Tensor)
+    result: np.ndarray[Any, Any] = tensor.numpy()
+    return result
+
+
+@dataclass
+class Exported:
+    dir: Path
+    model: Path
+    weights: Path
+    net: torch.nn.Module  # the PyTorch network with the same weights, in eval mode
+    report: dict[str, Any]
+    stderr: str
+
+
+# ---------------------------------------------------------------------- two real exports
+
+
+@pytest.fixture(scope="module")
+def segmenter(tmp_path_factory: pytest.TempPathFactory) -> Exported:
+    d = tmp_path_factory.mktemp("segmenter")
+    net = export_nets.randomized(export_nets.segmenter(), seed=1)
+    # Saved the way a data-parallel training script saves it: wrapped, every key prefixed.
+    state = {f"module.{k}": v for k, v in net.state_dict().items()}
+    torch.save({"epoch": 7, "state_dict": state}, d / "best.pth")
+    (d / "labels.txt").write_text("\n".join(export_nets.SEGMENT_LABELS) + "\n")
+    (d / "samples").mkdir()
+    cv2.imwrite(str(d / "samples" / "a.png"), pattern(3, 96, 72))
+    cv2.imwrite(str(d / "samples" / "b.jpg"), pattern(9, 50, 80))
+    proc = worker(
+        d,
+        "export",
+        "--factory",
+        "export_nets:segmenter",
+        "--weights",
+        "best.pth",
+        "--input-shape",
+        "1,3,64,64",
+        "--dynamic",
+        "batch,height,width",
+        "--opset",
+        "17",
+        "--task",
+        "segment",
+        "--labels",
+        "labels.txt",
+        "--samples",
+        "samples",
+        "--output",
+        "exported/seg.onnx",
+    )
+    assert proc.returncode == 0, proc.stderr
+    return Exported(
+        d, d / "exported/seg.onnx", d / "best.pth", net, json.loads(proc.stdout), proc.stderr
+    )
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory: pytest.TempPathFactory) -> Exported:
+    d = tmp_path_factory.mktemp("classifier")
+    net = export_nets.randomized(export_nets.classifier(classes=4), seed=2)
+    save(net, d / "cls.pth")
+    (d / "labels.txt").write_text("\n".join(export_nets.CLASSIFY_LABELS) + "\n")
+    proc = worker(
+        d,
+        "export",
+        "--factory",
+        "export_nets:classifier",
+        "--factory-kwargs",
+        '{"classes": 4}',
+        "--weights",
+        "cls.pth",
+        "--input-shape",
+        "1,3,48,48",
+        "--labels",
+        "labels.txt",
+        "--color-order",
+        "bgr",
+        "--scale",
+        "1/255",
+        "--mean",
+        "0.5,0.5,0.5",
+        "--std",
+        "0.25,0.25,0.25",
+        "--resize",
+        "letterbox",
+        "--output",
+        "exported/cls.onnx",
+    )
+    assert proc.returncode == 0, proc.stderr
+    return Exported(
+        d, d / "exported/cls.onnx", d / "cls.pth", net, json.loads(proc.stdout), proc.stderr
+    )
+
+
+def _dims(value: onnx.ValueInfoProto) -> list[int | str]:
+    return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+
+def test_segmenter_is_checked_verified_and_carded(segmenter: Exported) -> None:
+    onnx.checker.check_model(str(segmenter.model), full_check=True)
+    proto = onnx.load(str(segmenter.model))
+    assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [17]
+    assert proto.producer_name == "pytorch"
+    assert [i.name for i in proto.graph.input] == ["image"]
+    assert _dims(proto.graph.input[0]) == ["batch", 3, "height", "width"]
+    assert [o.name for o in proto.graph.output] == ["output"]  # "aux" is left out
+    assert _dims(proto.graph.output[0]) == ["batch", 3, "out_height", "out_width"]
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["factory"] == "export_nets:segmenter"
+    assert meta["weights_sha256"] == hashlib.sha256(segmenter.weights.read_bytes()).hexdigest()
+
+    card = json.loads(segmenter.model.with_suffix(".json").read_text())
+    assert card == {
+        "task": "segment",
+        "labels": list(export_nets.SEGMENT_LABELS),
+        "color_order": "rgb",
+        "scale": 1 / 255,
+        **IMAGENET,
+        "resize": "stretch",
+        "input_size": [64, 64],  # the graph's height and width are dynamic
+    }
+
+    r = segmenter.report
+    assert r["opset"] == 17 and r["producer"].startswith("pytorch ")
+    assert r["weights_found_in"] == "['state_dict']"
+    assert r["weights_prefixes_stripped"] == ["module."]
+    assert r["output_selected"] == "['out']"
+    assert r["input"] == "image[batch,3,height,width]"
+    checks = r["verification"]
+    assert [(c["inputs"], c["shape"], c["images"]) for c in checks] == [
+        ("random", [1, 3, 64, 64], 1),
+        ("random", [2, 3, 64, 64], 2),  # the dynamic batch
+        ("random", [1, 3, 128, 128], 1),  # the dynamic height and width
+        ("samples", [1, 3, 64, 64], 2),  # preprocessed as the card says
+    ]
+    assert all(0 <= c["max_abs_diff"] <= r["tolerance"] == 1e-3 for c in checks)
+    assert all(c["mask_agreement"] >= 0.999 for c in checks)
+    assert segmenter.stderr == ""  # no warnings
+    assert sorted(p.name for p in segmenter.model.parent.iterdir()) == ["seg.json", "seg.onnx"]
+
+
+def test_classifier_card_carries_the_preprocessing_flags(classifier: Exported) -> None:
+    onnx.checker.check_model(str(classifier.model), full_check=True)
+    proto = onnx.load(str(classifier.model))
+    assert _dims(proto.graph.input[0]) == ["batch", 3, 48, 48]  # only the batch is dynamic
+    card = json.loads(classifier.model.with_suffix(".json").read_text())
+    assert card == {
+        "task": "classify",
+        "labels": list(export_nets.CLASSIFY_LABELS),
+        "color_order": "bgr",
+        "scale": 1 / 255,
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.25, 0.25, 0.25],
+        "resize": "letterbox",
+    }
+    r = classifier.report
+    assert r["weights_found_in"] == "the file" and r["weights_prefixes_stripped"] == []
+    assert [c["shape"] for c in r["verification"]] == [[1, 3, 48, 48], [2, 3, 48, 48]]
+    assert all(c["max_abs_diff"] <= 1e-3 and c["top1_agreement"] == 1.0 for c in r["verification"])
+    assert classifier.stderr == ""
+
+
+# --------------------------------------------- worker run answers like PyTorch, no flags
+
+
+def _run(exported: Exported, tmp_path: Path) -> tuple[list[dict[str, Any]], list[Frame]]:
+    video = make_video(tmp_path / "clip.mp4", frames=8, width=96, height=72)
+    proc = worker(tmp_path, "run", "--input", "clip.mp4", "--model", str(exported.model))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    task = summary["task"]
+    frames = [
+        Frame(index=i, pts=None, time=t, image=image) for i, (t, image) in enumerate(decode(video))
+    ]
+    return jsonl(tmp_path / f"clip.{task}.jsonl"), frames
+
+
+def test_worker_run_with_exported_segmenter_matches_pytorch(
+    segmenter: Exported, tmp_path: Path
+) -> None:
+    records, frames = _run(segmenter, tmp_path)
+    model = load_model(segmenter.model, provider="cpu")  # graph + the card beside it
+    x = preprocess([f.image for f in frames], plan_for(model))
+    maps, _ = segment(torch_outputs(segmenter.net, x), model.kind, model.activation, 0.5)
+    annotate = Annotator(model, 0.5)  # maps the mask onto the frame as the worker does
+    expected = [annotate(f, Answer(class_map=m))[1] for f, m in zip(frames, maps, strict=True)]
+    assert len(records) == len(expected) == 8
+    pixel = 1 / (96 * 72)
+    for got, want in zip(records, expected, strict=True):
+        assert got["frame"] == want["frame"]
+        assert set(got["coverage"]) == set(want["coverage"]), (got, want)
+        for label, share in want["coverage"].items():
+            assert abs(got["coverage"][label] - share) <= 2 * pixel, (got, want)
+    # The answers depend on the pixels: a test where every frame looked alike could not fail.
+    assert len({json.dumps(r["coverage"]) for r in records}) > 1
+
+
+def test_worker_run_with_exported_classifier_matches_pytorch(
+    classifier: Exported, tmp_path: Path
+) -> None:
+    records, frames = _run(classifier, tmp_path)
+    model = load_model(classifier.model, provider="cpu")
+    x = preprocess([f.image for f in frames], plan_for(model))
+    logits = torch_outputs(classifier.net, x)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    assert len(records) == len(probs) == 8
+    for got, p in zip(records, probs, strict=True):
+        best = int(np.argmax(p))
+        assert got["top"][0]["label"] == export_nets.CLASSIFY_LABELS[best]
+        for entry in got["top"]:
+            assert abs(entry["score"] - float(p[entry["index"]])) < 1e-4, (got, p)
+
+
+def test_channels_last_input_is_exported_as_nhwc(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    weights = save(export_nets.randomized(export_nets.channels_last(), 4), tmp_path / "w.pth")
+    args = export_args(weights, "channels_last", "--dynamic", "batch,height,width")
+    args[args.index("1,3,32,32")] = "1,32,32,3"
+    code, out, err = cli(args, capfd)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["input"] == "image[batch,height,width,3]"
+    assert [c["shape"] for c in report["verification"]] == [
+        [1, 32, 32, 3],
+        [2, 32, 32, 3],
+        [1, 64, 64, 3],
+    ]
+    model = load_model(tmp_path / "out/model.onnx", provider="cpu")
+    assert (model.graph.layout, model.input_hw, model.task) == ("NHWC", (32, 32), "classify")
+
+
+# ------------------------------------------------------------------------------- refusals
+
+
+def test_without_torch_one_line_names_the_install_hint(tmp_path: Path) -> None:
+    # A core install has no torch: export must say how to get it, before reading anything.
+    block = "import sys; sys.modules['torch'] = None; from worker.cli import main; sys.exit(main())"
+    proc = worker(
+        tmp_path,
+        *export_args(tmp_path / "missing.pth", "classifier"),
+        prefix=(sys.executable, "-c", block),
+    )
+    one_error(proc.returncode, proc.stdout, proc.stderr, "PyTorch", "pip install '.[export]'")
+
+
+def cli(args: list[str], capfd: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(args)
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    ("factory", "needles"),
+    [
+        ("no_such_pkg.nets:build", ["cannot import module 'no_such_pkg.nets'", "'no_such_pkg'"]),
+        ("export_nets:nope", ["module 'export_nets' has no attribute 'nope'"]),
+        ("export_nets.classifier", ["expected module:function"]),
+        ("export_nets:broken_factory", ["raised RuntimeError: cannot build"]),
+        ("export_nets:SEGMENT_LABELS", ["not a function or class"]),
+        ("models.unet:build", ["'models' is also the name of one of this tool's own packages"]),
+        ("broken_module:build", ["importing module 'broken_module' failed", "not_installed_dep"]),
+    ],
+)
+def test_factory_that_cannot_be_used_is_named(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], factory: str, needles: list[str]
+) -> None:
+    # A module in the working directory is found (as with python -m), and its own failure shown.
+    (tmp_path / "broken_module.py").write_text("import not_installed_dep\n")
+    args = export_args(tmp_path / "w.pth", "classifier")
+    args[2] = factory
+    one_error(*cli(args, capfd), f"--factory '{factory}'", *needles)
+    assert not (tmp_path / "out").exists()
+
+
+def test_weights_that_do_not_match_list_missing_unexpected_and_reshaped_keys(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    state = export_nets.classifier().state_dict()
+    del state["head.bias"]
+    state["head.extra"] = torch.zeros(2)
+    state["head.weight"] = torch.zeros(5, 16)
+    torch.save({"model": state}, tmp_path / "w.pth")
+    one_error(
+        *cli(export_args(tmp_path / "w.pth", "classifier"), capfd),
+        "do not match the model from 'export_nets:classifier'",
+        "missing 1 key: head.bias",
+        "unexpected 1 key: head.extra",
+        "head.weight [5, 16] in the file vs [4, 16] in the model",
+    )
+
+
+def test_checkpoint_forms_are_unwrapped(tmp_path: Path) -> None:
+    net = export_nets.randomized(export_nets.classifier(), seed=3)
+    state = net.state_dict()
+    # torch.compile inside DDP, nested wrappers, an old BatchNorm without its step counter.
+    odd = {f"module._orig_mod.{k}": v for k, v in state.items() if "num_batches" not in k}
+    torch.save({"model": {"state_dict": odd}, "optimizer": {"lr": 0.1}}, tmp_path / "a.pth")
+    fresh = export_nets.classifier()
+    report = load_weights(fresh, tmp_path / "a.pth", spec="export_nets:classifier")
+    assert report.source == "['model']['state_dict']"
+    assert report.stripped == ("module.", "_orig_mod.")
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in state.items())
+
+    # Objects beyond tensors need an explicit opt-in: unpickling them runs code.
+    torch.save({"state_dict": state, "args": argparse.Namespace(lr=0.1)}, tmp_path / "b.pth")
+    with pytest.raises(ExportError, match="--trust-weights"):
+        read_state_dict(tmp_path / "b.pth")
+    trusted, where = read_state_dict(tmp_path / "b.pth", trust=True)
+    assert where == "['state_dict']" and trusted.keys() == state.keys()
+
+    torch.save({"epoch": 3}, tmp_path / "c.pth")
+    with pytest.raises(ExportError, match="no state dict found"):
+        read_state_dict(tmp_path / "c.pth")
+
+
+def test_operator_missing_at_the_opset_is_named_with_the_opset_that_has_it(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # grid_sample is ONNX GridSample, which exists from opset 16 on.
+    weights = save(export_nets.resampler(), tmp_path / "w.pth")
+    args = export_args(weights, "resampler", "--opset", "15")
+    # stdout empty too: the exporter's own dump of the graph must not get through.
+    one_error(*cli(args, capfd), "operator 'aten::grid_sampler'", "opset 15", "--opset 16")
+    assert not (tmp_path / "out").exists()
+    # ... and the suggestion is right.
+    code, out, err = cli(export_args(weights, "resampler", "--opset", "16"), capfd)
+    assert code == 0, err
+    assert json.loads(out)["opset"] == 16
+
+
+@pytest.mark.parametrize(
+    ("factory", "needle"),
+    [
+        ("stuck_in_training", "features.0.1 (BatchNorm2d)"),  # train() forces it back on
+        ("always_dropout", "two runs on the same input differ"),
+        ("batch_statistics", "another sample beside it in the batch"),
+    ],
+)
+def test_model_left_in_training_mode_is_refused(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], factory: str, needle: str
+) -> None:
+    weights = save(getattr(export_nets, factory)(), tmp_path / "w.pth")
+    one_error(*cli(export_args(weights, factory), capfd), "model left in training mode", needle)
+    assert not (tmp_path / "out").exists()
+
+
+def test_disagreement_above_tolerance_fails_and_writes_nothing(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # forward() branches on the width in Python: the trace keeps the export-size branch, so
+    # the graph is wrong at the doubled size the dynamic height/width are verified at.
+    weights = save(export_nets.shape_branch(), tmp_path / "w.pth")
+    args = export_args(weights, "shape_branch", "--dynamic", "batch,height,width")
+    args[args.index("1,3,32,32")] = "1,3,64,64"
+    one_error(
+        *cli(args, capfd),
+        "verification failed",
+        "--tolerance 0.001",
+        "shaped [1, 3, 128, 128]",
+        "TracerWarning",
+    )
+    assert list((tmp_path / "out").iterdir()) == []  # not even a .part
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        (["--input-shape", "1,3,32"], ["--input-shape '1,3,32'", "4 sizes"]),
+        (["--input-shape", "1,4,32,32"], ["3 colour channels"]),
+        (["--dynamic", "batch,depth"], ["--dynamic depth"]),
+        (["--opset", "30"], ["--opset 30", "opsets 9 to 20"]),
+        (["--output", "model.json"], ["ending in .onnx"]),
+        (["--std", "0,1,1"], ["--std", "must not contain 0"]),
+        (["--mean", "1,2"], ["--mean '1,2'"]),
+        (["--factory-kwargs", "[1]"], ["--factory-kwargs", "JSON object"]),
+        (["--labels", "three.txt"], ["--labels: 3 labels", "has 4 classes"]),
+        (["--task", "segment"], ["--task segment needs"]),
+        (["--samples", "empty"], ["--samples 'empty': no images"]),
+        (["--samples", "garbage"], ["cannot read image", "x.png"]),
+    ],
+)
+def test_bad_request_is_one_error_line(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], extra: list[str], needles: list[str]
+) -> None:
+    (tmp_path / "three.txt").write_text("a\nb\nc\n")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "garbage").mkdir()
+    (tmp_path / "garbage" / "x.png").write_bytes(b"not a png")
+    args = export_args(save(export_nets.classifier(), tmp_path / "w.pth"), "classifier")
+    for flag, value in zip(extra[::2], extra[1::2], strict=True):
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag, value]
+    one_error(*cli(args, capfd), *needles)
+    assert not (tmp_path / "out").exists()
