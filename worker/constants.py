@@ -1,0 +1,99 @@
+"""Every Redis key, stream and group name the job queue uses, in one place.
+
+All keys of one queue share the prefix ``vw:<queue>:`` so several queues (or other programs)
+can share a Redis without touching each other's data:
+
+- ``stream:<priority>``  work streams, one per priority, read by the consumer group ``workers``;
+  an entry carries the job's JSON (field ``job``). Never trimmed: an entry is deleted only
+  after it was acknowledged (trimming could drop a pending job).
+- ``job:<id>``           hash: the job's spec, state, attempts, lease token, progress, result.
+- ``jobs:<state>``       sorted sets of job ids by state, scored by the time they got there.
+- ``delayed``            sorted set: jobs waiting out a retry backoff, scored by when they are due.
+- ``dead``               list: the dead-letter records (JSON), newest first.
+- ``idem:<key>``         idempotency key -> job id.
+- ``events``             stream of every state change (capped: history, not work).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = [
+    "EVENTS_MAXLEN",
+    "GROUP",
+    "HANDBACK_CONSUMER",
+    "HANDBACK_IDLE_MS",
+    "PRIORITIES",
+    "STATES",
+    "TERMINAL",
+    "Keys",
+    "Priority",
+    "State",
+]
+
+Priority = Literal["high", "normal", "low"]
+#: Highest first: a worker looks at ``high`` before ``normal`` before ``low``.
+PRIORITIES: tuple[Priority, ...] = ("high", "normal", "low")
+
+State = Literal["queued", "running", "retrying", "done", "failed", "cancelled", "dead"]
+#: The order here is the order of the ``jobs:<state>`` keys passed to every Lua script.
+STATES: tuple[State, ...] = ("queued", "running", "retrying", "done", "failed", "cancelled", "dead")
+TERMINAL: frozenset[State] = frozenset({"done", "failed", "cancelled", "dead"})
+
+#: The one consumer group; each worker is a consumer in it, named ``<host>-<pid>-<random>``.
+GROUP = "workers"
+#: A job handed back on SIGTERM stays pending under this consumer with a huge idle time, so the
+#: next takeover scan of any worker picks it up at once instead of after a full lease.
+HANDBACK_CONSUMER = "handed-back"
+HANDBACK_IDLE_MS = 365 * 86_400_000
+#: Approximate cap of the events stream (``XADD MAXLEN ~``).
+EVENTS_MAXLEN = 100_000
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The key names of one queue."""
+
+    queue: str
+
+    @property
+    def prefix(self) -> str:
+        return f"vw:{self.queue}:"
+
+    def stream(self, priority: str) -> str:
+        return f"{self.prefix}stream:{priority}"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}"
+
+    def state(self, state: str) -> str:
+        return f"{self.prefix}jobs:{state}"
+
+    def idem(self, key: str) -> str:
+        return f"{self.prefix}idem:{key}"
+
+    @property
+    def delayed(self) -> str:
+        return f"{self.prefix}delayed"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.prefix}dead"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}events"
+
+    def for_job(self, job_id: str, priority: str) -> list[str]:
+        """The KEYS every Lua script gets, in this order: job, stream, delayed, dead, events,
+        then one sorted set per state in ``STATES`` order (the scripts move ids between them).
+        """
+        return [
+            self.job(job_id),
+            self.stream(priority),
+            self.delayed,
+            self.dead,
+            self.events,
+            *(self.state(s) for s in STATES),
+        ]
