@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from worker.errors import Cancelled, WorkerError
+from worker.queue_cli import QUEUE_COMMANDS, add_queue_parsers
 from worker.settings import Settings, load_settings
 
 __all__ = ["main"]
@@ -52,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--alpha", type=float, help="mask opacity, 0..1")
     r.add_argument("--top-k", type=int, dest="top_k", help="classify: labels per frame")
     r.add_argument("--max-frames", type=int, dest="max_frames", help="stop after N frames")
-    r.add_argument("--preset", help="libx264 preset (default veryfast)")
+    r.add_argument("--preset", help="libx264 preset (default ultrafast)")
     r.add_argument("--crf", type=int, help="libx264 quality, 0..51 (default 23)")
     r.add_argument("--queue-size", type=int, dest="queue_size", help="frames between stages")
     r.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
@@ -62,6 +63,18 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("model", type=Path)
     i.add_argument("--card", type=Path)
     i.add_argument("--task", choices=["segment", "classify"])
+
+    from worker.export import add_arguments  # no torch here: it is checked when export runs
+
+    x = sub.add_parser("export", help="PyTorch checkpoint -> verified ONNX model + card")
+    add_arguments(x)
+
+    add_queue_parsers(sub)  # serve, submit, status, cancel, jobs, check
+
+    from worker.bench import add_arguments as add_bench_arguments
+
+    b = sub.add_parser("bench", help="model throughput per provider/batch/binding/fusion")
+    add_bench_arguments(b)
     return p
 
 
@@ -91,6 +104,7 @@ def _settings_from(args: argparse.Namespace) -> Settings:
 def _cmd_run(args: argparse.Namespace) -> int:
     from models import demo_model_path, load_model
     from pipelines import run_file
+    from pipelines.speed import Speed
 
     settings = _settings_from(args)
     if settings.input is None:
@@ -119,6 +133,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         preset=settings.preset,
         crf=settings.crf,
         progress=not settings.quiet and sys.stderr.isatty(),
+        speed=Speed.from_settings(settings),
     )
     print(json.dumps(summary.to_dict()))
     return 0
@@ -130,6 +145,18 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     model = load_model(args.model, card=args.card, task=args.task, provider="cpu")
     print(json.dumps(model.describe(), indent=2))
     return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from worker.export import cmd_export
+
+    return cmd_export(args)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from worker.bench import cmd_bench
+
+    return cmd_bench(args)
 
 
 def _env_debug() -> bool:
@@ -150,6 +177,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "sample": _cmd_sample,
     "run": _cmd_run,
     "inspect": _cmd_inspect,
+    "export": _cmd_export,
+    **QUEUE_COMMANDS,
+    "bench": _cmd_bench,
 }
 
 

@@ -10,13 +10,20 @@ from __future__ import annotations
 __all__ = [
     "Cancelled",
     "CardError",
+    "DependencyError",
+    "ExportError",
     "InputError",
     "InputNotFoundError",
+    "JobError",
+    "JobNotFoundError",
+    "LeaseLost",
     "ModelError",
     "OutputError",
     "ProviderError",
+    "QueueError",
     "SettingsError",
     "StageError",
+    "VerificationError",
     "WorkerError",
 ]
 
@@ -70,3 +77,37 @@ class Cancelled(WorkerError):
     """The run was stopped by the user (Ctrl-C) or by a cancel request; nothing was published."""
 
     exit_code = 130
+
+
+# Export (worker export: models/export.py and the checkpoint, exporter and verify modules).
+class DependencyError(WorkerError, ImportError):
+    """An optional dependency a command needs is not installed; the message names the extra."""
+
+
+class ExportError(WorkerError, ValueError):
+    """A PyTorch model cannot be exported: factory, weights, mode, operator or opset."""
+
+
+class VerificationError(ExportError):
+    """The exported model's outputs differ from PyTorch's by more than the tolerance."""
+
+
+# The job queue (worker/queue.py, worker/serve.py).
+class JobError(WorkerError, ValueError):
+    """A job is malformed or names a path outside the configured roots or a refused URL scheme."""
+
+
+class JobNotFoundError(JobError, LookupError):
+    """No job has this id."""
+
+
+class QueueError(WorkerError, ConnectionError):
+    """Redis cannot be reached or refused us; the message never carries the password."""
+
+    exit_code = 1
+
+
+class LeaseLost(WorkerError, RuntimeError):
+    """Another worker holds this job now: ours must publish nothing and report nothing."""
+
+    exit_code = 1
