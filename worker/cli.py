@@ -104,7 +104,7 @@ def _settings_from(args: argparse.Namespace) -> Settings:
 def _cmd_run(args: argparse.Namespace) -> int:
     from models import demo_model_path, load_model
     from pipelines import run_file
-    from pipelines.speed import Speed
+    from worker.runs import run_options
 
     settings = _settings_from(args)
     if settings.input is None:
@@ -125,15 +125,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         model,
         output=output,
         results=results,
-        batch=settings.batch,
-        alpha=settings.alpha,
-        top_k=settings.top_k,
         max_frames=settings.max_frames,
-        queue_size=settings.queue_size,
-        preset=settings.preset,
-        crf=settings.crf,
         progress=not settings.quiet and sys.stderr.isatty(),
-        speed=Speed.from_settings(settings),
+        **run_options(settings),
     )
     print(json.dumps(summary.to_dict()))
     return 0

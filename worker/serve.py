@@ -31,7 +31,6 @@ import redis.exceptions
 
 from models import demo_model_path
 from pipelines import run_file
-from pipelines.speed import Speed
 from worker.cache import ModelCache
 from worker.connection import TRANSIENT, describe_url
 from worker.errors import (
@@ -48,6 +47,7 @@ from worker.jobs import backoff, outputs_for, resolve_input, resolve_inside
 from worker.leases import Consumer, Delivery, Lease, Outcome
 from worker.metrics import Heartbeat, Metrics, serve_http
 from worker.queue import Queue
+from worker.runs import run_options
 from worker.settings import Settings
 
 __all__ = ["Server"]
@@ -120,8 +120,8 @@ class Server:
             ModelCache(settings.model_cache, provider=settings.provider, threads=settings.threads)
             for _ in range(settings.concurrency)
         ]
-        # The same speed settings `worker run` uses (a frozen value, shared by every slot).
-        self.speed = Speed.from_settings(settings)
+        # Exactly what `worker run` passes (built once; the Speed inside is frozen and shared).
+        self.run_options = run_options(settings)
         self._install_signals = install_signals
         self._where = describe_url(settings.redis_url.get_secret_value())
         self._free = list(range(settings.concurrency))
@@ -377,17 +377,11 @@ class Server:
                     model,
                     output=video,
                     results=results,
-                    batch=s.batch,
-                    alpha=s.alpha,
-                    top_k=s.top_k,
                     max_frames=spec.max_frames,
-                    queue_size=s.queue_size,
-                    preset=s.preset,
-                    crf=s.crf,
                     on_frame=r.on_frame,
                     cancel=r.cancel,
                     before_commit=lambda: self._fence(r),
-                    speed=self.speed,
+                    **self.run_options,
                 )
             finally:
                 if scratch is not None:

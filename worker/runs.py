@@ -1,0 +1,37 @@
+"""The settings that shape how a video is processed, as ``run_file`` arguments.
+
+``worker run`` and ``worker serve`` both build them here, so a queued job is processed exactly
+like the same file run by hand; only what a job itself says (input, outputs, max_frames) and
+what the command owns (progress bar, cancel, lease fencing) are passed separately.
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+from pipelines.speed import Speed
+from worker.settings import Settings
+
+__all__ = ["RunOptions", "run_options"]
+
+
+class RunOptions(TypedDict):
+    batch: int
+    alpha: float
+    top_k: int
+    queue_size: int
+    preset: str
+    crf: int
+    speed: Speed
+
+
+def run_options(s: Settings) -> RunOptions:
+    return RunOptions(
+        batch=s.batch,
+        alpha=s.alpha,
+        top_k=s.top_k,
+        queue_size=s.queue_size,
+        preset=s.preset,
+        crf=s.crf,
+        speed=Speed.from_settings(s),
+    )
