@@ -1,0 +1,315 @@
+"""Live-stream logic checked without a camera: queues, counters, latency, URL redaction,
+backoff, watch rules and segment names (numpy images only, injected clocks, no network)."""
+
+from __future__ import annotations
+
+import queue
+import random
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pipelines.camera import Backoff, Camera, redact
+from pipelines.events import Rule, Watcher, parse_rule
+from pipelines.frames import Frame
+from pipelines.live import LATENCY_BUCKETS_S, Counters, DropQueue, Ingress, LatencyStats, LiveFrame
+from pipelines.segments import segment_name
+
+URL = "rtsp://admin:hunter2@10.0.0.5:554/Streaming/101?token=abc"
+
+
+def live(camera: str, index: int, received_at: float = 0.0) -> LiveFrame:
+    image = np.full((2, 3, 3), index % 256, dtype=np.uint8)
+    frame = Frame(index=index, pts=index * 40, time=index * 0.04, image=image)
+    return LiveFrame(camera, frame, received_at, 1_700_000_000.0 + index, 1)
+
+
+class Drops:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int, str]] = []
+
+    def __call__(self, item: LiveFrame, reason: str) -> None:
+        self.seen.append((item.camera, item.frame.index, reason))
+
+
+def ids(items: list[LiveFrame]) -> list[tuple[str, int]]:
+    return [(f.camera, f.frame.index) for f in items]
+
+
+def test_counters_snapshot_sums_drops_by_reason() -> None:
+    c = Counters()
+    for _ in range(5):
+        c.receive()
+    for _ in range(2):
+        c.process()
+    c.drop("late")
+    c.drop("queue_full", 2)
+    snap = c.snapshot()
+    want = {"late": 1, "queue_full": 2}
+    assert snap == {"received": 5, "processed": 2, "dropped": 3, "dropped_by_reason": want}
+    # The snapshot is a copy: changing it does not change the counters.
+    snap["dropped_by_reason"]["late"] = 99
+    assert c.snapshot()["dropped_by_reason"] == {"late": 1, "queue_full": 2}
+
+
+def test_latency_cumulative_buckets_end_with_inf() -> None:
+    s = LatencyStats()
+    for v in (0.01, 0.05, 0.2, 20.0):  # 0.05 sits on a bound: le is inclusive
+        s.observe(v)
+    buckets, count, total = s.cumulative()
+    assert [le for le, _ in buckets] == [repr(b) for b in LATENCY_BUCKETS_S] + ["+Inf"]
+    # Cumulative counts; 20 s is above every finite bucket and only in +Inf.
+    assert [n for _, n in buckets] == [1, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 4]
+    assert count == 4
+    assert total == pytest.approx(20.26)
+
+
+def test_latency_percentiles_in_ms() -> None:
+    s = LatencyStats()
+    assert s.percentiles_ms() == {}
+    for ms in range(1, 101):
+        s.observe(ms / 1000)
+    p = s.percentiles_ms()
+    assert p == {"p50": 50.5, "p90": 90.1, "p99": 99.0, "max": 100.0}
+
+
+def test_latency_percentiles_use_recent_window() -> None:
+    s = LatencyStats(recent=3)
+    for v in (5.0, 0.1, 0.2, 0.3):
+        s.observe(v)
+    p = s.percentiles_ms((50,))
+    assert p["p50"] == 200.0  # 5 s has left the window
+    assert p["max"] == 5000.0  # max is over all frames
+
+
+def test_drop_queue_drops_oldest_without_blocking() -> None:
+    # A full queue makes room by dropping its oldest item, reported to on_drop.
+    dropped: list[Any] = []
+    q = DropQueue(2, dropped.append)
+    for i in range(5):
+        q.put(i)
+    assert dropped == [0, 1, 2]
+    assert len(q) == 2
+    assert [q.get(0.01), q.get(0.01)] == [3, 4]
+    with pytest.raises(queue.Empty):
+        q.get(0.01)
+
+
+def test_ingress_full_camera_drops_its_oldest_only() -> None:
+    # A full camera queue drops that camera's oldest frame ("queue_full"), no other camera's.
+    drops = Drops()
+    ing = Ingress(2, None, drops, clock=lambda: 0.0)
+    for i in range(3):
+        ing.put(live("a", i))
+    ing.put(live("b", 0))
+    assert drops.seen == [("a", 0, "queue_full")]
+    assert len(ing) == 3
+    assert sorted(ids(ing.take(10, 0.0, 0.0))) == [("a", 1), ("a", 2), ("b", 0)]
+
+
+def test_ingress_round_robin_busy_camera_cannot_starve_quiet_one() -> None:
+    # A batch takes from every waiting camera before a second frame of any one camera.
+    ing = Ingress(10, None, Drops(), clock=lambda: 0.0)
+    for i in range(6):
+        ing.put(live("busy", i))
+    ing.put(live("quiet", 0))
+    batch = ids(ing.take(3, 0.0, 0.0))
+    assert ("quiet", 0) in batch
+    assert [i for cam, i in batch if cam == "busy"] == [0, 1]  # oldest first
+    assert len(ing) == 4
+
+
+def test_ingress_alternates_cameras_across_single_takes() -> None:
+    # With batch size 1 the first camera in turn rotates, so both cameras get served.
+    ing = Ingress(10, None, Drops(), clock=lambda: 0.0)
+    for i in range(4):
+        ing.put(live("busy", i))
+    for i in range(2):
+        ing.put(live("quiet", i))
+    got = [ids(ing.take(1, 0.0, 0.0)) for _ in range(4)]
+    assert all(len(g) == 1 for g in got)
+    assert [g[0][0] for g in got].count("quiet") == 2
+
+
+def test_ingress_drops_late_frames_by_injected_clock() -> None:
+    # Frames older than max_age_s (by the injected clock) are dropped as "late", not batched.
+    drops = Drops()
+    now = [100.0]
+    ing = Ingress(10, 1.0, drops, clock=lambda: now[0])
+    ing.put(live("a", 0, received_at=98.5))  # 1.5 s old: late
+    ing.put(live("a", 1, received_at=99.5))  # 0.5 s old: in time
+    ing.put(live("b", 0, received_at=90.0))
+    assert ids(ing.take(4, 0.0, 0.0)) == [("a", 1)]
+    assert sorted(drops.seen) == [("a", 0, "late"), ("b", 0, "late")]
+    assert len(ing) == 0
+    ing.put(live("a", 2, received_at=0.0))  # only late frames: an empty batch
+    assert ing.take(2, 0.0, 0.0) == []
+    assert drops.seen[-1] == ("a", 2, "late")
+
+
+def test_ingress_take_waits_are_bounded() -> None:
+    ing = Ingress(4, None, Drops())  # real monotonic clock: waits are 10 ms
+    assert ing.take(2, 0.01, 0.01) == []
+    ing.put(live("a", 0))
+    assert ids(ing.take(4, 0.01, 0.01)) == [("a", 0)]  # a partial batch after batch_wait_s
+
+
+def test_redact_hides_credentials_and_query_values() -> None:
+    # No user, password or query value of a camera URL reaches logs, metrics or errors.
+    shown = redact(URL)
+    assert "hunter2" not in shown
+    assert "admin" not in shown
+    assert "abc" not in shown
+    assert shown.startswith("rtsp://***@10.0.0.5:554/Streaming/101?token=")
+    assert redact("rtsp://10.0.0.5/live") == "rtsp://10.0.0.5/live"
+
+
+def test_redact_query_values_read_as_stars() -> None:
+    # Query values are shown as literal *** (as the docstring says).
+    assert redact(URL).endswith("?token=***")
+
+
+def test_redact_hides_bare_query_token() -> None:
+    # A query without '=' (rtsp://host/s?SECRET) is a token too and must not be shown.
+    assert "hunter2" not in redact("rtsp://10.0.0.5/s?hunter2")
+
+
+@pytest.mark.parametrize("password", ["pa#ss", "pa/ss", "pa?ss", "p@ss", "pa:ss"])
+def test_redact_hides_passwords_with_unescaped_url_characters(password: str) -> None:
+    # Camera passwords hold '#', '/', '?', '@' unescaped; none may survive redaction.
+    shown = redact(f"rtsp://admin:{password}@10.0.0.5:554/live")
+    assert "ss" not in shown and "admin" not in shown
+    assert shown == "rtsp://***@10.0.0.5:554/live"
+
+
+def test_camera_shown_and_repr_hide_password() -> None:
+    # A Camera printed or logged by repr never shows its URL's password.
+    cam = Camera("door", URL)
+    assert cam.shown == redact(URL)
+    assert "hunter2" not in repr(cam)
+    assert "door" in repr(cam)
+
+
+def test_backoff_is_exponential_and_capped_without_jitter() -> None:
+    b = Backoff(base_s=0.5, cap_s=5.0, jitter=0.0)
+    assert [b.delay(n) for n in range(6)] == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
+    assert b.delay(10_000) == 5.0
+
+
+def test_backoff_jitter_stays_in_range() -> None:
+    b = Backoff(base_s=0.5, cap_s=30.0, jitter=0.5)
+    rng = random.Random(1)
+    for n in range(12):
+        d = min(30.0, 0.5 * 2**n)
+        for _ in range(50):
+            v = b.delay(n, rng)
+            assert d * 0.5 <= v <= d <= 30.0
+    # Jitter exists: the same seed repeats a delay, another seed gives a different one.
+    assert b.delay(3, random.Random(1)) == b.delay(3, random.Random(1))
+    assert b.delay(3, random.Random(1)) != b.delay(3, random.Random(2))
+
+
+@pytest.mark.parametrize(
+    ("text", "rule"),
+    [
+        ("person>0.2", Rule("person", 0.2, 1)),
+        ("person>0.2@5", Rule("person", 0.2, 5)),
+        ("  person > 0.2 @ 5 ", Rule("person", 0.2, 5)),
+        ("traffic light>.5", Rule("traffic light", 0.5, 1)),
+        ("car>1", Rule("car", 1.0, 1)),
+    ],
+)
+def test_parse_rule_valid(text: str, rule: Rule) -> None:
+    assert parse_rule(text) == rule
+
+
+@pytest.mark.parametrize("text", ["person", "person>", "person>=0.2", "person<0.2", "p>0.2@", ""])
+def test_parse_rule_malformed_names_text_and_form(text: str) -> None:
+    with pytest.raises(ValueError, match="expected LABEL>THRESHOLD") as e:
+        parse_rule(text)
+    assert f"'{text}'" in str(e.value)
+
+
+def test_parse_rule_threshold_and_frames_range() -> None:
+    with pytest.raises(ValueError, match=r"'person>1\.5'.*outside 0\.\.1"):
+        parse_rule("person>1.5")
+    with pytest.raises(ValueError, match=r"'person>0\.2@0'.*at least 1"):
+        parse_rule("person>0.2@0")
+
+
+def test_parse_rule_unknown_label_lists_known() -> None:
+    with pytest.raises(ValueError, match=r"'dog>0\.2'.*'dog'.*person, car"):
+        parse_rule("dog>0.2", ["person", "car"])
+    assert parse_rule("car>0.2", ["person", "car"]).label == "car"
+
+
+def seg(i: int, **coverage: float) -> dict[str, Any]:
+    return {"frame": i, "coverage": coverage}
+
+
+def test_watcher_start_after_n_frames_once_then_end() -> None:
+    # start after N frames above, once while active; end on the first frame not above.
+    w = Watcher("door", [parse_rule("person>0.5@3")])
+    values = [0.6, 0.6, 0.6, 0.7, 0.9, 0.2, 0.1]
+    events = [(i, e) for i, v in enumerate(values) for e in w.update(seg(i, person=v), 10.0 + i)]
+    assert [(i, e["event"]) for i, e in events] == [(2, "start"), (5, "end")]
+    start, end = events[0][1], events[1][1]
+    want = ("watch", "door", "person>0.5@3", "person")
+    assert (start["type"], start["camera"], start["rule"], start["label"]) == want
+    assert (start["value"], start["frame"], start["time"]) == (0.6, 2, 12.0)
+    assert (end["value"], end["frame"], end["time"]) == (0.2, 5, 15.0)
+
+
+def test_watcher_broken_streak_gives_no_event() -> None:
+    # A streak shorter than N, or a value equal to the threshold, never starts an event.
+    w = Watcher("door", [parse_rule("person>0.5@3")])
+    values = [0.6, 0.6, 0.1, 0.6, 0.6, 0.5, 0.6]
+    assert [e for i, v in enumerate(values) for e in w.update(seg(i, person=v), 0.0)] == []
+
+
+def test_watcher_restart_needs_n_frames_again() -> None:
+    w = Watcher("door", [parse_rule("person>0.5@2")])
+    values = [0.9, 0.9, 0.0, 0.9, 0.9]
+    kinds = [(i, e["event"]) for i, v in enumerate(values) for e in w.update(seg(i, person=v), 0)]
+    assert kinds == [(1, "start"), (2, "end"), (4, "start")]
+
+
+def top(i: int, *scores: tuple[str, float]) -> dict[str, Any]:
+    ranked = [{"label": s, "index": k, "score": v} for k, (s, v) in enumerate(scores)]
+    return {"frame": i, "top": ranked}
+
+
+def test_watcher_classify_scores_and_missing_label() -> None:
+    w = Watcher("gate", [parse_rule("cat>0.3")])
+    first = w.update(top(0, ("dog", 0.5), ("cat", 0.4)), 1.0)
+    assert [(e["event"], e["value"]) for e in first] == [("start", 0.4)]
+    assert w.update(top(1, ("cat", 0.35)), 2.0) == []
+    ended = w.update(top(2, ("dog", 0.9)), 3.0)  # cat not in the top-k: below threshold
+    assert [(e["event"], e["value"], e["frame"]) for e in ended] == [("end", 0.0, 2)]
+
+
+def test_watcher_rules_are_independent() -> None:
+    w = Watcher("yard", [parse_rule("person>0.5"), parse_rule("car>0.3@2")])
+    both, car = {"person": 0.6, "car": 0.4}, {"person": 0.1, "car": 0.4}
+    frames = [both, both, car, {"car": 0.0}]
+    log = [
+        [(e["label"], e["event"]) for e in w.update(seg(i, **c), 0.0)] for i, c in enumerate(frames)
+    ]
+    assert log == [[("person", "start")], [("car", "start")], [("person", "end")], [("car", "end")]]
+
+
+def test_segment_name_is_utc_with_ms() -> None:
+    assert segment_name("door", 0.0) == "door-19700101T000000.000Z.mp4"
+    assert segment_name("door", 1_700_000_000.25) == "door-20231114T221320.250Z.mp4"
+    assert segment_name("door", 1_700_000_000.999) == "door-20231114T221320.999Z.mp4"
+
+
+def test_segment_names_sort_by_time() -> None:
+    # Segment file names of one camera sort in start-time order.
+    walls = [1_700_000_000 + d for d in (0.0, 0.001, 0.5, 0.999, 1.0, 59.9, 3600.0, 86_400.01)]
+    names = [segment_name("cam1", w) for w in walls]
+    assert len(set(names)) == len(names)
+    shuffled = names[::-1]
+    random.Random(3).shuffle(shuffled)
+    assert sorted(shuffled) == names
