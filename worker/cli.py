@@ -71,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_queue_parsers(sub)  # serve, submit, status, cancel, jobs, check
 
+    from worker.monitoring import add_monitor_parser
+
+    add_monitor_parser(sub)
+
     from worker.bench import add_arguments as add_bench_arguments
 
     b = sub.add_parser("bench", help="model throughput per provider/batch/binding/fusion")
@@ -153,6 +157,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return cmd_bench(args)
 
 
+def _cmd_monitor(args: argparse.Namespace) -> int:
+    from worker.monitoring import cmd_monitor
+
+    return cmd_monitor(args)
+
+
 def _env_debug() -> bool:
     try:
         return load_settings().debug
@@ -173,6 +183,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "inspect": _cmd_inspect,
     "export": _cmd_export,
     **QUEUE_COMMANDS,
+    "monitor": _cmd_monitor,
     "bench": _cmd_bench,
 }
 

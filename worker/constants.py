@@ -12,6 +12,8 @@ can share a Redis without touching each other's data:
 - ``dead``               list: the dead-letter records (JSON), newest first.
 - ``idem:<key>``         idempotency key -> job id.
 - ``events``             stream of every state change (capped: history, not work).
+- ``monitor:events``     stream of ``worker monitor`` events (camera states, watch rules),
+  field ``event`` (JSON); capped like ``events``.
 """
 
 from __future__ import annotations
@@ -84,6 +86,10 @@ class Keys:
     @property
     def events(self) -> str:
         return f"{self.prefix}events"
+
+    @property
+    def monitor_events(self) -> str:
+        return f"{self.prefix}monitor:events"
 
     def for_job(self, job_id: str, priority: str) -> list[str]:
         """The KEYS every Lua script gets, in this order: job, stream, delayed, dead, events,

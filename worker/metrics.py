@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,7 +31,15 @@ from prometheus_client import (
 
 from worker.errors import WorkerError
 
-__all__ = ["Heartbeat", "Metrics", "StaleHeartbeat", "read_heartbeat", "serve_http"]
+__all__ = [
+    "Health",
+    "Heartbeat",
+    "Metrics",
+    "StaleHeartbeat",
+    "heartbeat_health",
+    "read_heartbeat",
+    "serve_http",
+]
 
 log = logging.getLogger(__name__)
 
@@ -141,19 +150,37 @@ def read_heartbeat(path: Path, max_age_s: float) -> dict[str, Any]:
     return state
 
 
-def serve_http(port: int, metrics: Metrics, heartbeat: Heartbeat) -> ThreadingHTTPServer:
-    """``/metrics`` (Prometheus text format) and ``/healthz`` (200 while the loop is alive,
-    503 when its heartbeat is stale) on ``port``, all interfaces, in a daemon thread."""
+#: What ``/healthz`` reports: (healthy?, JSON body).
+Health = Callable[[], tuple[bool, dict[str, Any]]]
+
+
+def heartbeat_health(heartbeat: Heartbeat) -> Health:
+    """``/healthz`` of ``worker serve``: healthy while the loop's heartbeat is fresh."""
+
+    def health() -> tuple[bool, dict[str, Any]]:
+        ok = heartbeat.fresh()
+        return ok, {"ok": ok, **(heartbeat.state or {})}
+
+    return health
+
+
+def serve_http(
+    port: int,
+    exposition: Callable[[], bytes],
+    health: Health,
+    setting: str = "WORKER_METRICS_PORT",
+) -> ThreadingHTTPServer:
+    """``/metrics`` (Prometheus text format) and ``/healthz`` (200 when ``health`` says ok,
+    else 503) on ``port``, all interfaces, in a daemon thread."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                self._send(200, CONTENT_TYPE_LATEST, metrics.exposition())
+                self._send(200, CONTENT_TYPE_LATEST, exposition())
             elif path in ("/healthz", "/health"):
-                ok = heartbeat.fresh()
-                body = json.dumps({"ok": ok, **(heartbeat.state or {})}).encode()
-                self._send(200 if ok else 503, "application/json", body)
+                ok, state = health()
+                self._send(200 if ok else 503, "application/json", json.dumps(state).encode())
             else:
                 self._send(404, "text/plain", b"not found: try /metrics or /healthz\n")
 
@@ -171,7 +198,7 @@ def serve_http(port: int, metrics: Metrics, heartbeat: Heartbeat) -> ThreadingHT
         server = ThreadingHTTPServer(("", port), Handler)
     except OSError as e:
         raise WorkerError(
-            f"setting WORKER_METRICS_PORT: cannot listen on port {port} ({e.strerror or e})"
+            f"setting {setting}: cannot listen on port {port} ({e.strerror or e})"
         ) from None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="worker-metrics", daemon=True).start()

@@ -45,7 +45,7 @@ from worker.errors import (
 from worker.fetch import fetch
 from worker.jobs import backoff, outputs_for, resolve_input, resolve_inside
 from worker.leases import Consumer, Delivery, Lease, Outcome
-from worker.metrics import Heartbeat, Metrics, serve_http
+from worker.metrics import Heartbeat, Metrics, heartbeat_health, serve_http
 from worker.queue import Queue
 from worker.runs import run_options
 from worker.settings import Settings
@@ -168,7 +168,11 @@ class Server:
         if self._install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, self._on_signal)
-        http = serve_http(s.metrics_port, self.metrics, self.heartbeat) if s.metrics_port else None
+        http = None
+        if s.metrics_port:
+            http = serve_http(
+                s.metrics_port, self.metrics.exposition, heartbeat_health(self.heartbeat)
+            )
         log.info(
             "worker %s: queue '%s' on %s, %d slot(s)%s",
             self.consumer.name,

@@ -8,10 +8,11 @@ a misspelt option must not be silently ignored.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
@@ -21,9 +22,11 @@ from pydantic_settings import (
 
 from worker.errors import SettingsError
 
-__all__ = ["ENV_PREFIX", "Settings", "load_settings"]
+__all__ = ["CAMERA_NAME", "ENV_PREFIX", "Settings", "load_settings"]
 
 ENV_PREFIX = "WORKER_"
+#: Camera names become file names and metric labels.
+CAMERA_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 Provider = Literal["auto", "cuda", "cpu"]
 Task = Literal["segment", "classify"]
@@ -121,6 +124,34 @@ class Settings(BaseSettings):
     heartbeat_file: Path = Field(
         Path("/tmp/video-worker.heartbeat"), description="serve writes it, check reads it"
     )
+
+    # Live cameras (worker monitor).
+    cameras: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='named cameras, JSON {"name": "rtsp://user:pw@host/path"}; never printed',
+    )
+    record: Path | None = Field(None, description="monitor: folder for segmented recordings")
+    segment_seconds: float = Field(60.0, gt=0, le=86_400, description="length of a recording")
+    events: str | None = Field(None, description="monitor: events to a .jsonl path or 'redis'")
+    watch: list[str] = Field(default_factory=list, description="LABEL>THRESHOLD[@FRAMES] rules")
+    max_latency_ms: float = Field(500.0, gt=0, description="older frames are dropped, not run")
+    duration: float | None = Field(None, gt=0, description="monitor: stop after this many s")
+    live_queue: int = Field(2, ge=1, le=256, description="frames per camera awaiting inference")
+    open_timeout_s: float = Field(10.0, gt=0, description="camera: connect and first answer")
+    read_timeout_s: float = Field(5.0, gt=0, description="camera: silence that counts as stall")
+    reconnect_base_s: float = Field(0.5, gt=0, description="first reconnect delay; doubles")
+    reconnect_max_s: float = Field(30.0, gt=0, description="longest reconnect delay")
+    reconnect_attempts: int = Field(0, ge=0, description="failed connects in a row; 0: forever")
+
+    @field_validator("cameras")
+    @classmethod
+    def _camera_names(cls, v: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name in v:
+            if not CAMERA_NAME.match(name):
+                raise ValueError(
+                    f"camera name '{name}': expected 1-64 letters, digits, '_', '-' or '.'"
+                )
+        return v
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,223 @@
+"""``pipelines.monitor`` against real RTSP servers (GStreamer, killed and restarted by the
+tests), real ONNX models and real Redis: outages, reconnects, overload, segments, events."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from factory import decode, make_model, make_slow_model
+from models import Model, demo_model_path, load_model
+from pipelines.camera import Backoff, Camera, ConnectOptions
+from pipelines.events import parse_rule
+from pipelines.monitor import Monitor, MonitorOptions
+from queue_harness import RedisServer, wait_for
+from rtsp_harness import RtspServer, SilentServer
+from worker.constants import Keys
+from worker.event_sinks import RedisEvents
+
+pytestmark = pytest.mark.timeout(180)
+
+#: Quick reconnects: the tests wait for them.
+FAST = ConnectOptions(
+    open_timeout_s=3.0, read_timeout_s=2.0, backoff=Backoff(base_s=0.2, cap_s=1.0)
+)
+
+
+@pytest.fixture(scope="module")
+def demo() -> Model:
+    return load_model(demo_model_path("segment"), provider="cpu")
+
+
+@pytest.fixture
+def monitors() -> Iterator[list[Monitor]]:
+    """Monitors a test started; stopped at the end even when the test failed."""
+    started: list[Monitor] = []
+    yield started
+    for m in started:
+        if not m.stopping:
+            with contextlib.suppress(Exception):
+                m.stop()
+
+
+def start(monitors: list[Monitor], *args: Any, **kwargs: Any) -> Monitor:
+    m = Monitor(*args, **kwargs)
+    monitors.append(m)
+    m.start()
+    return m
+
+
+def stat(m: Monitor, camera: str, key: str) -> Any:
+    return m.stats()[camera][key]
+
+
+def add_up(summary: dict[str, Any]) -> None:
+    for name, c in summary["cameras"].items():
+        assert c["received"] == c["processed"] + c["dropped"], (name, c)
+
+
+def test_outage_of_one_camera_leaves_the_other_running_and_it_reconnects(
+    demo: Model, monitors: list[Monitor], tmp_path: Path
+) -> None:
+    with RtspServer() as a, RtspServer() as b:
+        m = start(
+            monitors,
+            [Camera("a", a.url), Camera("b", b.url)],
+            demo,
+            MonitorOptions(connect=FAST, record=tmp_path / "rec", segment_s=60),
+        )
+        wait_for(lambda: stat(m, "a", "processed") >= 10, "camera a frames")
+        wait_for(lambda: stat(m, "b", "processed") >= 10, "camera b frames")
+
+        a.kill()
+        wait_for(lambda: stat(m, "a", "state") in ("backoff", "connecting"), "a to notice")
+        # b during a's outage: frames keep coming, none of its gaps near a read timeout.
+        b_before = stat(m, "b", "received")
+        worst_gap = 0.0
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            age = stat(m, "b", "last_frame_age_s")
+            worst_gap = max(worst_gap, age or 0.0)
+            time.sleep(0.05)
+        assert stat(m, "b", "received") >= b_before + 20
+        assert stat(m, "b", "state") == "live"
+        assert worst_gap < 1.0, f"camera b stalled {worst_gap:.2f} s while a was down"
+        # a's last segment was finished while it was down, not left open.
+        wait_for(lambda: len(stat(m, "a", "segments")) == 1, "a's segment to be closed")
+
+        # The camera comes back at another resolution (a setting changed while it was down).
+        a_before = stat(m, "a", "received")
+        with RtspServer(a.port, size="480x360"):
+            back = time.monotonic()
+            wait_for(lambda: stat(m, "a", "received") > a_before + 5, "a to resume")
+            reconnect_s = time.monotonic() - back
+            print(f"\nreconnect after the server came back: {reconnect_s:.2f} s (cap 1 s)")
+            assert stat(m, "a", "connections") == 2
+            summary = m.stop()
+    add_up(summary)
+    a_segments = summary["cameras"]["a"]["segments"]
+    assert len(a_segments) == 2  # one per connection
+    first, second = (decode(Path(p)) for p in a_segments)
+    assert first[0][1].shape[:2] == (240, 320) and second[0][1].shape[:2] == (360, 480)
+    assert len(first) + len(second) == summary["cameras"]["a"]["processed"]
+
+
+def test_a_camera_that_never_answers_does_not_hold_up_start(
+    demo: Model, monitors: list[Monitor]
+) -> None:
+    with RtspServer() as live, SilentServer() as silent:
+        opts = ConnectOptions(open_timeout_s=6.0, read_timeout_s=2.0)
+        m = start(
+            monitors,
+            [Camera("silent", silent.url), Camera("live", live.url)],
+            demo,
+            MonitorOptions(connect=opts),
+        )
+        began = time.monotonic()
+        wait_for(lambda: stat(m, "live", "processed") >= 5, "the live camera", timeout=30)
+        assert stat(m, "silent", "state") == "connecting"
+        assert time.monotonic() - began < opts.open_timeout_s
+        wait_for(lambda: stat(m, "silent", "state") == "backoff", "the open timeout", timeout=30)
+        assert "cannot open" in stat(m, "silent", "detail")
+        summary = m.stop()
+    add_up(summary)
+
+
+def test_overload_drops_oldest_frames_counts_them_and_keeps_latency_bounded(
+    monitors: list[Monitor], tmp_path: Path
+) -> None:
+    model = load_model(make_slow_model(tmp_path / "slow.onnx"), provider="cpu")
+    started = time.perf_counter()
+    for _ in range(3):
+        model.engine.run_all(np.zeros((1, 3, 32, 32), np.float32))
+    per_frame = (time.perf_counter() - started) / 3
+    max_latency = 0.3
+    with RtspServer(fps=25) as cam:
+        m = start(
+            monitors,
+            [Camera("cam", cam.url)],
+            model,
+            MonitorOptions(connect=FAST, max_latency_s=max_latency),
+        )
+        wait_for(lambda: stat(m, "cam", "processed") >= 20, "20 frames through the slow model")
+        summary = m.stop()
+    c = summary["cameras"]["cam"]
+    print(
+        f"\noverload: model {per_frame * 1000:.0f} ms/frame vs 40 ms between frames; "
+        f"received {c['received']}, processed {c['processed']}, dropped {c['dropped']} "
+        f"{c['dropped_by_reason']}; latency {c['latency_ms']}"
+    )
+    add_up(summary)
+    assert c["dropped"] > 0
+    assert c["processed"] >= 20
+    # Without dropping, latency would grow with every frame; with it, it stays near one
+    # queue wait plus one model run.
+    bound_ms = (max_latency + 3 * per_frame + 0.5) * 1000
+    assert c["latency_ms"]["max"] < bound_ms, (c["latency_ms"], bound_ms)
+
+
+def test_segments_split_without_losing_frames_and_events_reach_redis(
+    demo: Model, monitors: list[Monitor], tmp_path: Path
+) -> None:
+    redis_server = RedisServer(tmp_path / "redis")
+    redis_server.start()
+    sink = RedisEvents(redis_server.url, "mon")
+    try:
+        with RtspServer() as cam:
+            m = start(
+                monitors,
+                [Camera("door", cam.url)],
+                demo,
+                MonitorOptions(connect=FAST, record=tmp_path / "rec", segment_s=1.0),
+                rules=[parse_rule("background>0@2", demo.labels)],
+                on_event=sink.write,
+            )
+            wait_for(lambda: len(stat(m, "door", "segments")) >= 2, "two segments")
+            summary = m.stop()
+        sink.close()
+        stream: list[tuple[str, dict[str, str]]] = redis_server.client().xrange(  # type: ignore[assignment]
+            Keys("mon").monitor_events
+        )
+    finally:
+        redis_server.kill()
+    add_up(summary)
+    c = summary["cameras"]["door"]
+    files = sorted((tmp_path / "rec" / "door").iterdir())
+    assert [str(f) for f in files] == sorted(c["segments"])
+    assert not [f for f in files if f.suffix != ".mp4"]  # no .part left behind
+    frames = [decode(f) for f in files]
+    assert all(len(f) > 0 for f in frames)
+    assert sum(len(f) for f in frames) == c["processed"]
+    assert c["dropped"] == 0  # a light model keeps up: every frame is in a file
+    events = [json.loads(fields["event"]) for _id, fields in stream]
+    states = [e["state"] for e in events if e["type"] == "camera"]
+    assert states[:2] == ["connecting", "live"] and states[-1] == "stopped"
+    watch = [e for e in events if e["type"] == "watch"]
+    assert watch and watch[0]["event"] == "start" and watch[0]["camera"] == "door"
+
+
+def test_classifier_scores_raise_watch_events(monitors: list[Monitor], tmp_path: Path) -> None:
+    # The classify path through the monitor: top-k answers become score events.
+    path = make_model(tmp_path / "cls.onnx", output="classify_softmax", classes=3)
+    model = load_model(path, provider="cpu")
+    seen: list[dict[str, Any]] = []
+    with RtspServer() as cam:
+        m = start(
+            monitors,
+            [Camera("c", cam.url)],
+            model,
+            MonitorOptions(connect=FAST),
+            rules=[parse_rule(f"{model.labels[0]}>0@1", model.labels)],
+            on_event=seen.append,
+        )
+        wait_for(lambda: stat(m, "c", "processed") >= 5, "frames")
+        summary = m.stop()
+    add_up(summary)
+    assert any(e["type"] == "watch" and e["event"] == "start" for e in seen)
