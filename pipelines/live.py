@@ -22,6 +22,7 @@ import numpy as np
 from pipelines.frames import Frame
 
 __all__ = [
+    "DROP_REASONS",
     "LATENCY_BUCKETS_S",
     "Counters",
     "DropQueue",
@@ -29,6 +30,11 @@ __all__ = [
     "LatencyStats",
     "LiveFrame",
 ]
+
+#: Why a frame was dropped: its camera's queue was full (inference behind), it was older than
+#: the latency limit when inference was free, drawing/encoding was behind, or its camera had
+#: failed (its writer could not go on).
+DROP_REASONS = ("queue_full", "late", "writer_behind", "camera_failed")
 
 #: Upper bounds of the latency histogram, in seconds (Prometheus ``le`` buckets).
 LATENCY_BUCKETS_S = (0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)

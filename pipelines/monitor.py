@@ -83,6 +83,7 @@ class _Cam:
                 crf=opts.crf,
                 encoder=opts.speed.encoder,
             )
+        self.stop = threading.Event()  # this camera's source only
         self.source: CameraSource | None = None
         self.thread: threading.Thread | None = None
         self.writer: threading.Thread | None = None
@@ -112,7 +113,6 @@ class Monitor:
         }
         self.ingress = Ingress(o.live_queue, o.max_latency_s, self._drop)
         self.infer = Inferencer(model, top_k=o.top_k, speed=o.speed, batch=self.batch)
-        self._stop_sources = threading.Event()
         self._sources_done = threading.Event()
         self._inference_done = threading.Event()
         self._accepting = True
@@ -140,6 +140,8 @@ class Monitor:
 
     def _state(self, name: str, state: CameraState, detail: str) -> None:
         cam = self.cams[name]
+        if cam.state == "failed" and state == "stopped":
+            return  # its source stopping after the failure is not news; the failure is
         cam.state, cam.detail, cam.since = state, detail, time.monotonic()
         level = logging.WARNING if state in ("stalled", "backoff", "failed") else logging.INFO
         log.log(level, "camera %s: %s%s", name, state, f" ({detail})" if detail else "")
@@ -159,7 +161,8 @@ class Monitor:
     def _fail(self, stage: str, e: BaseException) -> None:
         self._failures.append((stage, e))
         self.failed.set()
-        self._stop_sources.set()
+        for cam in self.cams.values():
+            cam.stop.set()
 
     # -- stages ------------------------------------------------------------------------------
 
@@ -196,7 +199,7 @@ class Monitor:
         watcher = Watcher(cam.camera.name, self.rules)
 
         def run() -> None:
-            own_error = False
+            broken = False  # this camera's writing failed: its frames are dropped from now on
             try:
                 while not self.failed.is_set():
                     try:
@@ -204,27 +207,50 @@ class Monitor:
                     except queue.Empty:
                         if self._inference_done.is_set() and len(cam.out) == 0:
                             break
-                        self._close_idle(cam)
+                        if not broken:
+                            self._close_idle(cam)
                         continue
-                    image, record = annotate(item.frame, answer)
-                    if cam.recorder is not None:
-                        cam.recorder.write(item, image)
+                    if broken:
+                        self._drop(item, "camera_failed")
+                        continue
+                    try:
+                        image, record = annotate(item.frame, answer)
+                        if cam.recorder is not None:
+                            cam.recorder.write(item, image)
+                    except Exception as e:
+                        # This camera's stream or recording, not the others': it alone stops.
+                        broken = True
+                        self._drop(item, "camera_failed")
+                        cam.stop.set()
+                        self._salvage(cam)
+                        self._state(cam.camera.name, "failed", f"writer: {_one_line(e)}")
+                        continue
                     for event in watcher.update(record, item.wall):
                         self._emit(event)
                     cam.latency.observe(time.monotonic() - item.received_at)
                     cam.counters.process()
             except BaseException as e:
-                own_error = True
+                broken = True
                 self._fail(f"writer {cam.camera.name}", e)
             finally:
                 # Another stage's failure leaves this camera's frames whole: finish the file.
                 if cam.recorder is not None:
-                    if own_error:
+                    if broken:
                         cam.recorder.discard()
                     else:
                         cam.recorder.close()
 
         return run
+
+    def _salvage(self, cam: _Cam) -> None:
+        """Keep what the open segment holds if it still closes cleanly; else drop it."""
+        r = cam.recorder
+        if r is None:
+            return
+        try:
+            r.close()
+        except Exception:
+            r.discard()
 
     def _close_idle(self, cam: _Cam) -> None:
         r = cam.recorder
@@ -239,7 +265,7 @@ class Monitor:
         self.started_at = time.monotonic()
         for cam in self.cams.values():
             cam.source = CameraSource(
-                cam.camera, self._receive, self._state, self.options.connect, self._stop_sources
+                cam.camera, self._receive, self._state, self.options.connect, cam.stop
             )
             name = cam.camera.name
             cam.thread = threading.Thread(
@@ -285,7 +311,8 @@ class Monitor:
         if self._summary is not None:
             return self._summary
         self.stopping = True
-        self._stop_sources.set()
+        for cam in self.cams.values():
+            cam.stop.set()
         c = self.options.connect
         deadline = time.monotonic() + max(c.open_timeout_s, c.read_timeout_s) + 1.0
         for cam in self.cams.values():
@@ -320,3 +347,8 @@ class Monitor:
             "cameras": cams,
         }
         return self._summary
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -221,3 +222,50 @@ def test_classifier_scores_raise_watch_events(monitors: list[Monitor], tmp_path:
         summary = m.stop()
     add_up(summary)
     assert any(e["type"] == "watch" and e["event"] == "start" for e in seen)
+
+
+def test_a_camera_whose_recording_fails_stops_alone(
+    demo: Model, monitors: list[Monitor], tmp_path: Path
+) -> None:
+    # One camera's broken output must not stop the others: a file where its folder should be.
+    (tmp_path / "rec").mkdir()
+    (tmp_path / "rec" / "bad").write_text("not a folder")
+    with RtspServer() as bad, RtspServer() as good:
+        m = start(
+            monitors,
+            [Camera("bad", bad.url), Camera("good", good.url)],
+            demo,
+            MonitorOptions(connect=FAST, record=tmp_path / "rec", segment_s=60),
+        )
+        wait_for(lambda: stat(m, "bad", "state") == "failed", "the bad camera to fail")
+        assert "recording" in stat(m, "bad", "detail")
+        before = stat(m, "good", "processed")
+        wait_for(lambda: stat(m, "good", "processed") >= before + 15, "the good camera to go on")
+        assert not m.failed.is_set()
+        summary = m.stop()
+    add_up(summary)
+    bad_stats = summary["cameras"]["bad"]
+    assert bad_stats["state"] == "failed"
+    assert bad_stats["dropped_by_reason"].get("camera_failed", 0) >= 1
+    assert len(summary["cameras"]["good"]["segments"]) == 1
+
+
+def test_a_stalled_camera_is_reported_and_reconnected(demo: Model, monitors: list[Monitor]) -> None:
+    seen: list[dict[str, Any]] = []
+    with RtspServer() as cam:
+        m = start(monitors, [Camera("c", cam.url)], demo, MonitorOptions(connect=FAST),
+                  on_event=seen.append)  # fmt: skip
+        wait_for(lambda: stat(m, "c", "processed") >= 5, "frames")
+        assert cam.proc is not None
+        cam.proc.send_signal(signal.SIGSTOP)  # connected, but no more data: a hung camera
+        try:
+            wait_for(lambda: any(e.get("state") == "stalled" for e in seen), "a stall")
+        finally:
+            cam.proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: stat(m, "c", "connections") == 2, "a reconnect")
+        before = stat(m, "c", "received")
+        wait_for(lambda: stat(m, "c", "received") > before + 5, "frames again")
+        summary = m.stop()
+    add_up(summary)
+    stall = next(e for e in seen if e.get("state") == "stalled")
+    assert stall["detail"] == f"no data for {FAST.read_timeout_s:g} s"

@@ -118,3 +118,32 @@ def test_kubernetes_manifests_have_what_the_queue_needs() -> None:
         assert t["type"] == "redis-streams"
         assert t["metadata"]["address"] == f"{redis_svc['metadata']['name']}:6379"
         assert t["authenticationRef"]["name"] == auth["metadata"]["name"]
+
+
+def test_monitor_manifest_keeps_camera_credentials_in_a_secret() -> None:
+    docs = _docs("k8s/monitor.yaml")
+    secret = _by_kind(docs, "Secret")
+    deploy = _by_kind(docs, "Deployment")
+    assert deploy["spec"]["replicas"] == 1 and deploy["spec"]["strategy"]["type"] == "Recreate"
+    pod = deploy["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["args"][0] == "monitor" and "rtsp://" not in " ".join(c["args"])
+    env = {e["name"]: e for e in c["env"]}
+    ref = env["WORKER_CAMERAS"]["valueFrom"]["secretKeyRef"]
+    assert ref["name"] == secret["metadata"]["name"]
+    cameras = Settings(cameras=yaml.safe_load(secret["stringData"][ref["key"]])).cameras
+    assert cameras and all(v.get_secret_value().startswith("rtsp://") for v in cameras.values())
+    assert Settings(watch=yaml.safe_load(env["WORKER_WATCH"]["value"])).watch
+    port = int(env["WORKER_METRICS_PORT"]["value"])
+    assert c["ports"][0]["containerPort"] == port
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    _assert_real_settings(_env_names(c["env"]))
+    # The models volume is the workers' own claim; recordings have a claim of their own.
+    workers = _by_kind(_docs("k8s/worker.yaml"), "Deployment")["spec"]["template"]["spec"]
+    claims = {
+        v["persistentVolumeClaim"]["claimName"]
+        for v in workers["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    mine = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]}
+    assert mine - claims == {_by_kind(docs, "PersistentVolumeClaim")["metadata"]["name"]}

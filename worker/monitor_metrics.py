@@ -22,6 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from pipelines.camera import CameraState
+from pipelines.live import DROP_REASONS
 from pipelines.monitor import Monitor
 
 __all__ = ["MonitorMetrics"]
@@ -64,7 +65,7 @@ class _Collector(Collector):
         for name, s in stats.items():
             received.add_metric([name], s["received"])
             processed.add_metric([name], s["processed"])
-            for reason in ("queue_full", "late", "writer_behind"):
+            for reason in DROP_REASONS:
                 dropped.add_metric([name, reason], s["dropped_by_reason"].get(reason, 0))
             connections.add_metric([name], s["connections"])
             for st in _STATES:
