@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from worker.errors import Cancelled, WorkerError
+from worker.flags import add_look_flags, add_model_flags
 from worker.queue_cli import QUEUE_COMMANDS, add_queue_parsers
 from worker.settings import Settings, load_settings
 
@@ -42,19 +43,11 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="process a video file: annotated video + JSON lines")
     r.add_argument("--input", type=Path, help="video file to process")
-    r.add_argument("--model", type=Path, help="ONNX model (default: built-in demo model)")
-    r.add_argument("--card", type=Path, help="model card JSON (default: <model>.json beside it)")
     r.add_argument("--output", type=Path, help="annotated video (default: <input>.<task>.mp4)")
     r.add_argument("--results", type=Path, help="JSON lines (default: <input>.<task>.jsonl)")
-    r.add_argument("--task", choices=["segment", "classify"])
-    r.add_argument("--provider", choices=["auto", "cuda", "cpu"])
-    r.add_argument("--batch", type=int, help="frames per inference call (0: per provider)")
-    r.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (0: auto)")
-    r.add_argument("--alpha", type=float, help="mask opacity, 0..1")
-    r.add_argument("--top-k", type=int, dest="top_k", help="classify: labels per frame")
+    add_model_flags(r, batch_help="frames per inference call (0: per provider)")
+    add_look_flags(r)
     r.add_argument("--max-frames", type=int, dest="max_frames", help="stop after N frames")
-    r.add_argument("--preset", help="libx264 preset (default ultrafast)")
-    r.add_argument("--crf", type=int, help="libx264 quality, 0..51 (default 23)")
     r.add_argument("--queue-size", type=int, dest="queue_size", help="frames between stages")
     r.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
     r.add_argument("--debug", action="store_true", default=None, help="tracebacks on errors")
@@ -106,21 +99,13 @@ def _settings_from(args: argparse.Namespace) -> Settings:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from models import demo_model_path, load_model
     from pipelines import run_file
-    from worker.runs import run_options
+    from worker.runs import configured_model, run_options
 
     settings = _settings_from(args)
     if settings.input is None:
         raise WorkerError("--input is required (or set WORKER_INPUT)")
-    model_path = settings.model or demo_model_path(settings.task or "segment")
-    model = load_model(
-        model_path,
-        card=settings.card,
-        task=settings.task,
-        provider=settings.provider,
-        threads=settings.threads,
-    )
+    model = configured_model(settings)
     inp = settings.input
     output = settings.output or inp.with_name(f"{inp.stem}.{model.task}.mp4")
     results = settings.results or inp.with_name(f"{inp.stem}.{model.task}.jsonl")

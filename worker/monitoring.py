@@ -25,6 +25,7 @@ from typing import Any
 from pipelines.camera import Backoff, Camera, ConnectOptions, redact
 from pipelines.events import Rule, parse_rule
 from worker.errors import OutputError, SettingsError, StageError, WorkerError
+from worker.flags import add_look_flags, add_model_flags
 from worker.settings import CAMERA_NAME, Settings, load_settings
 
 __all__ = ["add_monitor_parser", "cameras_from", "cmd_monitor", "monitor_options"]
@@ -41,12 +42,7 @@ def add_monitor_parser(sub: Any) -> None:
         "--input", action="append", dest="inputs", metavar="[NAME=]URL",
         help="rtsp:// camera; repeat per camera (default: the WORKER_CAMERAS setting)",
     )  # fmt: skip
-    m.add_argument("--model", type=Path, help="ONNX model (default: built-in demo model)")
-    m.add_argument("--card", type=Path, help="model card JSON (default: <model>.json beside it)")
-    m.add_argument("--task", choices=["segment", "classify"])
-    m.add_argument("--provider", choices=["auto", "cuda", "cpu"])
-    m.add_argument("--batch", type=int, help="frames per inference call, across cameras")
-    m.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (0: auto)")
+    add_model_flags(m, batch_help="frames per inference call, across cameras")
     m.add_argument("--record", type=Path, help="folder for annotated recordings")
     m.add_argument("--segment-seconds", type=float, dest="segment_seconds")
     m.add_argument("--events", help="events to a .jsonl file, or 'redis' (WORKER_REDIS_URL)")
@@ -59,10 +55,7 @@ def add_monitor_parser(sub: Any) -> None:
     m.add_argument("--live-queue", type=int, dest="live_queue", help="frames held per camera")
     m.add_argument("--reconnect-attempts", type=int, dest="reconnect_attempts")
     m.add_argument("--metrics-port", type=int, dest="metrics_port", help="0: off")
-    m.add_argument("--alpha", type=float, help="mask opacity, 0..1")
-    m.add_argument("--top-k", type=int, dest="top_k", help="classify: labels per frame")
-    m.add_argument("--preset", help="libx264 preset (default ultrafast)")
-    m.add_argument("--crf", type=int, help="libx264 quality, 0..51 (default 23)")
+    add_look_flags(m)
     m.add_argument("--quiet", action="store_true", default=None, help="warnings only")
     m.add_argument("--debug", action="store_true", default=None, help="tracebacks on errors")
 
@@ -145,11 +138,11 @@ def _log_stats(stats: dict[str, dict[str, Any]]) -> None:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
-    from models import demo_model_path, load_model
     from pipelines.monitor import Monitor
     from worker.event_sinks import EventSink, open_events
     from worker.metrics import serve_http
     from worker.monitor_metrics import MonitorMetrics
+    from worker.runs import configured_model
 
     cli = {k: v for k, v in vars(args).items() if k not in ("command", "inputs")}
     settings = load_settings(**cli)
@@ -160,13 +153,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         for name in ("pipelines", "worker"):
             logging.getLogger(name).setLevel(logging.INFO)
     cameras = cameras_from(args.inputs, settings)
-    model = load_model(
-        settings.model or demo_model_path(settings.task or "segment"),
-        card=settings.card,
-        task=settings.task,
-        provider=settings.provider,
-        threads=settings.threads,
-    )
+    model = configured_model(settings)
     rules = _rules(settings, list(model.labels))
     if settings.record is not None:
         try:

@@ -1,4 +1,5 @@
-"""The settings that shape how a video is processed, as ``run_file`` arguments.
+"""The settings that shape how a video is processed, as ``run_file`` arguments, and the
+model they name (``configured_model``, for ``worker run`` and ``worker monitor``).
 
 ``worker run`` and ``worker serve`` both build them here, so a queued job is processed exactly
 like the same file run by hand; only what a job itself says (input, outputs, max_frames) and
@@ -9,10 +10,11 @@ from __future__ import annotations
 
 from typing import TypedDict
 
+from models import Model, demo_model_path, load_model
 from pipelines.speed import Speed
 from worker.settings import Settings
 
-__all__ = ["RunOptions", "run_options"]
+__all__ = ["RunOptions", "configured_model", "run_options"]
 
 
 class RunOptions(TypedDict):
@@ -23,6 +25,17 @@ class RunOptions(TypedDict):
     preset: str
     crf: int
     speed: Speed
+
+
+def configured_model(s: Settings) -> Model:
+    """The model the settings name (the demo model for the task if none), loaded."""
+    return load_model(
+        s.model or demo_model_path(s.task or "segment"),
+        card=s.card,
+        task=s.task,
+        provider=s.provider,
+        threads=s.threads,
+    )
 
 
 def run_options(s: Settings) -> RunOptions:
