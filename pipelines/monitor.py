@@ -8,8 +8,10 @@ Rules on top of the file pipeline's (``runner``):
   reason, so ``received == processed + dropped`` once ``stop()`` has drained the stages;
 - one model session serves every camera: the inference stage batches across cameras, waiting
   at most ``batch_wait_s`` after the first frame so a slow camera does not hold the others;
-- a failing inference or writer stage stops the monitor (``failed``), and ``stop()`` raises
-  it naming the stage; a failing camera is only that camera's problem.
+- a camera's failure is that camera's alone: its source reconnects, and if drawing or
+  recording its frames fails it goes to ``failed`` while the others go on; a failure of the
+  shared inference stage (or a bug in a writer's loop) stops the monitor (``failed``), and
+  ``stop()`` raises it naming the stage.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 import queue
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,7 +176,9 @@ class Monitor:
                 cam.source.run()
             except Exception as e:  # a bug or odd stream: this camera ends, the rest go on
                 self._state(cam.camera.name, "failed", f"unexpected {type(e).__name__}")
-                log.debug("camera %s", cam.camera.name, exc_info=True)
+                # The traceback helps with the bug; the URL in it must not get out.
+                tb = traceback.format_exc().replace(cam.camera.url, cam.camera.shown)
+                log.debug("camera %s: %s", cam.camera.name, tb)
 
         return run
 
@@ -328,6 +333,7 @@ class Monitor:
                 t.join(max(0.0, deadline - time.monotonic()))
         stuck = [t.name for t in threads if t is not None and t.is_alive()]
         seconds = time.monotonic() - (self.started_at or time.monotonic())
+        self._on_event = None  # a camera thread outliving stop() must not write to a closed sink
         if self._failures:
             stage, err = self._failures[0]
             if isinstance(err, WorkerError):
@@ -336,7 +342,6 @@ class Monitor:
         if stuck:
             raise StageError(stuck[0], f"did not finish within {_DRAIN_S:.0f} s of stopping")
         cams = self.stats()
-        self._on_event = None  # a camera thread outliving stop() must not write to a closed sink
         self._summary = {
             "model": str(self.model.path),
             "task": self.model.task,

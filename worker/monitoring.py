@@ -20,13 +20,16 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.camera import Backoff, Camera, ConnectOptions, redact
 from pipelines.events import Rule, parse_rule
 from worker.errors import OutputError, SettingsError, StageError, WorkerError
 from worker.flags import add_look_flags, add_model_flags
 from worker.settings import CAMERA_NAME, Settings, load_settings
+
+if TYPE_CHECKING:
+    from pipelines.monitor import MonitorOptions
 
 __all__ = ["add_monitor_parser", "cameras_from", "cmd_monitor", "monitor_options"]
 
@@ -44,16 +47,24 @@ def add_monitor_parser(sub: Any) -> None:
     )  # fmt: skip
     add_model_flags(m, batch_help="frames per inference call, across cameras")
     m.add_argument("--record", type=Path, help="folder for annotated recordings")
-    m.add_argument("--segment-seconds", type=float, dest="segment_seconds")
+    m.add_argument(
+        "--segment-seconds", type=float, dest="segment_seconds", help="recording length (60)"
+    )
     m.add_argument("--events", help="events to a .jsonl file, or 'redis' (WORKER_REDIS_URL)")
     m.add_argument(
         "--watch", action="append", metavar="LABEL>THRESHOLD[@FRAMES]",
         help="event when a label's coverage (segment) or score (classify) stays above it",
     )  # fmt: skip
-    m.add_argument("--max-latency-ms", type=float, dest="max_latency_ms")
+    m.add_argument(
+        "--max-latency-ms", type=float, dest="max_latency_ms",
+        help="frames older than this when inference is free are dropped (500)",
+    )  # fmt: skip
     m.add_argument("--duration", type=float, help="stop after this many seconds")
     m.add_argument("--live-queue", type=int, dest="live_queue", help="frames held per camera")
-    m.add_argument("--reconnect-attempts", type=int, dest="reconnect_attempts")
+    m.add_argument(
+        "--reconnect-attempts", type=int, dest="reconnect_attempts",
+        help="give a camera up after N failed connects in a row (0: never)",
+    )  # fmt: skip
     m.add_argument("--metrics-port", type=int, dest="metrics_port", help="0: off")
     add_look_flags(m)
     m.add_argument("--quiet", action="store_true", default=None, help="warnings only")
@@ -91,7 +102,7 @@ def cameras_from(inputs: list[str] | None, settings: Settings) -> list[Camera]:
     return cameras
 
 
-def monitor_options(s: Settings) -> Any:
+def monitor_options(s: Settings) -> MonitorOptions:
     from pipelines.monitor import MonitorOptions
     from pipelines.speed import Speed
 
