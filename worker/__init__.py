@@ -1,4 +1,4 @@
-"""The worker: CLI, settings and errors (and, later, the job queue).
+"""The worker: CLI, settings and errors; the job queue and the live monitor's command.
 
 Kept free of heavy imports so ``pipelines`` and ``models`` can use its errors without cycles;
 the CLI lives in ``worker.cli``.
