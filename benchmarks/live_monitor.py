@@ -53,7 +53,7 @@ def _row(name: str, c: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def steady(model: Model, seconds: float, work: Path) -> list[dict[str, Any]]:
+def steady(model: Model, seconds: float, work: Path) -> dict[str, Any]:
     with RtspServer(size="640x480", fps=25) as a, RtspServer(size="640x480", fps=25) as b:
         m = Monitor(
             [Camera("a", a.url), Camera("b", b.url)],
@@ -64,7 +64,11 @@ def steady(model: Model, seconds: float, work: Path) -> list[dict[str, Any]]:
         _wait(lambda: all(s["state"] == "live" for s in m.stats().values()), "cameras live")
         time.sleep(seconds)  # the measurement itself: a fixed stretch of steady running
         summary = m.stop()
-    return [_row(n, c) for n, c in summary["cameras"].items()]
+    return {
+        "cameras": [_row(n, c) for n, c in summary["cameras"].items()],
+        "mean_batch": summary["inference"]["mean_batch"],
+        "batch": summary["batch"],
+    }
 
 
 def reconnect(model: Model, outage: float) -> dict[str, Any]:
@@ -125,8 +129,10 @@ def main() -> None:
     if a.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"steady ({a.seconds:g} s, 2 cameras 640x480 @ 25 fps, demo segmenter, recording):")
-    for r in result["steady"]:
+    s = result["steady"]
+    print(f"steady ({a.seconds:g} s, 2 cameras 640x480 @ 25 fps, demo segmenter, recording; "
+          f"frames per model run {s['mean_batch']} of at most {s['batch']}):")  # fmt: skip
+    for r in s["cameras"]:
         print(f"  {r['camera']}: received {r['received']} processed {r['processed']} "
               f"dropped {r['dropped']} {r['by_reason']}  latency ms {r['latency_ms']}")  # fmt: skip
     r = result["reconnect"]

@@ -111,6 +111,7 @@ class Monitor:
         self._event_lock = threading.Lock()
         self.events = 0
         self.batch = default_batch(model, o.batch)
+        self.calls = 0  # model runs; frames per run = self.infer.frames / calls
         self.cams = {
             c.name: _Cam(c, o, lambda pair: self._drop(pair[0], "writer_behind")) for c in cameras
         }
@@ -192,6 +193,7 @@ class Monitor:
                         break
                     continue
                 answers: list[Answer] = self.infer([i.frame.image for i in items])
+                self.calls += 1
                 for item, answer in zip(items, answers, strict=True):
                     self.cams[item.camera].out.put((item, answer))
         except BaseException as e:
@@ -347,6 +349,13 @@ class Monitor:
             "task": self.model.task,
             "provider": self.model.engine.provider,
             "batch": self.batch,
+            # How well batching across cameras worked: frames per model run (at most batch).
+            "inference": {
+                "calls": self.calls,
+                "frames": self.infer.frames,
+                "mean_batch": round(self.infer.frames / self.calls, 2) if self.calls else 0.0,
+                **self.infer.describe(),
+            },
             "seconds": round(seconds, 3),
             "events": self.events,
             "cameras": cams,

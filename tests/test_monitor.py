@@ -206,6 +206,7 @@ def test_segments_split_without_losing_frames_and_events_reach_redis(
     assert all(len(f) > 0 for f in frames)
     assert c["dropped"] == 0
     assert sum(len(f) for f in frames) == c["processed"] == c["received"]
+    assert summary["inference"]["frames"] == c["processed"]
     events = [json.loads(fields["event"]) for _id, fields in stream]
     states = [e["state"] for e in events if e["type"] == "camera"]
     assert states[:2] == ["connecting", "live"] and states[-1] == "stopped"
