@@ -100,6 +100,7 @@ def test_sigterm_finishes_every_file_and_no_credential_leaks(tmp_path: Path) -> 
         (["--input", "rtsp://x/s", "--watch", "zebra>0.5"], {}, "no label 'zebra'"),
         (["--input", "a=rtsp://x/s", "--input", "a=rtsp://y/s"], {}, "used twice"),
         ([], {"cameras": '{"bad name": "rtsp://x/s"}'}, "camera name 'bad name'"),
+        ([], {"cameras": '{"..": "rtsp://x/s"}'}, "camera name '..'"),
         (["--input", "rtsp://x/s", "--segment-seconds", "0"], {}, "--segment-seconds"),
         (["--input", f"ftp://u:{SECRET}@x/s"], {}, "ftp://***@x/s"),
     ],

@@ -164,12 +164,7 @@ def heartbeat_health(heartbeat: Heartbeat) -> Health:
     return health
 
 
-def serve_http(
-    port: int,
-    exposition: Callable[[], bytes],
-    health: Health,
-    setting: str = "WORKER_METRICS_PORT",
-) -> ThreadingHTTPServer:
+def serve_http(port: int, exposition: Callable[[], bytes], health: Health) -> ThreadingHTTPServer:
     """``/metrics`` (Prometheus text format) and ``/healthz`` (200 when ``health`` says ok,
     else 503) on ``port``, all interfaces, in a daemon thread."""
 
@@ -198,7 +193,7 @@ def serve_http(
         server = ThreadingHTTPServer(("", port), Handler)
     except OSError as e:
         raise WorkerError(
-            f"setting {setting}: cannot listen on port {port} ({e.strerror or e})"
+            f"setting WORKER_METRICS_PORT: cannot listen on port {port} ({e.strerror or e})"
         ) from None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="worker-metrics", daemon=True).start()

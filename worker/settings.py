@@ -25,8 +25,9 @@ from worker.errors import SettingsError
 __all__ = ["CAMERA_NAME", "ENV_PREFIX", "Settings", "load_settings"]
 
 ENV_PREFIX = "WORKER_"
-#: Camera names become file names and metric labels.
-CAMERA_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+#: Camera names become folder and file names (so no leading dot: not "..", not hidden) and
+#: metric labels.
+CAMERA_NAME = re.compile(r"^(?!\.)[A-Za-z0-9_.-]{1,64}$")
 
 Provider = Literal["auto", "cuda", "cpu"]
 Task = Literal["segment", "classify"]
@@ -149,7 +150,8 @@ class Settings(BaseSettings):
         for name in v:
             if not CAMERA_NAME.match(name):
                 raise ValueError(
-                    f"camera name '{name}': expected 1-64 letters, digits, '_', '-' or '.'"
+                    f"camera name '{name}': expected 1-64 letters, digits, '_', '-' or '.', "
+                    "not starting with '.'"
                 )
         return v
 
