@@ -25,6 +25,8 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
+from worker.bench import machine_busy_s
+
 __all__ = [
     "ChildRun",
     "Phase",
@@ -46,18 +48,6 @@ def _status_kib(key: str) -> int | None:
     except OSError:
         return None
     return None
-
-
-def _machine_busy_s() -> float | None:
-    """CPU seconds the whole machine has spent busy (all processes), from /proc/stat."""
-    try:
-        with open("/proc/stat", encoding="ascii") as f:
-            ticks = [int(v) for v in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
-    guest = sum(ticks[8:10])  # already counted in user/nice
-    return (sum(ticks) - idle - guest) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -95,11 +85,11 @@ def measure(name: str, phases: dict[str, Phase]) -> Iterator[Phase]:
         phase.peak_is_phase = False
     rss = _status_kib("VmRSS")
     phase.start_rss_mib = None if rss is None else rss / 1024
-    t0, c0, m0 = time.perf_counter(), os.times(), _machine_busy_s()
+    t0, c0, m0 = time.perf_counter(), os.times(), machine_busy_s()
     try:
         yield phase
     finally:
-        c1, m1 = os.times(), _machine_busy_s()
+        c1, m1 = os.times(), machine_busy_s()
         phase.wall_s = time.perf_counter() - t0
         phase.cpu_s = (c1.user - c0.user) + (c1.system - c0.system)
         if m0 is not None and m1 is not None:

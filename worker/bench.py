@@ -22,7 +22,7 @@ from typing import Any
 
 from worker.errors import ProviderError, WorkerError
 
-__all__ = ["add_arguments", "cmd_bench"]
+__all__ = ["add_arguments", "cmd_bench", "machine_busy_s"]
 
 
 def add_arguments(b: argparse.ArgumentParser) -> None:
@@ -75,15 +75,16 @@ class BenchResult:
     others_busy: float | None = None  # cores other processes used meanwhile
 
 
-def _machine_busy_s() -> float | None:
+def machine_busy_s() -> float | None:
     """CPU seconds the whole machine spent busy, from /proc/stat (None where absent)."""
     try:
         with open("/proc/stat", encoding="ascii") as f:
             ticks = [int(v) for v in f.readline().split()[1:]]
     except (OSError, ValueError):
         return None
-    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
-    return (sum(ticks) - idle - sum(ticks[8:10])) / os.sysconf("SC_CLK_TCK")
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    guest = sum(ticks[8:10])  # already counted in user/nice
+    return (sum(ticks) - idle - guest) / os.sysconf("SC_CLK_TCK")
 
 
 def _frames(video: Path | None, n: int) -> tuple[list[Any], str]:
@@ -177,7 +178,7 @@ def bench(args: argparse.Namespace) -> BenchResult:
     frames, where = _frames(args.input, max(args.frames, 1))
     h, w = frames[0].shape[:2]
     result = BenchResult(str(path), where, (w, h), len(frames))
-    busy0, t0 = _machine_busy_s(), os.times()
+    busy0, t0 = machine_busy_s(), os.times()
     for provider in [p.strip() for p in args.providers.split(",") if p.strip()]:
         if provider not in ("cuda", "cpu"):
             raise WorkerError(f"--providers: '{provider}' is not cuda or cpu")
@@ -217,7 +218,7 @@ def bench(args: argparse.Namespace) -> BenchResult:
                         )
                     )
         result.precision.append(_precision(model, frames, batches[-1], 5))
-    busy1, t1 = _machine_busy_s(), os.times()
+    busy1, t1 = machine_busy_s(), os.times()
     if busy0 is not None and busy1 is not None:
         wall = t1.elapsed - t0.elapsed
         mine = (t1.user - t0.user) + (t1.system - t0.system)
