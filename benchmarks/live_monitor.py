@@ -31,15 +31,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from factory import make_slow_model  # noqa: E402
 from models import Model, demo_model_path, load_model  # noqa: E402
 from pipelines import Camera, ConnectOptions, Monitor, MonitorOptions  # noqa: E402
+from queue_harness import wait_for  # noqa: E402
 from rtsp_harness import RtspServer  # noqa: E402
-
-
-def _wait(check: Any, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def _row(name: str, c: dict[str, Any]) -> dict[str, Any]:
@@ -61,7 +54,7 @@ def steady(model: Model, seconds: float, work: Path) -> dict[str, Any]:
             MonitorOptions(record=work / "rec", segment_s=10),
         )
         m.start()
-        _wait(lambda: all(s["state"] == "live" for s in m.stats().values()), "cameras live")
+        wait_for(lambda: all(s["state"] == "live" for s in m.stats().values()), "cameras live")
         time.sleep(seconds)  # the measurement itself: a fixed stretch of steady running
         summary = m.stop()
     return {
@@ -75,16 +68,20 @@ def reconnect(model: Model, outage: float) -> dict[str, Any]:
     with RtspServer(fps=25) as cam:
         m = Monitor([Camera("cam", cam.url)], model, MonitorOptions(connect=ConnectOptions()))
         m.start()
-        _wait(lambda: m.stats()["cam"]["processed"] >= 10, "first frames")
+        wait_for(lambda: m.stats()["cam"]["processed"] >= 10, "first frames")
         cam.kill()
         down = time.monotonic()
-        _wait(lambda: m.stats()["cam"]["state"] != "live", "the outage to be noticed")
+        wait_for(lambda: m.stats()["cam"]["state"] != "live", "the outage to be noticed", poll=0.02)
         noticed = time.monotonic() - down
         time.sleep(outage)  # the outage being simulated
         before = m.stats()["cam"]["received"]
         cam.start()
         back = time.monotonic()
-        _wait(lambda: m.stats()["cam"]["received"] > before, "frames again", timeout=120)
+
+        def again() -> bool:
+            return bool(m.stats()["cam"]["received"] > before)
+
+        wait_for(again, "frames again", timeout=120, poll=0.02)
         resumed = time.monotonic() - back
         summary = m.stop()
     c = summary["cameras"]["cam"]
@@ -105,7 +102,7 @@ def overload(seconds: float, work: Path) -> dict[str, Any]:
     with RtspServer(fps=25) as cam:
         m = Monitor([Camera("cam", cam.url)], model, MonitorOptions())
         m.start()
-        _wait(lambda: m.stats()["cam"]["state"] == "live", "camera live")
+        wait_for(lambda: m.stats()["cam"]["state"] == "live", "camera live")
         time.sleep(seconds)  # a fixed stretch of overload
         summary = m.stop()
     return {"model_ms_per_frame": round(per_frame_ms, 1), "frame_interval_ms": 40.0,

@@ -94,7 +94,6 @@ class ConnectOptions:
     read_timeout_s: float = 5.0
     backoff: Backoff = field(default_factory=Backoff)
     max_attempts: int = 0  # failed connections in a row before giving up; 0: never give up
-    decode_threads: int = 1  # live: frame threads add a frame of latency each
 
 
 class CameraSource:
@@ -115,10 +114,8 @@ class CameraSource:
         self.stop = stop
         self.generation = 0  # successful connections so far
         self.bad_packets = 0
-        self.state: CameraState = "connecting"
 
     def _set(self, state: CameraState, detail: str = "") -> None:
-        self.state = state
         self.on_state(self.camera.name, state, detail)
 
     def run(self) -> None:
@@ -161,8 +158,8 @@ class CameraSource:
             if not container.streams.video:
                 return False, "no video stream"
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO" if o.decode_threads > 1 else "SLICE"
-            stream.codec_context.thread_count = o.decode_threads
+            # One decoder thread: each frame thread would hold back a frame of latency.
+            stream.codec_context.thread_count = 1
             self.generation += 1
             index = 0
             for packet in container.demux(stream):

@@ -59,7 +59,6 @@ class MonitorOptions:
     crf: int = 23
     record: Path | None = None
     segment_s: float = 60.0
-    idle_close_s: float = 5.0  # a camera silent this long gets its segment finished
     connect: ConnectOptions = field(default_factory=ConnectOptions)
     speed: Speed = field(default_factory=Speed)
 
@@ -144,8 +143,8 @@ class Monitor:
 
     def _state(self, name: str, state: CameraState, detail: str) -> None:
         cam = self.cams[name]
-        if cam.state == "failed" and state == "stopped":
-            return  # its source stopping after the failure is not news; the failure is
+        if cam.state == "failed":
+            return  # final: what its source does while stopping after it is not news
         cam.state, cam.detail, cam.since = state, detail, time.monotonic()
         level = logging.WARNING if state in ("stalled", "backoff", "failed") else logging.INFO
         log.log(level, "camera %s: %s%s", name, state, f" ({detail})" if detail else "")
@@ -263,7 +262,8 @@ class Monitor:
         r = cam.recorder
         if r is None or not r.is_open or cam.last_frame_at is None:
             return
-        if time.monotonic() - cam.last_frame_at > self.options.idle_close_s:
+        # Silent past its read timeout, the camera is reconnecting: finish the file it had.
+        if time.monotonic() - cam.last_frame_at > self.options.connect.read_timeout_s + 1.0:
             r.close()
 
     # -- control -----------------------------------------------------------------------------

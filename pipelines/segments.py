@@ -66,7 +66,6 @@ class SegmentRecorder:
         self.seconds = seconds
         self.preset, self.crf, self.encoder, self.rate = preset, crf, encoder, rate
         self.written: list[Path] = []
-        self.frames_written = 0
         self._open: _Open | None = None
 
     def write(self, item: LiveFrame, image: Any) -> None:
@@ -84,7 +83,6 @@ class SegmentRecorder:
         ms = round((item.received_at - seg.start) * 1000)
         seg.writer.write(Frame(index=seg.frames, pts=ms, time=ms / 1000, image=image), image)
         seg.frames += 1
-        self.frames_written += 1
 
     def _start(self, item: LiveFrame, size: tuple[int, int]) -> _Open:
         target = AtomicFile(self.folder / segment_name(self.camera, item.wall), "recording")

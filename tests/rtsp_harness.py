@@ -11,11 +11,10 @@ import os
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from queue_harness import free_port
+from queue_harness import free_port, wait_for
 
 __all__ = ["SYSTEM_PYTHON", "RtspServer", "SilentServer", "free_port"]
 
@@ -49,7 +48,11 @@ class RtspServer:
         self.log.write_text("")
         with self.log.open("w") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
-        line = _wait_ready(self.log, self.proc, timeout)
+        proc = self.proc
+        try:
+            line = wait_for(lambda: _first_line(self.log, proc), "the RTSP server", timeout)
+        except AssertionError:
+            line = ""  # reported below, with what it printed and how to install it
         if not line.startswith("READY"):
             said = self.kill().strip() or "no output"
             raise AssertionError(
@@ -96,14 +99,11 @@ class SilentServer:
         self.close()
 
 
-def _wait_ready(log: Path, proc: subprocess.Popen[str], timeout: float) -> str:
-    """The server's first line once it printed one (or exited); "" after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = log.read_text(errors="replace")
-        if "\n" in text:
-            return text.splitlines()[0]
-        if proc.poll() is not None:
-            return text
-        time.sleep(0.02)
-    return ""
+def _first_line(log: Path, proc: subprocess.Popen[str]) -> str | None:
+    """The server's first line once it printed one, what it printed if it exited, else None."""
+    text = log.read_text(errors="replace")
+    if "\n" in text:
+        return text.splitlines()[0]
+    if proc.poll() is not None:
+        return text or "exited"
+    return None

@@ -117,7 +117,6 @@ def monitor_options(s: Settings) -> MonitorOptions:
         crf=s.crf,
         record=s.record,
         segment_s=s.segment_seconds,
-        idle_close_s=s.read_timeout_s + 1.0,
         connect=ConnectOptions(
             open_timeout_s=s.open_timeout_s,
             read_timeout_s=s.read_timeout_s,
