@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from worker.bench import machine_busy_s
+from worker.cli.bench import machine_busy_s
 
 __all__ = [
     "ChildRun",
@@ -288,7 +288,7 @@ class ChildRun:
 # address space made by exec; ru_maxrss would also count the parent's pages at fork time.
 _CHILD = """
 import sys
-from worker.cli import main
+from worker.cli.main import main
 code = main(sys.argv[1:])
 with open('/proc/self/status', encoding='ascii') as f:
     hwm = [line.split()[1] for line in f if line.startswith('VmHWM:')]

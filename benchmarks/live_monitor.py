@@ -29,10 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from factory import make_slow_model  # noqa: E402
-from models import Model, demo_model_path, load_model  # noqa: E402
-from pipelines import Camera, ConnectOptions, Monitor, MonitorOptions  # noqa: E402
 from queue_harness import wait_for  # noqa: E402
 from rtsp_harness import RtspServer  # noqa: E402
+from worker.live import Camera, ConnectOptions, Monitor, MonitorOptions  # noqa: E402
+from worker.models import Model, demo_model_path, load_model  # noqa: E402
 
 
 def _row(name: str, c: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from worker.queue import Queue
+from worker.queue.client import Queue
 from worker.settings import Settings
 
 T = TypeVar("T")
@@ -129,7 +129,7 @@ def worker_env(root: Path, redis_url: str, **settings: Any) -> dict[str, str]:
         "REDIS_URL": redis_url,
         "INPUT_ROOT": root / "in",
         "OUTPUT_ROOT": root / "out",
-        "MODEL_ROOT": root / "model-root",  # not "models": python -m would import it
+        "MODEL_ROOT": root / "models",
         "LEASE_S": 2,
         "HEARTBEAT_S": 0.2,
         "RETRY_BASE_S": 0.2,

@@ -33,11 +33,12 @@ import torch
 
 import export_nets
 from factory import decode, make_video, pattern
-from models import load_model
-from models.checkpoint import load_weights, read_state_dict
-from pipelines import Annotator, Answer, Frame, plan_for, preprocess, segment
-from worker.cli import main
+from worker.cli.main import main
 from worker.errors import ExportError
+from worker.export.checkpoint import load_weights, read_state_dict
+from worker.models import load_model
+from worker.ops import preprocess, segment
+from worker.stages import Annotator, Answer, Frame, plan_for
 
 NETS_DIR = Path(__file__).parent
 TIMEOUT_S = 90.0
@@ -360,7 +361,7 @@ def cli(args: list[str], capfd: pytest.CaptureFixture[str]) -> tuple[int, str, s
         ("export_nets.classifier", ["expected module:function"]),
         ("export_nets:broken_factory", ["raised RuntimeError: cannot build"]),
         ("export_nets:SEGMENT_LABELS", ["not a function or class"]),
-        ("models.unet:build", ["'models' is also the name of one of this tool's own packages"]),
+        ("worker.unet:build", ["'worker' is also the name of one of this tool's own packages"]),
         ("broken_module:build", ["importing module 'broken_module' failed", "not_installed_dep"]),
     ],
 )

@@ -1,6 +1,6 @@
 """The fused graph (uint8 frames in, uint8 masks / top-k out) against the plain path.
 
-The reference is independent of the fused code: ``pipelines.preprocess`` (numpy + cv2) feeds a
+The reference is independent of the fused code: ``worker.ops.preprocess`` (numpy + cv2) feeds a
 plain ``onnxruntime.InferenceSession`` of the user's model, and straightforward numpy turns its
 raw output into masks and scores. Masks must be equal except where the raw output is a tie
 (or sits on the threshold); scores within 1e-4.
@@ -20,12 +20,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from factory import Output, make_model, make_video
-from models import Model, load_model
-from models.fuse import FuseSpec, pre_graph
-from pipelines.infer import Inferencer, fuse_spec, plan_for
-from pipelines.preprocess import preprocess
-from pipelines.runner import run_file
-from pipelines.speed import Speed
+from worker.models import Model, load_model
+from worker.models.fuse import FuseSpec, pre_graph
+from worker.ops.preprocess import preprocess
+from worker.stages.infer import Inferencer, fuse_spec, plan_for
+from worker.stages.runner import run_file
+from worker.stages.speed import Speed
 
 Array = np.ndarray[Any, Any]
 TIE = 1e-5
@@ -265,7 +265,7 @@ PRE_CASES = [
 
 
 def spec_for(layout: str, dtype: Any, rgb: bool, resize: str, in_graph: bool) -> FuseSpec:
-    from pipelines.preprocess import InputPlan
+    from worker.ops.preprocess import InputPlan
 
     plan = InputPlan(
         hw=(32, 40),
@@ -307,7 +307,7 @@ def run_pre(spec: FuseSpec, frames: Array) -> Array:
 def test_in_graph_preprocessing_is_bit_equal_to_numpy(
     layout: str, dtype: Any, rgb: bool, resize: str
 ) -> None:
-    from pipelines.preprocess import InputPlan, warp
+    from worker.ops.preprocess import InputPlan, warp
 
     spec = spec_for(layout, dtype, rgb, resize, in_graph=False)
     plan = InputPlan(
@@ -338,7 +338,7 @@ def test_in_graph_resize_is_the_stretch_warp_within_one_level(
     host = spec_for(layout, np.float32, True, "stretch", in_graph=False)
     frames = noise(2, frame_hw, 2)
     got = run_pre(spec, np.stack(frames))
-    from pipelines.preprocess import warp
+    from worker.ops.preprocess import warp
 
     want = run_pre(host, warp(frames, spec.hw, "stretch"))
     step = max(abs(v) for v in spec.a)

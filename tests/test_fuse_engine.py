@@ -16,10 +16,9 @@ import numpy as np
 import pytest
 
 from factory import make_model
-from models.engine import Engine, EngineOptions, providers_for
-from pipelines.batching import END, collect
-from pipelines.overlay import Blender
-from pipelines.postprocess import (
+from worker.models.engine import Engine, EngineOptions, providers_for
+from worker.ops.overlay import Blender
+from worker.ops.postprocess import (
     MaskMap,
     coverage,
     coverage_bits,
@@ -27,7 +26,8 @@ from pipelines.postprocess import (
     segment,
     shown_from_bits,
 )
-from pipelines.preprocess import geometry, warp, warp_matrix
+from worker.ops.preprocess import geometry, warp, warp_matrix
+from worker.stages.batching import END, collect
 
 Array = np.ndarray[Any, Any]
 rng = np.random.default_rng(17)

@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 
 from factory import decode, make_model, make_video
-from models import load_model
-from pipelines.atomic import AtomicFile
-from pipelines.frames import Frame
-from pipelines.runner import run_file
-from pipelines.source import VideoSource, decode_threads
-from pipelines.speed import Speed
-from pipelines.writer import VideoWriter, nvenc_unavailable
 from worker.errors import InputError, OutputError
+from worker.models import load_model
+from worker.stages.atomic import AtomicFile
+from worker.stages.frames import Frame
+from worker.stages.runner import run_file
+from worker.stages.source import VideoSource, decode_threads
+from worker.stages.speed import Speed
+from worker.stages.writer import VideoWriter, nvenc_unavailable
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipelines.camera import Backoff, Camera, redact
-from pipelines.events import Rule, Watcher, parse_rule
-from pipelines.frames import Frame
-from pipelines.live import LATENCY_BUCKETS_S, Counters, DropQueue, Ingress, LatencyStats, LiveFrame
-from pipelines.segments import segment_name
+from worker.live.camera import Backoff, Camera, redact
+from worker.live.events import Rule, Watcher, parse_rule
+from worker.live.queues import (
+    LATENCY_BUCKETS_S,
+    Counters,
+    DropQueue,
+    Ingress,
+    LatencyStats,
+    LiveFrame,
+)
+from worker.live.segments import segment_name
+from worker.stages.frames import Frame
 
 URL = "rtsp://admin:hunter2@10.0.0.5:554/Streaming/101?token=abc"
 

@@ -1,10 +1,10 @@
 """End to end: every model form the factory builds, run through ``run_file`` on real videos.
 
 Each run is checked against an independent reference: the input decoded here with PyAV,
-``pipelines.preprocess`` for the model input, a plain ``onnxruntime.InferenceSession`` (not
+``worker.ops.preprocess`` for the model input, a plain ``onnxruntime.InferenceSession`` (not
 the worker's Engine) and straightforward numpy for the answer. Only the geometry that maps a
-model-resolution mask back onto the frame is taken from ``pipelines`` (``restore``,
-``geometry(...).then_scale(...)``), exactly as ``pipelines.writer.Annotator`` uses it.
+model-resolution mask back onto the frame is taken from ``worker.ops`` (``restore``,
+``geometry(...).then_scale(...)``), exactly as ``worker.stages.writer.Annotator`` uses it.
 """
 
 from __future__ import annotations
@@ -23,19 +23,9 @@ import onnxruntime as ort
 import pytest
 
 from factory import Layout, Output, decode, make_model, make_video
-from models import Model, load_model
-from pipelines import (
-    Annotator,
-    Answer,
-    Blender,
-    Frame,
-    RunSummary,
-    geometry,
-    plan_for,
-    preprocess,
-    restore,
-    run_file,
-)
+from worker.models import Model, load_model
+from worker.ops import Blender, geometry, preprocess, restore
+from worker.stages import Annotator, Answer, Frame, RunSummary, plan_for, run_file
 
 Array = np.ndarray[Any, Any]
 DType = Literal["float32", "float16", "uint8"]

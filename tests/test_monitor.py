@@ -1,4 +1,4 @@
-"""``pipelines.monitor`` against real RTSP servers (GStreamer, killed and restarted by the
+"""``worker.live.monitor`` against real RTSP servers (GStreamer, killed and restarted by the
 tests), real ONNX models and real Redis: outages, reconnects, overload, segments, events."""
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 
 from factory import decode, make_model, make_slow_model
-from models import Model, demo_model_path, load_model
-from pipelines.camera import Backoff, Camera, ConnectOptions
-from pipelines.events import parse_rule
-from pipelines.monitor import Monitor, MonitorOptions
 from queue_harness import RedisServer, wait_for
 from rtsp_harness import RtspServer, SilentServer
 from worker.constants import Keys
-from worker.event_sinks import RedisEvents
+from worker.live.camera import Backoff, Camera, ConnectOptions
+from worker.live.events import parse_rule
+from worker.live.monitor import Monitor, MonitorOptions
+from worker.live.sinks import RedisEvents
+from worker.models import Model, demo_model_path, load_model
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -113,3 +113,38 @@ def test_bad_input_is_one_line_and_exit_2(
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], r.stderr
     assert SECRET not in r.stderr
+
+
+def test_cameras_pipeline_example_runs_as_it_is(tmp_path: Path) -> None:
+    # pipelines/cameras.toml: two cameras (ports and the password from the environment, as
+    # its comment says), recordings, events and a watch rule, with no other flag than where
+    # to serve metrics.
+    example = Path(__file__).resolve().parents[1] / "pipelines" / "cameras.toml"
+    port = free_port()
+    with RtspServer() as front, RtspServer() as back:
+        e = env()
+        e.update(FRONT_PORT=str(front.port), BACK_PORT=str(back.port), BACK_PASSWORD=SECRET)
+        w = WorkerProc(
+            tmp_path, e, "monitor", "--pipeline", str(example), "--metrics-port", str(port),
+            name="monitor",
+        )  # fmt: skip
+        try:
+            wait_for(
+                lambda: (
+                    (h := health(port))
+                    and all(h["cameras"][c]["processed"] >= 10 for c in ("front", "back"))
+                ),
+                "both cameras of the example to be processed",
+            )
+            w.signal(signal.SIGTERM)
+            assert w.wait() == 0, w.text()
+        finally:
+            w.close()
+    out = w.text()
+    summary = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
+    assert set(summary["cameras"]) == {"front", "back"}
+    for name in ("front", "back"):
+        assert list((tmp_path / "recordings" / name).glob(f"{name}-*.mp4"))
+    events = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert {e["camera"] for e in events} == {"front", "back"}
+    assert SECRET not in out

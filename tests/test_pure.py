@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipelines import (
+from worker.ops import (
     NO_CLASS,
     Blender,
     InputPlan,

@@ -18,11 +18,11 @@ import pytest
 
 from factory import make_video
 from queue_harness import RedisServer, free_port, settings_from, wait_for, worker_cli, worker_env
-from worker.connection import connect, describe_url, redis_errors
 from worker.errors import JobError, JobNotFoundError, QueueError
-from worker.jobs import backoff, parse_spec
-from worker.leases import Consumer, Lease
-from worker.queue import Queue
+from worker.queue.client import Queue
+from worker.queue.connection import connect, describe_url, redis_errors
+from worker.queue.jobs import backoff, parse_spec
+from worker.queue.leases import Consumer, Lease
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def server(tmp_path: Path) -> Iterator[RedisServer]:
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    for d in ("in", "out", "model-root"):
+    for d in ("in", "out", "models"):
         (tmp_path / d).mkdir()
     make_video(tmp_path / "in" / "a.mp4", frames=4)
     return tmp_path

@@ -44,8 +44,8 @@ from queue_harness import (
     worker_env,
 )
 from worker.constants import GROUP
-from worker.leases import Consumer, Lease
-from worker.queue import Queue
+from worker.queue.client import Queue
+from worker.queue.leases import Consumer, Lease
 
 #: Long enough (several seconds on this machine) to be caught mid-run, and then some.
 LONG = {"frames": 1000, "width": 320, "height": 240}
@@ -83,7 +83,7 @@ class Rig:
 
 @pytest.fixture
 def rig(tmp_path: Path, long_video: Path) -> Iterator[Rig]:
-    for d in ("in", "out", "model-root"):
+    for d in ("in", "out", "models"):
         (tmp_path / d).mkdir()
     os.link(long_video, tmp_path / "in" / "long.mp4")
     make_video(tmp_path / "in" / "a.mp4", frames=12)
@@ -359,7 +359,7 @@ def test_deadlines_are_enforced_before_and_during_a_run(rig: Rig) -> None:
 
 
 def test_models_are_loaded_once_and_slots_run_jobs_side_by_side(rig: Rig) -> None:
-    make_model(rig.root / "model-root" / "other.onnx", classes=3)
+    make_model(rig.root / "models" / "other.onnx", classes=3)
     q = rig.queue()
     for model in (None, "other.onnx", None, "other.onnx"):
         q.submit(q.make_spec(input="a.mp4", model=model))

@@ -1,8 +1,23 @@
-"""The worker: CLI, settings and errors; the job queue and the live monitor's command.
+"""video-worker: ONNX segmentation and classification models on video files, queued jobs
+and live cameras. ``worker`` is the distribution's one import name.
 
-Kept free of heavy imports so ``pipelines`` and ``models`` can use its errors without cycles;
-the CLI lives in ``worker.cli``.
+Subpackages, from the bottom up (imports only point down; a test checks):
+
+- ``worker.errors`` (the error root), ``worker.constants`` (Redis keys), ``worker.settings``
+  (every option, with pipeline files as one of its sources);
+- ``worker.models``: ONNX graphs, cards, the ONNX Runtime engine, the model repository;
+- ``worker.ops``: pure numpy pre/post-processing, mask maths and drawing;
+- ``worker.stages``: decode, infer, annotate/encode, and ``run_file`` wiring them;
+- ``worker.live`` (cameras: ``Monitor``), ``worker.queue`` (the Redis job queue),
+  ``worker.export`` (PyTorch -> ONNX);
+- ``worker.cli``: the ``worker`` command.
+
+This module stays light (errors and settings); the heavy entry points load on first use.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from worker.errors import (
     Cancelled,
@@ -25,6 +40,11 @@ from worker.errors import (
 )
 from worker.settings import Settings, load_settings
 
+if TYPE_CHECKING:
+    from worker.live import Monitor
+    from worker.models import Model, load_model
+    from worker.stages import run_file
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -37,7 +57,9 @@ __all__ = [
     "JobError",
     "JobNotFoundError",
     "LeaseLost",
+    "Model",
     "ModelError",
+    "Monitor",
     "OutputError",
     "ProviderError",
     "QueueError",
@@ -47,5 +69,23 @@ __all__ = [
     "VerificationError",
     "WorkerError",
     "__version__",
+    "load_model",
     "load_settings",
+    "run_file",
 ]
+
+#: Heavy entry points (ONNX Runtime, PyAV, OpenCV), imported when first asked for.
+_LAZY = {
+    "Model": "worker.models",
+    "load_model": "worker.models",
+    "run_file": "worker.stages",
+    "Monitor": "worker.live",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'worker' has no attribute '{name}'")

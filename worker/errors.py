@@ -79,7 +79,7 @@ class Cancelled(WorkerError):
     exit_code = 130
 
 
-# Export (worker export: models/export.py and the checkpoint, exporter and verify modules).
+# Export (worker export: worker/export/).
 class DependencyError(WorkerError, ImportError):
     """An optional dependency a command needs is not installed; the message names the extra."""
 
@@ -92,7 +92,7 @@ class VerificationError(ExportError):
     """The exported model's outputs differ from PyTorch's by more than the tolerance."""
 
 
-# The job queue (worker/queue.py, worker/serve.py).
+# The job queue (worker/queue/).
 class JobError(WorkerError, ValueError):
     """A job is malformed or names a path outside the configured roots or a refused URL scheme."""
 

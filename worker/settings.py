@@ -1,18 +1,24 @@
 """Every option of the worker in one pydantic-settings class.
 
 Precedence, highest first: CLI flags (passed as init arguments) > environment variables
-(``WORKER_*``) > a ``.env`` file in the working directory > the defaults below. Unknown
+(``WORKER_*``) > a pipeline file (``--pipeline``, see ``worker.pipeline_file``) > a ``.env``
+file in the working directory > the defaults below. Unknown keys in a pipeline file, unknown
 ``WORKER_*`` entries in ``.env`` and unknown init arguments are errors (``extra="forbid"``):
-a misspelt option must not be silently ignored.
+a misspelt option must not be silently ignored. Errors say in plain words which flag,
+variable or file key is wrong and what was expected (``worker.messages``).
 """
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
@@ -21,6 +27,8 @@ from pydantic_settings import (
 )
 
 from worker.errors import SettingsError
+from worker.messages import plain, tuple_length
+from worker.pipeline_file import PipelineSource, read_pipeline
 
 __all__ = ["CAMERA_NAME", "ENV_PREFIX", "Settings", "load_settings"]
 
@@ -31,6 +39,11 @@ CAMERA_NAME = re.compile(r"^(?!\.)[A-Za-z0-9_.-]{1,64}$")
 
 Provider = Literal["auto", "cuda", "cpu"]
 Task = Literal["segment", "classify"]
+#: The pipeline file of the ``load_settings`` call being made (a classmethod builds the
+#: sources, so the path cannot be an argument).
+_PIPELINE: ContextVar[Path | None] = ContextVar("pipeline", default=None)
+#: Fields whose values are never shown, not even in an error.
+_SECRET_FIELDS = ("redis_url", "cameras")
 
 
 class _WorkerDotEnv(DotEnvSettingsSource):
@@ -57,8 +70,14 @@ class Settings(BaseSettings):
 
     # What to run.
     input: Path | None = Field(None, description="video file to process")
-    model: Path | None = Field(None, description="ONNX model; default: the built-in demo model")
-    card: Path | None = Field(None, description="model card JSON; default: <model>.json beside it")
+    model: Path | None = Field(
+        None, description="ONNX model: a repository name or a path; default: the demo model"
+    )
+    card: Path | None = Field(None, description="model card JSON; default: the model's card.json")
+    card_overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="card fields that override the model's card (a [card] table in a pipeline)",
+    )
     task: Task | None = Field(None, description="override the task read from the card/graph")
 
     # Where results go.
@@ -72,7 +91,7 @@ class Settings(BaseSettings):
     queue_size: int = Field(8, ge=1, le=1024, description="frames held between two stages")
     max_frames: int | None = Field(None, ge=1, description="stop after this many frames")
 
-    # How fast (pipelines/speed.py). CUDA/TensorRT fields act only where CUDA really loads.
+    # How fast (worker/stages/speed.py). CUDA/TensorRT fields act only where CUDA really loads.
     fuse: bool = Field(True, description="uint8-in/uint8-out graph around the model")
     resize_in_graph: bool = Field(False, description="stretch: resize on the device, not host")
     batch_wait_ms: float = Field(40.0, ge=0, le=10_000, description="live: max wait for a batch")
@@ -105,7 +124,9 @@ class Settings(BaseSettings):
     queue: str = Field("video", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Redis key prefix")
     input_root: Path = Field(Path("."), description="job inputs must resolve inside this folder")
     output_root: Path = Field(Path("."), description="job outputs must resolve inside this folder")
-    model_root: Path = Field(Path("."), description="job models must resolve inside this folder")
+    model_root: Path = Field(
+        Path("models"), description="the model repository; job models must resolve inside it"
+    )
     url_schemes: tuple[Literal["file", "http", "https"], ...] = Field(
         ("file",), description="URL schemes a job input may use (JSON list); http(s) downloads"
     )
@@ -144,6 +165,13 @@ class Settings(BaseSettings):
     reconnect_max_s: float = Field(30.0, gt=0, description="longest reconnect delay")
     reconnect_attempts: int = Field(0, ge=0, description="failed connects in a row; 0: forever")
 
+    #: The pipeline file these settings were read with, if any (to name it in later errors).
+    _pipeline: Path | None = PrivateAttr(None)
+
+    @property
+    def pipeline(self) -> Path | None:
+        return self._pipeline
+
     @field_validator("cameras")
     @classmethod
     def _camera_names(cls, v: dict[str, SecretStr]) -> dict[str, SecretStr]:
@@ -165,21 +193,63 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Spelled out rather than inherited so the precedence is visible here.
-        return init_settings, env_settings, _WorkerDotEnv(settings_cls), file_secret_settings
+        pipeline = _PIPELINE.get()
+        from_file = () if pipeline is None else (PipelineSource(settings_cls, pipeline),)
+        dotenv = _WorkerDotEnv(settings_cls)
+        return init_settings, env_settings, *from_file, dotenv, file_secret_settings
 
 
-def load_settings(**cli: Any) -> Settings:
-    """Build settings from CLI values (``None`` means "not given") over env, .env and defaults."""
-    given = {k: v for k, v in cli.items() if v is not None}
+@contextmanager
+def _pipeline(path: Path | None) -> Iterator[None]:
+    token = _PIPELINE.set(path)
     try:
-        return Settings(**given)
+        yield
+    finally:
+        _PIPELINE.reset(token)
+
+
+def _source(
+    field: str, given: dict[str, Any], from_file: dict[str, Any], pipeline: Path | None
+) -> str:
+    """Who set ``field``, in precedence order: the flag, the environment, the file, .env."""
+    if field in given:
+        return f"setting --{field.replace('_', '-')}"
+    if f"{ENV_PREFIX}{field.upper()}" in os.environ:
+        return f"setting {ENV_PREFIX}{field.upper()} (environment)"
+    if field in from_file or (pipeline is not None and field == "card" and "card" in from_file):
+        return f"pipeline '{pipeline}': key '{field}'"
+    if field.upper().startswith(ENV_PREFIX):  # an unknown .env entry, named in full
+        return f"setting {field.upper()} (.env)"
+    return f"setting {ENV_PREFIX}{field.upper()} (.env)"
+
+
+def load_settings(pipeline: Path | None = None, **cli: Any) -> Settings:
+    """Build settings from CLI values (``None`` means "not given") over the environment, the
+    pipeline file (if any), .env and defaults."""
+    given = {k: v for k, v in cli.items() if v is not None}
+    from_file = read_pipeline(pipeline) if pipeline is not None else {}
+    try:
+        with _pipeline(pipeline):
+            settings = Settings(**given)
+        settings._pipeline = pipeline
+        return settings
     except ValidationError as e:
-        err = e.errors()[0]
-        field = str(err["loc"][0]) if err["loc"] else "?"
-        if field in given:
-            source = f"--{field.replace('_', '-')}"
-        elif field.upper().startswith(ENV_PREFIX):  # an unknown .env entry, named in full
-            source = f"{field.upper()} (.env)"
-        else:
-            source = f"{ENV_PREFIX}{field.upper()} (environment or .env)"
-        raise SettingsError(f"setting {source}: {err['msg']}") from e
+        err: dict[str, Any] = dict(e.errors()[0])
+        loc = err.get("loc") or ()
+        field = str(loc[0]) if loc else "?"
+        if field in _SECRET_FIELDS:
+            err.pop("input", None)
+        lengths = {
+            name: n
+            for name, f in Settings.model_fields.items()
+            if (n := tuple_length(f.annotation)) is not None
+        }
+        where, what = plain(err, known=Settings.model_fields, lengths=lengths)
+        source = _source(field, given, from_file, pipeline)
+        if err.get("type") == "extra_forbidden":
+            # The key is the problem: name where it came from, then say it is unknown.
+            if source.startswith("pipeline"):
+                source = f"pipeline '{pipeline}'"
+            raise SettingsError(f"{source}: {what}") from e
+        detail = where[len(field) :].lstrip(".")
+        raise SettingsError(f"{source}{f' ({detail})' if detail else ''}: {what}") from e

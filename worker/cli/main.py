@@ -1,0 +1,215 @@
+"""The ``worker`` command: a thin layer over the stages, the queue, the live monitor and the export.
+
+Exit codes: 0 done; 2 usage or input error (one ``error:`` line on stderr, no traceback);
+1 a stage failed at run time; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from worker.cli.flags import add_look_flags, add_model_flags, add_pipeline_flag
+from worker.cli.queue import QUEUE_COMMANDS, add_queue_parsers
+from worker.errors import Cancelled, WorkerError
+from worker.settings import Settings, load_settings
+
+__all__ = ["main"]
+
+log = logging.getLogger("worker")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, like every other error we print; `--help` still shows the full usage.
+        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="worker", description="Run ONNX segmentation/classification models on video.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("sample", help="write a short synthetic sample video")
+    s.add_argument("path", type=Path, help="where to write the MP4 (e.g. robot.mp4)")
+    s.add_argument("--seconds", type=float, default=4.0)
+    s.add_argument("--size", default="640x360", help="WIDTHxHEIGHT")
+    s.add_argument("--fps", type=int, default=25)
+
+    r = sub.add_parser("run", help="process a video file: annotated video + JSON lines")
+    add_pipeline_flag(r, "the run (input, model, outputs, options)")
+    r.add_argument("--input", type=Path, help="video file to process")
+    r.add_argument("--output", type=Path, help="annotated video (default: <input>.<task>.mp4)")
+    r.add_argument("--results", type=Path, help="JSON lines (default: <input>.<task>.jsonl)")
+    add_model_flags(r, batch_help="frames per inference call (0: per provider)")
+    add_look_flags(r)
+    r.add_argument("--max-frames", type=int, dest="max_frames", help="stop after N frames")
+    r.add_argument("--queue-size", type=int, dest="queue_size", help="frames between stages")
+    r.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
+    r.add_argument("--debug", action="store_true", default=None, help="tracebacks on errors")
+
+    i = sub.add_parser("inspect", help="show what the worker reads from a model and its card")
+    i.add_argument("model", type=Path, help="model name in the repository, or .onnx path")
+    i.add_argument("--card", type=Path)
+    i.add_argument("--task", choices=["segment", "classify"])
+
+    ms = sub.add_parser("models", help="list the models in the repository (WORKER_MODEL_ROOT)")
+    ms.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+
+    from worker.cli.export import add_arguments  # no torch here: it is checked when export runs
+
+    x = sub.add_parser("export", help="PyTorch checkpoint -> verified ONNX model + card")
+    add_arguments(x)
+
+    add_queue_parsers(sub)  # serve, submit, status, cancel, jobs, check
+
+    from worker.cli.monitor import add_monitor_parser
+
+    add_monitor_parser(sub)
+
+    from worker.cli.bench import add_arguments as add_bench_arguments
+
+    b = sub.add_parser("bench", help="model throughput per provider/batch/binding/fusion")
+    add_bench_arguments(b)
+    return p
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from worker.stages.sample import write_sample
+
+    try:
+        w, h = (int(v) for v in str(args.size).lower().split("x"))
+        if w < 16 or h < 16:
+            raise ValueError
+    except ValueError:
+        raise WorkerError(
+            f"--size '{args.size}': expected WIDTHxHEIGHT, each at least 16"
+        ) from None
+    if args.seconds <= 0 or args.fps <= 0:
+        raise WorkerError("--seconds and --fps must be positive")
+    n = write_sample(args.path, seconds=args.seconds, fps=args.fps, width=w, height=h)
+    print(f"wrote {args.path} ({n} frames, {w}x{h}, {args.fps} fps)")
+    return 0
+
+
+def _settings_from(args: argparse.Namespace) -> Settings:
+    skip = {"command", "pipeline"}
+    cli = {k: v for k, v in vars(args).items() if k not in skip}
+    return load_settings(getattr(args, "pipeline", None), **cli)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from worker.stages import run_file
+    from worker.stages.options import configured_model, run_options
+
+    settings = _settings_from(args)
+    if settings.input is None:
+        raise WorkerError("--input is required (or set WORKER_INPUT)")
+    model = configured_model(settings)
+    inp = settings.input
+    output = settings.output or inp.with_name(f"{inp.stem}.{model.task}.mp4")
+    results = settings.results or inp.with_name(f"{inp.stem}.{model.task}.jsonl")
+    summary = run_file(
+        inp,
+        model,
+        output=output,
+        results=results,
+        max_frames=settings.max_frames,
+        progress=not settings.quiet and sys.stderr.isatty(),
+        **run_options(settings),
+    )
+    print(json.dumps(summary.to_dict()))
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from worker.models import load_model, resolve_model
+
+    path = resolve_model(args.model, load_settings().model_root)
+    model = load_model(path, card=args.card, task=args.task, provider="cpu")
+    print(json.dumps(model.describe(), indent=2))
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from worker.cli.models import cmd_models
+
+    return cmd_models(args, load_settings())
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from worker.cli.export import cmd_export
+
+    return cmd_export(args)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from worker.cli.bench import cmd_bench
+
+    return cmd_bench(args)
+
+
+def _cmd_monitor(args: argparse.Namespace) -> int:
+    from worker.cli.monitor import cmd_monitor
+
+    return cmd_monitor(args)
+
+
+def _env_debug() -> bool:
+    try:
+        return load_settings().debug
+    except WorkerError:
+        return False
+
+
+def _one_line(e: BaseException) -> str:
+    """The message on one line: a library's (ONNX Runtime's, say) may span several."""
+    return " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+
+
+#: Subcommand -> handler. A handler gets the parsed arguments and returns the exit code; it
+#: raises WorkerError for anything the user should read as one line.
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "sample": _cmd_sample,
+    "run": _cmd_run,
+    "inspect": _cmd_inspect,
+    "models": _cmd_models,
+    "export": _cmd_export,
+    **QUEUE_COMMANDS,
+    "monitor": _cmd_monitor,
+    "bench": _cmd_bench,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    # Before settings exist only the flag can ask for tracebacks; WORKER_DEBUG counts too.
+    debug = bool(getattr(args, "debug", False)) or _env_debug()
+    try:
+        return COMMANDS[args.command](args)
+    except Cancelled as e:
+        print(f"error: interrupted: {_one_line(e)}", file=sys.stderr)
+        return e.exit_code
+    except WorkerError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: say so in one line, the traceback on request
+        if debug:
+            traceback.print_exc()
+        print(
+            f"error: unexpected {type(e).__name__}: {_one_line(e)} "
+            "(run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1

@@ -1,0 +1,418 @@
+"""``worker export``: a PyTorch checkpoint -> a checked, verified ONNX model and its card.
+
+Steps: build the network from its factory, load the weights, ``eval()`` and make sure it
+really left training mode, export, ``onnx.checker``, simplify (onnxslim or onnxsim, if
+installed), load it exactly as ``worker run`` will (graph + card), compare it with PyTorch,
+and only then move the model and its card into place. A failure at any step leaves nothing.
+
+The exporter call itself, and why it is torch's TorchScript one, is ``worker.export.exporter``.
+
+torch is imported inside the functions: ``models`` must import without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import onnx
+import onnx.checker
+import onnx.helper
+from pydantic import ValidationError
+
+from worker.errors import ExportError, ModelError, VerificationError
+from worker.export.checkpoint import build_network, check_eval_mode, load_weights
+from worker.export.exporter import export_onnx, first_line, opset_range, simplify, warning_lines
+from worker.export.verify import Check, random_images, read_samples, verify
+from worker.models.card import ModelCard
+from worker.models.model import load_model
+from worker.models.repository import card_path_for
+from worker.ops.preprocess import InputPlan, preprocess
+from worker.stages.atomic import AtomicFile
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+__all__ = ["CARD_FLAGS", "DIMS", "ExportRequest", "export_model", "opset_range"]
+
+Array = np.ndarray[Any, Any]
+Dim = Literal["batch", "height", "width"]
+DIMS: tuple[Dim, ...] = ("batch", "height", "width")
+#: Card fields a user sets with flags; the rest of the card follows from the model.
+CARD_FLAGS = ("color_order", "scale", "mean", "std", "resize", "crop_from", "activation")
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    factory: str  # module:function returning an nn.Module
+    weights: Path
+    input_shape: tuple[int, int, int, int]  # NCHW or NHWC: the 3-channel axis tells
+    output: Path  # models/m.onnx; the card goes beside it (models/m.json)
+    dynamic: frozenset[str] = frozenset({"batch"})
+    opset: int = 17
+    task: Literal["segment", "classify"] | None = None
+    labels: tuple[str, ...] | None = None
+    card: Mapping[str, Any] = field(default_factory=dict)  # CARD_FLAGS the user gave
+    samples: Path | None = None
+    tolerance: float = 1e-3
+    simplify: bool = True
+    factory_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    trust_weights: bool = False
+    input_name: str = "image"
+    output_name: str = "output"
+
+    @property
+    def layout(self) -> Literal["NCHW", "NHWC"]:
+        return "NCHW" if self.input_shape[1] == 3 else "NHWC"
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        s = self.input_shape
+        return (s[2], s[3]) if self.layout == "NCHW" else (s[1], s[2])
+
+
+def _validate(req: ExportRequest) -> ModelCard:
+    """Refuse bad requests before any work; returns the card the flags describe."""
+    s = req.input_shape
+    if len(s) != 4 or any(d < 1 for d in s) or 3 not in (s[1], s[3]):
+        raise ExportError(
+            f"--input-shape {','.join(map(str, s))}: expected 4 positive sizes with 3 colour "
+            "channels, N,3,H,W (NCHW) or N,H,W,3 (NHWC), e.g. 1,3,512,512"
+        )
+    unknown = sorted(set(req.dynamic) - set(DIMS))
+    if unknown:
+        raise ExportError(
+            f"--dynamic {','.join(unknown)}: unknown; choose from {', '.join(DIMS)} (or none)"
+        )
+    low, high = opset_range()
+    if not low <= req.opset <= high:
+        raise ExportError(f"--opset {req.opset}: this torch exports opsets {low} to {high}")
+    if req.output.suffix.lower() != ".onnx":
+        raise ExportError(f"--output '{req.output}': expected a path ending in .onnx")
+    if not req.tolerance > 0:
+        raise ExportError(f"--tolerance {req.tolerance}: must be positive")
+    if not req.input_name or not req.output_name or req.input_name == req.output_name:
+        raise ExportError("--input-name and --output-name must be two different names")
+    try:
+        return ModelCard.model_validate({"task": req.task, "labels": req.labels, **req.card})
+    except ValidationError as e:
+        err = e.errors()[0]
+        name = str(err["loc"][0]) if err["loc"] else "card"
+        raise ExportError(f"--{name.replace('_', '-')}: {err['msg']}") from e
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _output_axes(rank: int, req: ExportRequest) -> dict[int, str]:
+    axes = {0: "batch"} if "batch" in req.dynamic else {}
+    spatial = {"height", "width"} & req.dynamic
+    if rank >= 3 and spatial:
+        h_axis = rank - 2  # [N,C,h,w] or [N,h,w]
+        if "height" in spatial:
+            axes[h_axis] = "out_height"
+        if "width" in spatial:
+            axes[h_axis + 1] = "out_width"
+    return axes
+
+
+def _classes(shape: tuple[int, ...], integer: bool) -> int | None:
+    """Labels a card needs for this output: None where the output cannot say (class maps)."""
+    if len(shape) == 2:
+        return shape[1]
+    if integer:
+        return None
+    if len(shape) == 3 or shape[1] == 1:
+        return 2  # a single map thresholded: background and the class
+    return shape[1]
+
+
+def _verify_shapes(req: ExportRequest) -> list[tuple[int, int, int]]:
+    n, (h, w) = req.input_shape[0], req.hw
+    shapes = [(n, h, w)]
+    if "batch" in req.dynamic:
+        shapes.append((2 if n != 2 else 3, h, w))
+    if {"height", "width"} & req.dynamic:
+        shapes.append(
+            (
+                1 if "batch" in req.dynamic else n,
+                2 * h if "height" in req.dynamic else h,
+                2 * w if "width" in req.dynamic else w,
+            )
+        )
+    return shapes
+
+
+def _choose_output(raw: Any) -> tuple[torch.Tensor, str | int | None]:
+    """The tensor the worker will read: the output itself, ``["out"]`` (torchvision's
+    segmenters) or the first entry of a dict, or the first of a tuple/list."""
+    import torch
+
+    pick: str | int | None = None
+    value = raw
+    if isinstance(raw, Mapping) and raw:
+        pick = "out" if "out" in raw else next(iter(raw))
+        value = raw[pick]
+    elif isinstance(raw, (tuple, list)) and raw:
+        pick, value = 0, raw[0]
+    if not isinstance(value, torch.Tensor):
+        raise ExportError(
+            f"the model returns a {type(raw).__name__}; expected a tensor (or a tuple or dict "
+            "whose first entry, or 'out', is one)"
+        )
+    return value, pick
+
+
+def _selected(net: nn.Module, pick: str | int | None) -> nn.Module:
+    """``net`` itself, or a module returning only the output the worker reads."""
+    if pick is None:
+        return net
+    from torch import nn
+
+    class Selected(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: Any) -> Any:
+            return self.net(x)[pick]
+
+    return Selected().eval()
+
+
+def _card(base: ModelCard, task: str, req: ExportRequest) -> dict[str, Any]:
+    """The card written beside the model: how to preprocess, spelled out even where it is
+    the default, so the file says it without the reader knowing our defaults."""
+    card: dict[str, Any] = {"task": task}
+    if req.labels is not None:
+        card["labels"] = list(req.labels)
+    card.update(
+        color_order=base.color_order,
+        scale=base.scale,
+        mean=list(base.mean),
+        std=list(base.std),
+        resize=base.resize,
+    )
+    if {"height", "width"} & req.dynamic:
+        card["input_size"] = list(req.hw)  # the graph cannot say: the export size
+    for name in ("crop_from", "activation"):
+        if name in req.card:
+            card[name] = getattr(base, name)
+    return card
+
+
+def _describe(name: str, shape: tuple[int, ...], axes: Mapping[int, str]) -> str:
+    return f"{name}[{','.join(axes.get(i, str(d)) for i, d in enumerate(shape))}]"
+
+
+def _verify_as_worker_reads(
+    req: ExportRequest,
+    model_path: Path,
+    card_path: Path,
+    module: nn.Module,
+    samples: list[Array],
+) -> list[Check]:
+    """Load the written files as ``worker run`` does and compare with PyTorch."""
+    import torch
+
+    final_card = card_path_for(req.output)
+    try:
+        model = load_model(model_path, card=card_path, provider="cpu")
+    except ModelError as e:
+        text = str(e).replace(str(model_path), str(req.output))
+        text = text.replace(str(card_path), str(final_card))
+        raise ExportError(f"worker run would refuse the exported model: {text}") from e
+
+    def reference(x: Array) -> Array:
+        with torch.inference_mode():
+            out: Array = module(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+        return out
+
+    checks = verify(model, reference, _verify_shapes(req), samples)
+    failed = [c for c in checks if not c.max_abs_diff <= req.tolerance]
+    if failed:
+        worst = "; ".join(
+            f"max abs diff {c.max_abs_diff:.3g} on {c.inputs} inputs shaped {list(c.shape)} "
+            f"({c.measure} agreement {c.agreement:.1%})"
+            for c in failed
+        )
+        raise VerificationError(
+            f"verification failed: ONNX Runtime and PyTorch disagree above --tolerance "
+            f"{req.tolerance:g}: {worst}; the model is traced once at --input-shape, so Python "
+            "control flow on shapes or values in forward() is frozen in the export"
+        )
+    return checks
+
+
+def export_model(req: ExportRequest) -> dict[str, Any]:
+    """Run the whole export; returns the report ``worker export`` prints. Raises
+    ``ExportError`` (``VerificationError`` for answers too far apart) with the reason."""
+    import torch
+
+    base = _validate(req)
+    with warnings.catch_warnings(record=True) as caught:
+        # Every warning is collected and reported, except the exporter's notes on itself.
+        warnings.simplefilter("always")
+        try:
+            report = _export_and_verify(req, base, torch.__version__)
+        except VerificationError as e:
+            lines = warning_lines(caught)
+            if lines:
+                raise VerificationError(f"{e}; the exporter warned: {lines[0]}") from e
+            raise
+    report["warnings"] = warning_lines(caught) + report["warnings"]
+    return report
+
+
+def _export_and_verify(req: ExportRequest, base: ModelCard, torch_version: str) -> dict[str, Any]:
+    import torch
+
+    samples = read_samples(req.samples) if req.samples is not None else []
+    net = build_network(req.factory, req.factory_kwargs)
+    loaded = load_weights(net, req.weights, spec=req.factory, trust=req.trust_weights)
+    net.eval()
+
+    plan = InputPlan(
+        hw=req.hw,
+        layout=req.layout,
+        dtype=np.dtype(np.float32),
+        rgb=base.color_order == "rgb",
+        scale=base.scale,
+        mean=base.mean,
+        std=base.std,
+        resize=base.resize,
+        crop_from=base.crop_from,
+    )
+    dummy = torch.from_numpy(preprocess(random_images(req.input_shape[0], req.hw, 1), plan))
+    try:
+        with torch.inference_mode():
+            raw = net(dummy)
+    except Exception as e:
+        raise ExportError(
+            f"the model fails on an input shaped {list(dummy.shape)} (--input-shape): "
+            f"{type(e).__name__}: {first_line(e)}"
+        ) from e
+    chosen, pick = _choose_output(raw)
+    module = _selected(net, pick)
+    pair = None
+    if "batch" in req.dynamic:
+        pair = torch.from_numpy(preprocess(random_images(2, req.hw, 2), plan))
+    try:
+        check_eval_mode(module, net, dummy, pair, tolerance=req.tolerance)
+    except ExportError:
+        raise
+    except Exception as e:
+        raise ExportError(
+            f"the model fails on a batch of 2 (--dynamic has batch): {type(e).__name__}: "
+            f"{first_line(e)}"
+        ) from e
+
+    shape = tuple(int(d) for d in chosen.shape)
+    integer = not chosen.is_floating_point()
+    task = req.task or ("classify" if len(shape) == 2 else "segment")
+    fits = len(shape) == 2 and not integer if task == "classify" else len(shape) in (3, 4)
+    if not fits:
+        needs = "[N,C] scores" if task == "classify" else "[N,C,H,W], [N,1,H,W] or [N,H,W]"
+        raise ExportError(
+            f"the model's output is shaped {list(shape)} ({chosen.dtype}); --task {task} "
+            f"needs {needs}"
+        )
+    classes = _classes(shape, integer)
+    if req.labels is not None and classes is not None and len(req.labels) != classes:
+        raise ExportError(
+            f"--labels: {len(req.labels)} labels, but the model's output {list(shape)} has "
+            f"{classes} classes"
+        )
+
+    in_axes = {0: "batch"} if "batch" in req.dynamic else {}
+    h_axis = 2 if req.layout == "NCHW" else 1
+    if "height" in req.dynamic:
+        in_axes[h_axis] = "height"
+    if "width" in req.dynamic:
+        in_axes[h_axis + 1] = "width"
+    out_axes = _output_axes(len(shape), req)
+    proto = export_onnx(
+        module,
+        dummy,
+        opset=req.opset,
+        input_name=req.input_name,
+        output_name=req.output_name,
+        axes={req.input_name: in_axes, req.output_name: out_axes},
+    )
+    notes: list[str] = []
+    simplifier = None
+    if req.simplify:
+        proto, simplifier, notes = simplify(proto)
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset != req.opset:
+        raise ExportError(f"the exported model declares opset {opset}, not {req.opset}")
+    onnx.helper.set_model_props(
+        proto,
+        {
+            "exported_by": "video-worker export",
+            "torch": torch_version,
+            "factory": req.factory,
+            "weights": req.weights.name,
+            "weights_sha256": _sha256(req.weights),
+            "input_shape": ",".join(map(str, req.input_shape)),
+            "dynamic": ",".join(d for d in DIMS if d in req.dynamic),
+        },
+    )
+    proto.doc_string = f"Exported by worker export from {req.factory} with {req.weights.name}."
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as e:
+        raise ExportError(f"the exported model fails onnx.checker: {first_line(e)}") from e
+
+    card = _card(base, task, req)
+    model_file = AtomicFile(req.output, "--output")
+    try:
+        card_file = AtomicFile(card_path_for(req.output), "card")
+    except BaseException:
+        model_file.discard()
+        raise
+    try:
+        model_file.temp.write_bytes(proto.SerializeToString())
+        card_file.temp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        checks = _verify_as_worker_reads(
+            req, model_file.temp, card_file.temp, module, [img for _, img in samples]
+        )
+    except BaseException:
+        model_file.discard()
+        card_file.discard()
+        raise
+    model_file.commit()
+    card_file.commit()
+    return {
+        "model": str(req.output),
+        "card": str(card_file.final),
+        "task": task,
+        "factory": req.factory,
+        "weights": str(req.weights),
+        "weights_found_in": loaded.source,
+        "weights_prefixes_stripped": list(loaded.stripped),
+        "exporter": f"torch {torch_version} torch.onnx.export (TorchScript)",
+        "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
+        "opset": opset,
+        "input": _describe(req.input_name, req.input_shape, in_axes),
+        "output": _describe(req.output_name, shape, out_axes),
+        "output_selected": None if pick is None else f"[{pick!r}]",
+        "dynamic": [d for d in DIMS if d in req.dynamic],
+        "simplified_with": simplifier,
+        "tolerance": req.tolerance,
+        "verification": [c.to_dict() for c in checks],
+        "samples": [str(p) for p, _ in samples],
+        "warnings": notes,
+    }

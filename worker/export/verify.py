@@ -1,0 +1,166 @@
+"""Does the exported model answer like the PyTorch one? Compare both on the same inputs.
+
+Inputs are made the way ``worker run`` makes them: images through ``worker.ops.preprocess``
+with the plan the exported model and its card resolve to. Answers are compared the way the
+worker reads them too (``worker.ops.postprocess``): top-1 labels for classifiers, class maps
+for segmenters, besides the raw maximum absolute difference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from worker.errors import ExportError
+from worker.models.model import Model
+from worker.ops.postprocess import classify, segment
+from worker.ops.preprocess import preprocess
+from worker.stages.infer import plan_for
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "MAX_SAMPLES",
+    "Check",
+    "compare",
+    "random_images",
+    "read_samples",
+    "verify",
+]
+
+Array = np.ndarray[Any, Any]
+#: Runs the reference (PyTorch) model on a preprocessed batch; returns its output as numpy.
+Reference = Callable[[Array], Array]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+MAX_SAMPLES = 32
+
+
+@dataclass(frozen=True)
+class Check:
+    """One comparison: which inputs, their shape, and how far apart the two answers were."""
+
+    inputs: str  # "random" or "samples"
+    shape: tuple[int, ...]  # the model input, batch first (samples: per image)
+    count: int  # images compared
+    max_abs_diff: float
+    agreement: float  # fraction of top-1 labels (classify) or mask pixels (segment) equal
+    measure: str  # "top1" or "mask"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "inputs": self.inputs,
+            "shape": list(self.shape),
+            "images": self.count,
+            "max_abs_diff": self.max_abs_diff,
+            f"{self.measure}_agreement": round(self.agreement, 6),
+        }
+
+
+def _max_abs_diff(ref: Array, out: Array) -> float:
+    a, b = ref.astype(np.float64), out.astype(np.float64)
+    both_nan = np.isnan(a) & np.isnan(b)
+    # NaN where only one side has it must count as a difference, not vanish in max().
+    d = np.where(both_nan, 0.0, np.abs(a - b))
+    d = np.where(np.isnan(d), np.inf, d)
+    return float(d.max()) if d.size else 0.0
+
+
+def compare(model: Model, ref: Array, out: Array) -> tuple[float, float]:
+    """(max abs diff, agreement of the worker's answers) for one batch of outputs."""
+    if ref.shape != out.shape:
+        raise ExportError(
+            f"ONNX Runtime's output is shaped {list(out.shape)}, PyTorch's {list(ref.shape)}"
+        )
+    diff = _max_abs_diff(ref, out)
+    if model.kind == "scores":
+        top_ref = [t[0][0] for t in classify(ref, model.activation, 1)]
+        top_out = [t[0][0] for t in classify(out, model.activation, 1)]
+        same = sum(a == b for a, b in zip(top_ref, top_out, strict=True))
+        return diff, same / max(len(top_ref), 1)
+    maps_ref, bits_ref = segment(ref, model.kind, model.activation, model.threshold)
+    maps_out, bits_out = segment(out, model.kind, model.activation, model.threshold)
+    if bits_ref is not None and bits_out is not None:
+        return diff, float(np.mean(bits_ref == bits_out))
+    return diff, float(np.mean(maps_ref == maps_out))
+
+
+def random_images(n: int, hw: tuple[int, int], seed: int) -> list[Array]:
+    """Noise BGR images: every pixel value, every channel, no structure a model could like."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (*hw, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def read_samples(directory: Path) -> list[tuple[Path, Array]]:
+    """The images in ``directory`` (sorted by name, at most ``MAX_SAMPLES``), read as BGR."""
+    if not directory.is_dir():
+        raise ExportError(f"--samples '{directory}': not a directory")
+    paths = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ExportError(f"--samples '{directory}': no images ({', '.join(IMAGE_SUFFIXES)}) in it")
+    images = []
+    for p in paths[:MAX_SAMPLES]:
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if img is None:
+            raise ExportError(f"--samples: cannot read image '{p}'")
+        images.append((p, img))
+    return images
+
+
+def _run(model: Model, reference: Reference, x: Array, what: str) -> tuple[Array, Array]:
+    shape = list(x.shape)
+    try:
+        ref = reference(x)
+    except Exception as e:
+        raise ExportError(f"PyTorch fails on {what} shaped {shape}: {type(e).__name__}: {e}") from e
+    try:
+        out = model.engine.run(x)
+    except Exception as e:
+        raise ExportError(
+            f"ONNX Runtime fails on {what} shaped {shape}: {type(e).__name__}: {e}"
+        ) from e
+    return ref, out
+
+
+def verify(
+    model: Model,
+    reference: Reference,
+    shapes: Sequence[tuple[int, int, int]],
+    samples: Sequence[Array] = (),
+    *,
+    seed: int = 0,
+) -> list[Check]:
+    """Compare on noise images at each (batch, height, width), then on ``samples``.
+
+    Noise is preprocessed with the model's plan at that size; samples are preprocessed exactly
+    as ``worker run`` would (one at a time: they may differ in size).
+    """
+    measure = "top1" if model.kind == "scores" else "mask"
+    plan = plan_for(model)
+    checks = []
+    for i, (n, h, w) in enumerate(shapes):
+        x = preprocess(random_images(n, (h, w), seed + i), dataclasses.replace(plan, hw=(h, w)))
+        ref, out = _run(model, reference, x, "random inputs")
+        diff, agree = compare(model, ref, out)
+        checks.append(Check("random", tuple(x.shape), n, diff, agree, measure))
+    if samples:
+        diffs, agrees = [], []
+        for img in samples:
+            x = preprocess([img], plan)
+            if model.batch is not None and model.batch > 1:
+                x = np.repeat(x, model.batch, axis=0)  # a fixed batch: fill it with the image
+            ref, out = _run(model, reference, x, "a sample image")
+            diff, agree = compare(model, ref, out)
+            diffs.append(diff)
+            agrees.append(agree)
+        checks.append(
+            Check(
+                "samples", tuple(x.shape), len(samples), max(diffs), float(np.mean(agrees)), measure
+            )
+        )
+    return checks

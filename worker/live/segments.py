@@ -1,0 +1,132 @@
+"""Recordings of one camera, split into segments of fixed length.
+
+Each segment is a complete MP4 (H.264, faststart), written under a temporary name and renamed
+to ``<folder>/<camera>/<camera>-<UTC start>.mp4`` when it is closed, so a reader of the folder
+never sees a half-written file. A segment ends when the next frame would pass its length
+(that frame opens the next one: no frame falls between two segments), when the camera
+reconnects or changes resolution, when no frame came for a while (a dead camera's last
+segment is finished, not left open), and at shutdown.
+
+Timestamps are receive times in milliseconds since the segment start: dropped frames and
+outages show as the gaps they were, instead of being played back faster.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from worker.live.queues import LiveFrame
+from worker.stages.atomic import AtomicFile
+from worker.stages.frames import Frame, VideoInfo
+from worker.stages.speed import Encoder
+from worker.stages.writer import VideoWriter
+
+__all__ = ["SegmentRecorder", "segment_name"]
+
+log = logging.getLogger(__name__)
+
+_MS = Fraction(1, 1000)
+
+
+def segment_name(camera: str, wall: float) -> str:
+    """``<camera>-YYYYmmddTHHMMSS.mmmZ.mp4`` (UTC), which sorts by start time."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(wall))
+    return f"{camera}-{stamp}.{int(wall * 1000) % 1000:03d}Z.mp4"
+
+
+@dataclass
+class _Open:
+    writer: VideoWriter
+    target: AtomicFile
+    start: float  # received_at (monotonic) of its first frame
+    generation: int
+    size: tuple[int, int]  # (h, w) of the frames
+    frames: int = 0
+
+
+class SegmentRecorder:
+    def __init__(
+        self,
+        folder: Path,
+        camera: str,
+        *,
+        seconds: float,
+        preset: str,
+        crf: int,
+        encoder: Encoder = "libx264",
+        rate: Fraction = Fraction(25),
+    ) -> None:
+        self.folder = folder / camera
+        self.camera = camera
+        self.seconds = seconds
+        self.preset, self.crf, self.encoder, self.rate = preset, crf, encoder, rate
+        self.written: list[Path] = []
+        self._open: _Open | None = None
+
+    def write(self, item: LiveFrame, image: Any) -> None:
+        seg = self._open
+        size = (image.shape[0], image.shape[1])
+        if seg is not None and (
+            item.generation != seg.generation
+            or size != seg.size
+            or item.received_at - seg.start >= self.seconds
+        ):
+            self.close()
+            seg = None
+        if seg is None:
+            seg = self._start(item, size)
+        ms = round((item.received_at - seg.start) * 1000)
+        seg.writer.write(Frame(index=seg.frames, pts=ms, time=ms / 1000, image=image), image)
+        seg.frames += 1
+
+    def _start(self, item: LiveFrame, size: tuple[int, int]) -> _Open:
+        target = AtomicFile(self.folder / segment_name(self.camera, item.wall), "recording")
+        info = VideoInfo(
+            path=self.camera,
+            codec="h264",
+            pix_fmt="yuv420p",
+            width=size[1],
+            height=size[0],
+            time_base=_MS,
+            rate=self.rate,
+            frames=None,
+        )
+        writer = VideoWriter(target, info, preset=self.preset, crf=self.crf, encoder=self.encoder)
+        self._open = _Open(writer, target, item.received_at, item.generation, size)
+        return self._open
+
+    @property
+    def is_open(self) -> bool:
+        return self._open is not None
+
+    def close(self) -> Path | None:
+        """Finish the open segment (if any) and rename it into place; its final path."""
+        seg, self._open = self._open, None
+        if seg is None:
+            return None
+        try:
+            seg.writer.close(flush=True)
+        except BaseException:
+            seg.target.discard()
+            raise
+        if seg.frames == 0:
+            seg.target.discard()
+            return None
+        path = seg.target.commit()
+        self.written.append(path)
+        log.info("camera %s: segment %s (%d frames)", self.camera, path.name, seg.frames)
+        return path
+
+    def discard(self) -> None:
+        """Drop the open segment unfinished (the pipeline failed)."""
+        seg, self._open = self._open, None
+        if seg is not None:
+            try:
+                seg.writer.close(flush=False)
+            finally:
+                seg.target.discard()

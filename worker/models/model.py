@@ -1,0 +1,260 @@
+"""A model ready to run: the graph, its card and one probe run, resolved into one object.
+
+Resolution order for every field: explicit override (``task=``) > card > what the graph says >
+default. A probe run on a blank input tells the real output shape, so dynamic or missing
+output shapes in the graph are no obstacle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnx
+
+from worker.errors import CardError, ModelError
+from worker.models.card import ModelCard, load_card
+from worker.models.engine import Engine
+from worker.models.graph import GraphInfo, read_graph
+from worker.models.palette import voc_palette
+from worker.models.repository import card_path_for
+
+__all__ = ["MAX_CLASSES", "Kind", "Model", "load_model"]
+
+Task = Literal["segment", "classify"]
+#: How the output becomes an answer. scores: [N,C] classification; multiclass: [N,C,H,W] argmax;
+#: multilabel: [N,C,H,W] each class thresholded; binary: [N,1,H,W] or [N,H,W] thresholded;
+#: class_map: integer [N,H,W] or [N,1,H,W] already argmaxed.
+Kind = Literal["scores", "multiclass", "multilabel", "binary", "class_map"]
+#: Masks are uint8 and 255 marks pixels the model did not see (outside a centre crop).
+MAX_CLASSES = 255
+NO_CLASS = 255
+
+
+@dataclass(frozen=True)
+class Model:
+    path: Path
+    card_path: Path | None
+    graph: GraphInfo
+    engine: Engine
+    task: Task
+    kind: Kind
+    labels: tuple[str, ...]
+    colors: np.ndarray[Any, np.dtype[np.uint8]]  # (256, 3) RGB, class i -> colors[i]
+    color_order: Literal["rgb", "bgr"]
+    scale: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resize: Literal["stretch", "letterbox", "center_crop"]
+    input_hw: tuple[int, int]
+    crop_from: int
+    activation: Literal["softmax", "sigmoid", "none"]
+    threshold: float
+    background: int | None
+    output_shape: tuple[int, ...]  # as seen on the probe run, batch first
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    @property
+    def batch(self) -> int | None:
+        """The fixed batch size of the graph, or None when it is dynamic."""
+        return self.graph.batch
+
+    def label(self, index: int) -> str:
+        return self.labels[index] if 0 <= index < len(self.labels) else f"class_{index}"
+
+    def describe(self) -> dict[str, Any]:
+        """What ``worker inspect`` prints: the graph as read and the card as it takes effect."""
+        g = self.graph
+        dynamic = [
+            n
+            for n, d in (("batch", g.batch), ("height", g.height), ("width", g.width))
+            if d is None
+        ]
+        return {
+            "model": str(self.path),
+            "card": str(self.card_path) if self.card_path else None,
+            "opset": g.opset,
+            "input": g.input.describe(),
+            "output": g.output.describe(),
+            "probe_output_shape": list(self.output_shape),
+            "layout": g.layout,
+            "dynamic_dims": dynamic,
+            "final_op": g.final_op,
+            "task": self.task,
+            "output_kind": self.kind,
+            "provider": self.engine.provider,
+            "effective_card": {
+                "task": self.task,
+                "labels": list(self.labels)
+                if len(self.labels) <= 64
+                else [*self.labels[:64], f"... ({len(self.labels)} in all)"],
+                "colors": [list(map(int, c)) for c in self.colors[: min(len(self.labels), 64)]],
+                "color_order": self.color_order,
+                "scale": self.scale,
+                "mean": list(self.mean),
+                "std": list(self.std),
+                "resize": self.resize,
+                "input_size": list(self.input_hw),
+                "crop_from": self.crop_from,
+                "activation": self.activation,
+                "multi_label": self.kind == "multilabel",
+                "threshold": self.threshold,
+                "background": self.background,
+            },
+            "notes": self.notes,
+        }
+
+
+def _input_hw(g: GraphInfo, card: ModelCard) -> tuple[int, int]:
+    if g.height is not None and g.width is not None:
+        if card.input_size is not None and tuple(card.input_size) != (g.height, g.width):
+            raise CardError(
+                f"model '{g.path}': card input_size {list(card.input_size)} contradicts the "
+                f"graph's fixed input {g.input.describe()}"
+            )
+        return g.height, g.width
+    if card.input_size is None:
+        raise ModelError(
+            f"model '{g.path}': input {g.input.describe()} has dynamic height/width; "
+            "set input_size [h, w] in the model card"
+        )
+    return card.input_size[0], card.input_size[1]
+
+
+def _probe(g: GraphInfo, engine: Engine, hw: tuple[int, int]) -> tuple[int, ...]:
+    n = g.batch or 1
+    shape = (n, 3, *hw) if g.layout == "NCHW" else (n, *hw, 3)
+    try:
+        out = engine.run(np.zeros(shape, dtype=g.input.dtype))
+    except Exception as e:
+        raise ModelError(
+            f"model '{g.path}': ONNX Runtime failed on a blank input shaped {list(shape)}: {e}"
+        ) from e
+    return tuple(int(d) for d in out.shape)
+
+
+def _kind(g: GraphInfo, task: Task | None, card: ModelCard, shape: tuple[int, ...]) -> Kind:
+    expected = "expected [N,C] (classify) or [N,C,H,W], [N,1,H,W], [N,H,W] (segment)"
+    where = f"model '{g.path}': output {g.output.name} shaped {list(shape)}"
+    rank = len(shape)
+    task = task or card.task or ("classify" if rank == 2 else "segment")
+    integer = np.issubdtype(g.output.dtype, np.integer)
+    if task == "classify":
+        if rank != 2 or integer:
+            raise ModelError(f"{where} ({g.output.dtype}) cannot be classified; {expected}")
+        return "scores"
+    if rank == 3 or (rank == 4 and shape[1] == 1):
+        return "class_map" if integer else "binary"
+    if rank == 4 and not integer:
+        return "multilabel" if card.multi_label else "multiclass"
+    raise ModelError(f"{where} ({g.output.dtype}) cannot be segmented; {expected}")
+
+
+def _labels(g: GraphInfo, kind: Kind, card: ModelCard, shape: tuple[int, ...]) -> tuple[str, ...]:
+    n = {"scores": shape[-1], "multiclass": shape[1], "multilabel": shape[1], "binary": 2}.get(
+        kind, len(card.labels) if card.labels else MAX_CLASSES
+    )
+    if kind != "scores" and n > MAX_CLASSES:
+        raise ModelError(
+            f"model '{g.path}': {n} classes; segmentation supports at most {MAX_CLASSES}"
+        )
+    if kind == "multilabel" and n > 32:
+        raise ModelError(
+            f"model '{g.path}': {n} classes; multi-label segmentation supports at most 32"
+        )
+    if card.labels is None:
+        return tuple(f"class_{i}" for i in range(n))
+    if len(card.labels) != n:
+        raise CardError(
+            f"model '{g.path}': card has {len(card.labels)} labels but the output "
+            f"{list(shape)} has {n} classes"
+        )
+    return tuple(card.labels)
+
+
+def load_model(
+    path: Path,
+    *,
+    card: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    overrides_from: str = "",
+    task: Task | None = None,
+    provider: str = "auto",
+    threads: int = 0,
+) -> Model:
+    """Read, check, load and probe a model; raise ``ModelError``/``CardError`` with the reason.
+
+    The card is ``card`` if given, else the one that travels with the model (``card.json`` in
+    its folder, ``<model>.json`` beside a bare model), with ``overrides`` on top, field by field
+    (``overrides_from`` names where they came from, for errors).
+    """
+    g = read_graph(path)
+    beside = card_path_for(path)
+    card_path: Path | None = card if card is not None else beside if beside.is_file() else None
+    c = load_card(card_path, overrides, overrides_from=overrides_from)
+    hw = _input_hw(g, c)
+    # Weights in external files are found relative to the model's path, so ORT needs the path.
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in g.proto.graph.initializer)
+    source = str(path) if external else g.proto.SerializeToString()
+    engine = Engine(source, provider=provider, threads=threads, name=str(path))
+    shape = _probe(g, engine, hw)
+    kind = _kind(g, task, c, shape)
+    labels = _labels(g, kind, c, shape)
+    notes: list[str] = []
+
+    if c.activation != "auto":
+        activation = c.activation
+    elif g.final_op in ("Softmax", "Sigmoid") or kind == "class_map":
+        activation = "none"
+    else:
+        activation = "sigmoid" if kind in ("binary", "multilabel") else "softmax"
+
+    if "background" in c.model_fields_set:
+        background = c.background
+    else:
+        background = None if kind == "multilabel" else 0
+    if background is not None and kind != "scores" and background >= len(labels):
+        raise CardError(
+            f"model '{path}': card background {background} is not a class index "
+            f"(0..{len(labels) - 1})"
+        )
+
+    colors = voc_palette(256)
+    if c.colors:
+        if len(c.colors) > 256:
+            raise CardError(f"model '{path}': card has {len(c.colors)} colors; at most 256")
+        colors[: len(c.colors)] = np.array(c.colors, dtype=np.uint8)
+    if overrides:
+        notes.append(f"card fields overridden: {', '.join(sorted(overrides))}")
+    if g.input.dtype == np.uint8:
+        notes.append("uint8 input: pixels are fed as they are; scale/mean/std are not applied")
+
+    return Model(
+        path=path,
+        card_path=card_path,
+        graph=g,
+        engine=engine,
+        task="classify" if kind == "scores" else "segment",
+        kind=kind,
+        labels=labels,
+        colors=colors,
+        color_order=c.color_order,
+        scale=c.scale,
+        mean=c.mean,
+        std=c.std,
+        resize=c.resize,
+        input_hw=hw,
+        crop_from=c.crop_from or max(hw),
+        activation=activation,
+        threshold=c.threshold,
+        background=background,
+        output_shape=shape,
+        notes=notes,
+    )

@@ -1,0 +1,110 @@
+"""Drawing answers onto frames. Pure numpy (and cv2's text drawing), no video I/O.
+
+Blending is exact integer maths on uint8, testable to the last bit:
+``out = (frame * (256 - A) + colour * A + 128) >> 8`` with ``A = round(alpha * 256)`` for
+painted classes and ``A = 0`` (the frame unchanged) for the background and unseen pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from worker.ops.postprocess import NO_CLASS
+
+__all__ = ["Blender", "draw_top", "pad_even"]
+
+Array = np.ndarray[Any, Any]
+
+
+@dataclass(frozen=True)
+class Blender:
+    """Lookup tables built once per run.
+
+    Painted classes share one weight ``A``, so the formula is ``round_half_up(frame * w1 +
+    colour * w2)`` with ``w1 = (256 - A) / 256`` and ``w2 = A / 256``: one cv2.LUT gather of
+    the class colours and one cv2.addWeighted. Both weights are dyadic, so the float sum is
+    exact; cv2 rounds half to even, and the ``+ 1/1024`` turns that into half up without
+    moving any other value (they lie at least 1/256 from a rounding edge). Unpainted pixels
+    (``A = 0``) are copied back from the frame, which is what the formula gives them.
+    2-3x faster on 720p than weighting per pixel in uint16 (numpy or cv2.LUT tables).
+    """
+
+    colours: Array  # (256, 1, 3) uint8, BGR, per class
+    keep: Array  # (256, 1) uint8: 1 where the class is not painted
+    packed: Array  # (256,) uint32: the bytes B, G, R, keep per class (see ``over``)
+    w_frame: float
+    w_colour: float
+
+    @classmethod
+    def build(cls, colors_rgb: Array, alpha: float, painted: Array) -> Blender:
+        """``painted``: (256,) bool, which class values get colour."""
+        a = round(alpha * 256)
+        bgr = colors_rgb[:, ::-1].astype(np.uint8)
+        keep = (~painted).astype(np.uint8)
+        packed = np.empty((256, 4), np.uint8)
+        packed[:, :3], packed[:, 3] = bgr, keep
+        return cls(
+            colours=np.ascontiguousarray(bgr.reshape(256, 1, 3)),
+            keep=keep.reshape(256, 1),
+            packed=packed.view(np.uint32).reshape(256),
+            w_frame=(256 - a) / 256,
+            w_colour=a / 256,
+        )
+
+    def __call__(self, frame: Array, class_map: Array) -> Array:
+        """Blend the class colours over a BGR frame; class_map is (H, W) uint8 of the same size."""
+        # cv2 gathers and blends several times faster than numpy and releases the GIL.
+        colour: Array = cv2.LUT(cv2.merge([class_map] * 3), self.colours)
+        out: Array = cv2.addWeighted(frame, self.w_frame, colour, self.w_colour, 1 / 1024)
+        keep: Array = cv2.LUT(class_map, self.keep)
+        cv2.copyTo(frame, keep, out)
+        return out
+
+    def over(self, frame: Array, small: Array, restore: Callable[[Array, int], Array]) -> Array:
+        """``self(frame, restore(small, NO_CLASS))`` for a model-resolution mask, at half the
+        cost: each class's colour and keep flag travel as one uint32 through the nearest-
+        neighbour ``restore(mask, fill)``, so the full-size class map is never made and no
+        per-pixel colour lookup runs at frame resolution."""
+        h, w = frame.shape[:2]
+        packed = restore(self.packed[small], int(self.packed[NO_CLASS]))
+        bytes_ = packed.view(np.uint8).reshape(h, w, 4)
+        colour: Array = cv2.cvtColor(bytes_, cv2.COLOR_BGRA2BGR)
+        out: Array = cv2.addWeighted(frame, self.w_frame, colour, self.w_colour, 1 / 1024)
+        cv2.copyTo(frame, np.ascontiguousarray(bytes_[:, :, 3]), out)
+        return out
+
+
+def draw_top(
+    frame: Array, lines: list[str], color_bgr: tuple[int, int, int] = (255, 255, 255)
+) -> Array:
+    """Classification: write the top-k lines in the top-left corner on a darkened box."""
+    out = frame.copy()
+    if not lines:
+        return out
+    h = out.shape[0]
+    scale = max(0.4, h / 720 * 0.8)
+    thick = max(1, round(scale * 2))
+    sizes = [cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)[0] for t in lines]
+    step = max(s[1] for s in sizes) + 2 * thick + 4
+    bw = min(out.shape[1], max(s[0] for s in sizes) + 16)
+    bh = min(h, step * len(lines) + 8)
+    out[:bh, :bw] //= 3  # a dark box keeps the text readable on any frame
+    for i, text in enumerate(lines):
+        y = 4 + step * (i + 1) - thick - 2
+        cv2.putText(
+            out, text, (8, y), cv2.FONT_HERSHEY_SIMPLEX, scale, color_bgr, thick, cv2.LINE_AA
+        )
+    return out
+
+
+def pad_even(frame: Array) -> Array:
+    """H.264 in yuv420p needs even sizes: repeat the last row/column where a size is odd."""
+    h, w = frame.shape[:2]
+    if h % 2 == 0 and w % 2 == 0:
+        return frame
+    return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")

@@ -1,0 +1,122 @@
+"""Pipeline files: one TOML file that describes a whole job or camera setup.
+
+A pipeline file holds settings by their names (the same names as ``WORKER_<NAME>`` without
+the prefix, in lower case), read through pydantic-settings' own TOML source, so it is
+validated exactly like flags and the environment (``extra="forbid"``: an unknown key is an
+error). Two tables read better than flat keys::
+
+    model = "demo-segment"
+    record = "recordings"
+
+    [card]                      # overrides of the model's card, field by field
+    threshold = 0.4
+
+    [cameras]                   # name = URL; credentials only by reference: ${VAR}
+    door = "rtsp://${DOOR_USER}:${DOOR_PASSWORD}@10.0.0.5/stream"
+
+``${NAME}`` in any string is replaced by the environment variable ``NAME``, ``${NAME:-text}``
+by ``text`` when it is unset or empty (as in a shell or a compose file), and ``$${`` writes a
+literal ``${``; a variable that is not set (and has no default) is an error naming the file
+and the key. A password written into a URL in the file is refused, and so is a default for
+one: files get committed and shared, the environment (or a secret store behind it) is where
+credentials belong.
+
+Paths in a pipeline file are relative to the working directory, as on the command line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic_settings import TomlConfigSettingsSource
+
+from worker.errors import SettingsError
+
+if TYPE_CHECKING:
+    from pydantic_settings import BaseSettings
+
+__all__ = ["PipelineSource", "read_pipeline"]
+
+_REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)@")
+#: Keys whose values are URLs that may carry credentials.
+_URL_KEYS = ("cameras", "redis_url")
+
+
+def _where(path: Path) -> str:
+    return f"pipeline '{path}'"
+
+
+def _check_no_literal_password(path: Path, key: str, raw: str) -> None:
+    m = _USERINFO.match(raw)
+    if m is None or ":" not in m.group(1):
+        return
+    password = m.group(1).split(":", 1)[1]
+    if _REF.sub("", password) or ":-" in password:
+        raise SettingsError(
+            f"{_where(path)}: key '{key}': the URL has a password written in the file; "
+            "put it in the environment and write ${VARIABLE} in its place"
+        )
+
+
+def _expand(path: Path, key: str, value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _expand(path, f"{key}.{k}" if key else str(k), v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(path, f"{key}[{i}]", v) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+    if key.split(".")[0].split("[")[0] in _URL_KEYS:
+        _check_no_literal_password(path, key, value)
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$${":
+            return "${"
+        name, default = m.group(1), m.group(2)
+        if default is not None:
+            return os.environ.get(name) or default
+        if name not in os.environ:
+            raise SettingsError(
+                f"{_where(path)}: key '{key}': environment variable {name} is not set"
+            )
+        return os.environ[name]
+
+    return _REF.sub(sub, value)
+
+
+def read_pipeline(path: Path) -> dict[str, Any]:
+    """The file's settings, references expanded and the ``[card]`` table renamed to the
+    ``card_overrides`` setting; errors name the file and say what was expected."""
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise SettingsError(f"{_where(path)}: no such file") from None
+    except IsADirectoryError:
+        raise SettingsError(f"{_where(path)}: is a folder; expected a .toml file") from None
+    except OSError as e:
+        raise SettingsError(f"{_where(path)}: cannot read ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"{_where(path)}: not UTF-8 text; expected a TOML file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SettingsError(f"{_where(path)}: not valid TOML ({e})") from None
+    data = dict(_expand(path, "", data))
+    card = data.get("card")
+    if isinstance(card, dict):
+        data["card_overrides"] = data.pop("card")
+    return data
+
+
+class PipelineSource(TomlConfigSettingsSource):
+    """pydantic-settings' TOML source, reading through ``read_pipeline``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        self.path = path
+        super().__init__(settings_cls, toml_file=path)
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        return read_pipeline(Path(file_path))

@@ -1,0 +1,210 @@
+"""The job: its JSON schema, where its files may live, and how its status reads.
+
+A job travels through Redis as JSON checked by ``JobSpec`` (never pickle, never the name of a
+function): whoever can write to Redis can ask for work, but only for work this code knows.
+Paths are stored relative to the configured roots and resolved again by the worker under its
+own roots, so a submitter cannot name files outside them, and the worker, not the submitter,
+decides where files land.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import uuid
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from worker.constants import Priority
+from worker.errors import JobError
+
+__all__ = [
+    "JOB_OPTIONS",
+    "JobOptions",
+    "JobSpec",
+    "backoff",
+    "new_job_id",
+    "outputs_for",
+    "parse_spec",
+    "relative_inside",
+    "resolve_input",
+    "resolve_inside",
+    "view",
+]
+
+Task = Literal["segment", "classify"]
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+_MAX_PATH = 4096
+
+
+class JobOptions(BaseModel):
+    """How a job's video is processed, where it differs from the worker's own settings: what a
+    pipeline file given to ``worker submit --pipeline`` says (look options, card overrides)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    alpha: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
+    top_k: int | None = Field(None, ge=1, le=100)
+    preset: str | None = Field(None, pattern=r"^[a-z]{1,16}$")
+    crf: int | None = Field(None, ge=0, le=51)
+    card: dict[str, Any] | None = None  # card fields overriding the model's card
+
+
+#: Settings a pipeline file may carry into a job (``card_overrides`` travels as ``card``).
+JOB_OPTIONS = ("alpha", "top_k", "preset", "crf", "card_overrides")
+
+
+class JobSpec(BaseModel):
+    """What a job asks for. Paths are relative to the worker's roots (or an http(s) URL)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = 1  # schema version: a future change bumps it instead of guessing
+    id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    input: str = Field(min_length=1, max_length=_MAX_PATH)
+    output: str | None = Field(None, min_length=1, max_length=_MAX_PATH)
+    model: str | None = Field(None, min_length=1, max_length=_MAX_PATH)
+    card: str | None = Field(None, min_length=1, max_length=_MAX_PATH)
+    task: Task | None = None
+    max_frames: int | None = Field(None, ge=1)
+    priority: Priority = "normal"
+    deadline_s: float | None = Field(None, gt=0)
+    key: str | None = Field(None, min_length=1, max_length=200)
+    options: JobOptions | None = None
+
+    def to_json(self) -> str:
+        return self.model_dump_json(exclude_none=True)
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def parse_spec(raw: str) -> JobSpec:
+    """A job from its JSON, or ``JobError`` saying which field is wrong."""
+    try:
+        return JobSpec.model_validate_json(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"]) or "job"
+        raise JobError(f"job payload: {where}: {err['msg']}") from None
+
+
+def _scheme(value: str) -> str | None:
+    m = _SCHEME.match(value)
+    # "C:" would be a drive letter on Windows; a scheme is longer than one letter.
+    return m.group(1).lower() if m and len(m.group(1)) > 1 else None
+
+
+def resolve_inside(value: str, root: Path, what: str) -> Path:
+    """``value`` (relative to ``root``, or absolute) resolved with symlinks; it must stay inside.
+
+    ``..`` and symlinks are followed first and checked after, so neither can lead out.
+    """
+    if not value or "\x00" in value or len(value) > _MAX_PATH:
+        raise JobError(f"{what} '{value[:80]}': expected a file path")
+    base = root.resolve()
+    path = Path(value)
+    real = (path if path.is_absolute() else base / path).resolve()
+    if real != base and base not in real.parents:
+        raise JobError(
+            f"{what} '{value}': outside the {what} root '{root}'; expected a path inside it"
+        )
+    if real == base:
+        raise JobError(f"{what} '{value}': is the {what} root itself; expected a file inside it")
+    return real
+
+
+def relative_inside(value: str, root: Path, what: str) -> str:
+    """The path as stored in a job: relative to its root, after the checks above."""
+    return resolve_inside(value, root, what).relative_to(root.resolve()).as_posix()
+
+
+def resolve_input(value: str, root: Path, schemes: tuple[str, ...]) -> Path | str:
+    """A local input as a path inside ``root``, or an http(s) URL; anything else is refused."""
+    scheme = _scheme(value)
+    if scheme is None:
+        return resolve_inside(value, root, "input")
+    if scheme not in schemes:
+        raise JobError(
+            f"input '{value}': URL scheme '{scheme}' is not allowed; "
+            f"allowed: {', '.join(schemes)} (WORKER_URL_SCHEMES)"
+        )
+    parts = urlsplit(value)
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise JobError(
+                f"input '{value}': file URLs name a local path, not host '{parts.netloc}'"
+            )
+        return resolve_inside(unquote(parts.path), root, "input")
+    if not parts.hostname:
+        raise JobError(f"input '{value}': expected {scheme}://host/path")
+    return value
+
+
+def stored_input(value: str, root: Path, schemes: tuple[str, ...]) -> str:
+    """The input as a job stores it: a path relative to the root, or the URL as given."""
+    resolved = resolve_input(value, root, schemes)
+    if isinstance(resolved, str):
+        return resolved
+    return resolved.relative_to(root.resolve()).as_posix()
+
+
+def outputs_for(spec: JobSpec, output_root: Path) -> tuple[Path, Path]:
+    """Final video and results paths. Without ``output``: ``<job id>/<input stem>.mp4`` under the
+    root, so a job run twice (a retry, a takeover) writes to the same two names, never to two."""
+    if spec.output is not None:
+        video = resolve_inside(spec.output, output_root, "output")
+    else:
+        stem = PurePosixPath(urlsplit(spec.input).path if _scheme(spec.input) else spec.input).stem
+        video = resolve_inside(f"{spec.id}/{stem or 'video'}.mp4", output_root, "output")
+    if video.suffix.lower() != ".mp4":
+        raise JobError(f"output '{spec.output}': expected a file name ending in .mp4")
+    return video, video.with_suffix(".jsonl")
+
+
+def backoff(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Delay before retry number ``attempt`` (1 = the first): base * 2^(attempt-1), capped.
+
+    "Equal jitter": half the delay is fixed so a retry never comes at once, half is random so
+    jobs that failed together (a Redis blip, a shared disk) do not all retry together.
+    """
+    delay = min(cap, base * 2.0 ** max(0, attempt - 1))
+    return delay / 2 + float((rng or random).uniform(0, delay / 2))
+
+
+def _number(value: str | None) -> float | None:
+    return float(value) if value not in (None, "") else None
+
+
+def view(h: dict[str, str]) -> dict[str, Any]:
+    """A job hash from Redis as ``worker status`` prints it."""
+    try:
+        spec: dict[str, Any] = json.loads(h.get("spec", "{}"))
+    except json.JSONDecodeError:
+        spec = {}
+    out: dict[str, Any] = {
+        "id": h.get("id"),
+        "state": h.get("state"),
+        "priority": h.get("priority"),
+        "attempts": int(h.get("attempts") or 0),
+        "input": spec.get("input"),
+        "output": spec.get("output"),
+        "model": spec.get("model"),
+        "progress": json.loads(h["progress"]) if h.get("progress") else None,
+        "result": json.loads(h["result"]) if h.get("result") else None,
+        "error": h.get("error") or None,
+        "worker": h.get("worker") or None,
+        "cancel_requested": h.get("cancel") == "1",
+        "created": _number(h.get("created")),
+        "started": _number(h.get("started")),
+        "finished": _number(h.get("finished")),
+        "deadline": _number(h.get("deadline")),
+        "retry_at": _number(h.get("retry_at")),
+        "key": h.get("key") or None,
+    }
+    return out

@@ -1,0 +1,512 @@
+"""``worker serve``: take jobs from the queue and run them, holding each job's lease.
+
+One loop thread talks to Redis: it renews the lease of every running job each heartbeat
+(carrying its progress, and bringing back cancel requests and deadlines), moves due retries
+back to the queue, and takes new jobs while a slot is free. Each job runs in a thread of its
+own through ``worker.stages.run_file``, with a model from its slot's cache. Jobs never wait for the
+loop, and the loop never waits for a job: a Redis outage only pauses the renewals (the jobs go
+on), and a stuck job cannot stop the heartbeat that ``worker check`` reads.
+
+Outcomes: done; failed (bad input, deadline: never retried); retrying (anything else, with
+exponential backoff and jitter) until ``max_attempts``, then dead (dead-letter list);
+cancelled; handed back (SIGTERM after the grace period: another worker resumes it at once).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import random
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import redis.exceptions
+
+from worker.errors import (
+    Cancelled,
+    InputError,
+    JobError,
+    LeaseLost,
+    ModelError,
+    SettingsError,
+    WorkerError,
+)
+from worker.httpd import serve_http
+from worker.models.demo import demo_model_path
+from worker.models.repository import MODEL_FILE, builtin_root, is_model_name
+from worker.queue.cache import ModelCache
+from worker.queue.client import Queue
+from worker.queue.connection import TRANSIENT, describe_url
+from worker.queue.fetch import fetch
+from worker.queue.jobs import JobOptions, backoff, outputs_for, resolve_input, resolve_inside
+from worker.queue.leases import Consumer, Delivery, Lease, Outcome
+from worker.queue.metrics import Heartbeat, Metrics, heartbeat_health
+from worker.settings import Settings
+from worker.stages import run_file
+from worker.stages.options import RunOptions, run_options
+
+__all__ = ["Server"]
+
+log = logging.getLogger(__name__)
+
+#: Longest pause between two tries while Redis is away.
+_REDIS_BACKOFF_MAX_S = 10.0
+#: Queue-wide gauges (jobs by state, queue depth) are refreshed this often.
+_GAUGES_EVERY_S = 5.0
+#: Progress is written at most this often, whatever the heartbeat.
+_PROGRESS_EVERY_S = 1.0
+#: After the grace period, how long a job thread may keep trying to record its hand-back while
+#: Redis is away before it gives up (the lease then runs out and another worker takes over).
+_ABANDON_AFTER_S = 10.0
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    return text if isinstance(e, WorkerError) else f"{type(e).__name__}: {text}"
+
+
+@dataclass
+class _Running:
+    """A job running in one slot, as the loop and its thread share it."""
+
+    lease: Lease
+    slot: int
+    cancel: threading.Event = field(default_factory=threading.Event)
+    reason: str | None = None  # why ``cancel`` was set: cancel, deadline, lease, shutdown
+    done: int = 0
+    total: int | None = None
+    started: float = field(default_factory=time.monotonic)
+    last_beat: float = field(default_factory=time.monotonic)
+    last_progress: float = 0.0
+    reporting: bool = False  # its outcome is being recorded: the loop stops renewing
+    finished: threading.Event = field(default_factory=threading.Event)
+
+    def on_frame(self, done: int, total: int | None) -> None:
+        self.done, self.total = done, total  # called per frame: plain stores, nothing more
+
+    def progress(self) -> dict[str, Any]:
+        elapsed = time.monotonic() - self.started
+        fps = self.done / elapsed if elapsed > 0 else 0.0
+        return {"done": self.done, "total": self.total, "fps": round(fps, 2)}
+
+    def stop(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.cancel.set()
+
+
+class Server:
+    """One ``worker serve`` process."""
+
+    def __init__(
+        self, settings: Settings, *, name: str | None = None, install_signals: bool = True
+    ) -> None:
+        if settings.lease_s < 2 * settings.heartbeat_s:
+            raise SettingsError(
+                f"setting WORKER_LEASE_S ({settings.lease_s:g}): must be at least twice "
+                f"WORKER_HEARTBEAT_S ({settings.heartbeat_s:g}), or live jobs are taken over"
+            )
+        self.settings = settings
+        self.queue = Queue(settings)
+        self.consumer = Consumer(self.queue, name)
+        self.metrics = Metrics()
+        self.heartbeat = Heartbeat(settings.heartbeat_file, settings.lease_s, self.consumer.name)
+        self.caches = [
+            ModelCache(settings.model_cache, provider=settings.provider, threads=settings.threads)
+            for _ in range(settings.concurrency)
+        ]
+        # Exactly what `worker run` passes (built once; the Speed inside is frozen and shared).
+        self.run_options = run_options(settings)
+        self._install_signals = install_signals
+        self._where = describe_url(settings.redis_url.get_secret_value())
+        self._free = list(range(settings.concurrency))
+        self._running: dict[str, _Running] = {}
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._hand_back_at = float("inf")
+        self._abandon = threading.Event()
+        self._redis_down = False
+        self._ready = False
+        self._gauges_at = 0.0
+
+    # ------------------------------------------------------------------------------ control
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """Take no new job; hand running ones back after ``grace_s`` (default: the setting).
+        A second call hands them back at once."""
+        now = time.monotonic()
+        if self._stopping.is_set():
+            self._hand_back_at = now
+        else:
+            self._stopping.set()
+            self._hand_back_at = now + (self.settings.grace_s if grace_s is None else grace_s)
+        self._wake.set()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self._stopping.is_set():
+            log.warning("%s again: handing running jobs back now", name)
+        elif self._running:
+            log.warning(
+                "%s: taking no new jobs; %d running, handed back if not done in %.0f s",
+                name,
+                len(self._running),
+                self.settings.grace_s,
+            )
+        self.stop()
+
+    # ------------------------------------------------------------------------------ loop
+
+    def serve(self) -> int:
+        s = self.settings
+        previous: dict[int, Any] = {}
+        if self._install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, self._on_signal)
+        http = None
+        if s.metrics_port:
+            http = serve_http(
+                s.metrics_port, self.metrics.exposition, heartbeat_health(self.heartbeat)
+            )
+        log.info(
+            "worker %s: queue '%s' on %s, %d slot(s)%s",
+            self.consumer.name,
+            s.queue,
+            self._where,
+            s.concurrency,
+            ", burst" if s.burst else "",
+        )
+        try:
+            self._loop()
+        finally:
+            if http is not None:
+                http.shutdown()
+                http.server_close()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            self.heartbeat.remove()
+        log.info("worker %s: stopped", self.consumer.name)
+        return 0
+
+    def _loop(self) -> None:
+        failures = 0
+        while True:
+            self._reap()
+            self.heartbeat.beat(
+                redis="down" if self._redis_down else "up",
+                running=sorted(self._running),
+                stopping=self._stopping.is_set(),
+            )
+            if self._stopping.is_set():
+                if not self._running:
+                    return
+                self._hand_back_if_due()
+            try:
+                leave = self._tick()
+            except (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError):
+                raise SettingsError(
+                    f"setting WORKER_REDIS_URL: Redis at {self._where} refused the user/password"
+                ) from None
+            except TRANSIENT as e:
+                self.metrics.redis_up.set(0)
+                if not self._redis_down:
+                    # Once per outage: the loop retries quietly until Redis answers again.
+                    log.warning(
+                        "Redis at %s unavailable (%s); retrying with backoff, running jobs go on",
+                        self._where,
+                        e,
+                    )
+                    self._redis_down = True
+                failures += 1
+                pause = min(_REDIS_BACKOFF_MAX_S, 0.25 * 2**failures) * random.uniform(0.5, 1.0)
+                self._wake.wait(pause)
+                self._wake.clear()
+                continue
+            if self._redis_down:
+                log.warning("Redis at %s is back", self._where)
+                self._redis_down = False
+            failures = 0
+            self.metrics.redis_up.set(1)
+            if leave:
+                return
+
+    def _tick(self) -> bool:
+        """One round of Redis work; True when a burst worker has nothing left to do."""
+        s = self.settings
+        if not self._ready:
+            self.queue.client.ping()
+            self.queue.ensure_groups()
+            self._ready = True
+        now = time.monotonic()
+        for r in list(self._running.values()):
+            if now - r.last_beat >= s.heartbeat_s and not r.reporting:
+                self._beat(r)
+        self.consumer.promote_due()
+        if now - self._gauges_at >= _GAUGES_EVERY_S:
+            self._refresh_gauges()
+            self._gauges_at = now
+        took = False
+        while self._free and not self._stopping.is_set():
+            d = self.consumer.take()
+            if d is None:
+                break
+            took = self._start(d) or took
+        if took:
+            return False
+        if self._free and not self._stopping.is_set():
+            if s.burst and not self._running and self.consumer.idle():
+                log.info("burst: queue drained")
+                return True
+            self.consumer.wait_for_new(s.heartbeat_s)
+        else:
+            self._wake.wait(s.heartbeat_s)
+            self._wake.clear()
+        return False
+
+    def _beat(self, r: _Running) -> None:
+        now = time.monotonic()
+        progress = None
+        if now - r.last_progress >= _PROGRESS_EVERY_S:
+            progress, r.last_progress = r.progress(), now
+        answer = r.lease.beat(progress)
+        r.last_beat = now
+        self.metrics.lease_renewals.inc()
+        if r.reporting:  # finished meanwhile: its token is spent, a "lost" means nothing
+            return
+        if answer == "lost":
+            self.metrics.leases_lost.inc()
+            log.warning("job %s: another worker took it over; stopping ours", r.lease.job_id)
+            r.stop("lease")
+        elif answer in ("cancel", "deadline"):
+            if r.reason is None:
+                log.info("job %s: %s; stopping", r.lease.job_id, answer)
+            r.stop(answer)
+
+    def _hand_back_if_due(self) -> None:
+        now = time.monotonic()
+        if now >= self._hand_back_at:
+            for r in self._running.values():
+                if r.reason is None:
+                    log.warning("job %s: grace period over; handing it back", r.lease.job_id)
+                r.stop("shutdown")
+        if now >= self._hand_back_at + _ABANDON_AFTER_S:
+            self._abandon.set()
+
+    def _refresh_gauges(self) -> None:
+        for state, n in self.queue.depth().items():
+            self.metrics.jobs.labels(state).set(n)
+        for priority, n in self.queue.waiting().items():
+            self.metrics.queue_depth.labels(priority).set(n)
+
+    def _reap(self) -> None:
+        for job_id, r in list(self._running.items()):
+            if r.finished.is_set():
+                del self._running[job_id]
+                self._free.append(r.slot)
+        self.metrics.running.set(len(self._running))
+        self.metrics.fps.set(sum(r.progress()["fps"] for r in self._running.values()))
+
+    # ------------------------------------------------------------------------------ jobs
+
+    def _start(self, d: Delivery) -> bool:
+        held = self.consumer.start(d)
+        if isinstance(held, str):
+            if held == "dead-letter":
+                self.metrics.jobs_finished.labels("dead").inc()
+                log.warning("entry %s: not a valid job; moved to the dead-letter list", d.entry)
+            elif held in ("dead", "failed", "cancelled"):
+                self.metrics.jobs_finished.labels(held).inc()
+                log.info("entry %s: %s without running", d.entry, held)
+            return False
+        r = _Running(held, self._free.pop())
+        self._running[held.job_id] = r
+        log.info(
+            "job %s: started (attempt %d%s)",
+            held.job_id,
+            held.attempts,
+            ", taken over" if d.claimed else "",
+        )
+        threading.Thread(
+            target=self._run_job, args=(r,), name=f"job-{held.job_id[:8]}", daemon=True
+        ).start()
+        return True
+
+    def _run_job(self, r: _Running) -> None:
+        job_id = r.lease.job_id
+        try:
+            outcome, text = self._execute(r)
+            if outcome == "lost":
+                log.warning("job %s: %s; nothing published", job_id, text)
+                self.metrics.jobs_finished.labels("lost").inc()
+                return
+            state = self._report(r, outcome, text)
+            seconds = time.monotonic() - r.started
+            self.metrics.jobs_finished.labels(state).inc()
+            self.metrics.job_seconds.labels(state).observe(seconds)
+            self.metrics.frames.inc(r.done)
+            detail = "" if state == "done" else f": {text}"
+            log.info("job %s: %s after %.1f s (attempt %d)%s", job_id, state, seconds,
+                     r.lease.attempts, detail)  # fmt: skip
+        except BaseException as e:  # never leave a slot taken; the lease will expire
+            log.error("job %s: worker error: %s", job_id, _one_line(e))
+        finally:
+            r.finished.set()
+            self._wake.set()
+
+    def _execute(self, r: _Running) -> tuple[Outcome | str, str]:
+        s, spec = self.settings, r.lease.spec
+        scratch: Path | None = None
+        try:
+            try:
+                source = resolve_input(spec.input, s.input_root, s.url_schemes)
+                video, results = outputs_for(spec, s.output_root)
+                model_path = (
+                    job_model(spec.model, s.model_root)
+                    if spec.model
+                    else demo_model_path(spec.task or "segment")
+                )
+                card = resolve_inside(spec.card, s.model_root, "card") if spec.card else None
+                opts = spec.options
+                if isinstance(source, str):
+                    source = fetch(source, schemes=s.url_schemes, max_bytes=s.download_max_mb << 20)
+                    scratch = source.parent
+                _remove_stale_parts(video, results)
+                model = self.caches[r.slot].get(
+                    model_path,
+                    card=card,
+                    task=spec.task,
+                    overrides=opts.card if opts is not None else None,
+                    overrides_from=f"job {spec.id}: card options",
+                )
+                summary = run_file(
+                    source,
+                    model,
+                    output=video,
+                    results=results,
+                    max_frames=spec.max_frames,
+                    on_frame=r.on_frame,
+                    cancel=r.cancel,
+                    before_commit=lambda: self._fence(r),
+                    **job_run_options(self.run_options, opts),
+                )
+            finally:
+                if scratch is not None:
+                    shutil.rmtree(scratch, ignore_errors=True)
+        except BaseException as e:
+            return self._classify(r, e)
+        result = summary.to_dict()
+        result["input"] = spec.input  # as the job names it, not the worker's path or scratch file
+        return "done", json.dumps(result)
+
+    def _classify(self, r: _Running, e: BaseException) -> tuple[Outcome | str, str]:
+        """Why a job ended early decides what happens to it: the loop's reason first (the
+        exception is then just how the pipeline stopped), then the kind of error."""
+        reasons: dict[str, tuple[Outcome | str, str]] = {
+            "lease": ("lost", "another worker holds the job now"),
+            "cancel": ("cancelled", "cancelled by request"),
+            "deadline": ("failed", "deadline passed while running"),
+            "shutdown": ("handback", "worker shutting down"),
+        }
+        if isinstance(e, LeaseLost):
+            return "lost", _one_line(e)
+        if r.reason in reasons:
+            return reasons[r.reason]
+        if isinstance(e, (JobError, InputError, ModelError, SettingsError)):
+            return "failed", _one_line(e)  # bad input: the same job would fail again
+        if isinstance(e, Cancelled):
+            return "retry", f"stopped unexpectedly: {_one_line(e)}"
+        if not isinstance(e, Exception):
+            raise e  # KeyboardInterrupt, SystemExit: not ours to swallow
+        return "retry", _one_line(e)  # a decoder hiccup, a full disk, a lost GPU: try again
+
+    def _fence(self, r: _Running) -> None:
+        """Right before the outputs are renamed into place: do we still hold the job?"""
+        tries = 0
+        while True:
+            try:
+                answer = r.lease.beat(r.progress())
+                break
+            except TRANSIENT:
+                tries += 1
+                if self._abandon.is_set():
+                    raise LeaseLost("could not confirm the lease before shutting down") from None
+                self._abandon.wait(min(_REDIS_BACKOFF_MAX_S, 0.25 * 2**tries))
+        if answer == "lost":
+            r.stop("lease")
+            raise LeaseLost("another worker holds the job now")
+        if answer == "cancel":
+            r.stop("cancel")
+            raise Cancelled("cancelled by request")
+
+    def _report(self, r: _Running, outcome: Outcome | str, text: str) -> str:
+        """Record the outcome, trying again while Redis is away (the result is not lost
+        because of a blip); gives up only once the worker is leaving."""
+        s = self.settings
+        r.reporting = True
+        delay = backoff(r.lease.attempts, s.retry_base_s, s.retry_max_s)
+        tries = 0
+        while True:
+            try:
+                return r.lease.finish(outcome, text, retry_in=delay)  # type: ignore[arg-type]
+            except TRANSIENT:
+                tries += 1
+                if self._abandon.is_set():
+                    log.warning(
+                        "job %s: could not record '%s' (Redis unavailable); its lease will "
+                        "run out and another worker will run it again",
+                        r.lease.job_id,
+                        outcome,
+                    )
+                    return "unrecorded"
+                self._abandon.wait(min(_REDIS_BACKOFF_MAX_S, 0.25 * 2**tries))
+
+
+def _remove_stale_parts(*finals: Path) -> None:
+    """Delete temporaries an earlier attempt of this job left (a worker killed mid-job).
+
+    ``AtomicFile`` names them ``.<final name>.<random>.part`` beside the final file; final
+    names are the job's own (by default under a folder named by its id), so these are ours.
+    """
+    for final in finals:
+        for stale in final.parent.glob(f".{glob.escape(final.name)}.*.part"):
+            stale.unlink(missing_ok=True)
+
+
+def job_model(value: str, root: Path) -> Path:
+    """A job's ``model`` as a file: inside the model root (symlinks and ``..`` followed, then
+    checked), a model's folder giving its ``model.onnx``; a repository name the root does not
+    hold may name a built-in model (the demos)."""
+    real = resolve_inside(value, root, "model")
+    if real.is_dir():
+        return real / MODEL_FILE
+    if not real.exists() and is_model_name(value):
+        bare = resolve_inside(f"{value}.onnx", root, "model")
+        if bare.is_file():
+            return bare
+        builtin = builtin_root() / value / MODEL_FILE
+        if builtin.is_file():
+            return builtin
+    return real  # load_model names the file that is missing
+
+
+def job_run_options(base: RunOptions, options: JobOptions | None) -> RunOptions:
+    """The worker's run options with what the job itself asks for on top."""
+    if options is None:
+        return base
+    merged = RunOptions(**base)
+    if options.alpha is not None:
+        merged["alpha"] = options.alpha
+    if options.top_k is not None:
+        merged["top_k"] = options.top_k
+    if options.preset is not None:
+        merged["preset"] = options.preset
+    if options.crf is not None:
+        merged["crf"] = options.crf
+    return merged

@@ -1,0 +1,269 @@
+"""Inference stage: micro-batches of frames -> one model run -> one answer per frame.
+
+Two paths give the same answers (``tests/test_fuse.py`` holds them to it):
+
+- fused (default): the host only resizes frames to the model size as uint8 (one cv2 call per
+  frame); the fused graph (``worker.models.fuse``) does colour order, layout, normalisation, the
+  model and the post-processing, and returns uint8 masks or top-k numbers;
+- plain: numpy ``preprocess`` -> the model -> numpy ``segment``/``classify``. Used when fusion
+  is switched off or the model cannot be fused (a log line says why).
+
+The fused session is built once per (model, options) and shared: a queue worker running many
+jobs on one loaded model does not rebuild it per job.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from worker.errors import ModelError
+from worker.models import Engine, Model
+from worker.models.engine import EngineOptions
+from worker.models.fuse import FusedGraph, FuseError, FuseSpec, fuse
+from worker.ops.postprocess import classify, segment, shown_from_bits
+from worker.ops.preprocess import InputPlan, preprocess, warp
+from worker.stages.frames import Answer
+from worker.stages.speed import Speed
+
+__all__ = ["Inferencer", "fuse_spec", "plan_for"]
+
+log = logging.getLogger(__name__)
+Array = np.ndarray[Any, Any]
+
+
+def plan_for(model: Model) -> InputPlan:
+    return InputPlan(
+        hw=model.input_hw,
+        layout=model.graph.layout,
+        dtype=model.graph.input.dtype,
+        rgb=model.color_order == "rgb",
+        scale=model.scale,
+        mean=model.mean,
+        std=model.std,
+        resize=model.resize,
+        crop_from=model.crop_from,
+    )
+
+
+def fuse_spec(model: Model, *, top_k: int = 5, resize_in_graph: bool = False) -> FuseSpec:
+    """What the fused graph must do for ``model``. An in-graph resize is stretch only; other
+    resize modes keep the host warp (their borders and offsets are a warp, not a Resize)."""
+    plan = plan_for(model)
+    a, b = plan.normaliser()
+    return FuseSpec(
+        layout=plan.layout,
+        dtype=np.dtype(plan.dtype),
+        hw=plan.hw,
+        batch=model.batch,
+        rgb=plan.rgb,
+        a=(float(a[0]), float(a[1]), float(a[2])),
+        b=(float(b[0]), float(b[1]), float(b[2])),
+        kind=model.kind,
+        activation=model.activation,
+        threshold=model.threshold,
+        output_dtype=np.dtype(model.graph.output.dtype),
+        output_shape=model.output_shape,
+        top_k=top_k,
+        resize_in_graph=resize_in_graph and model.resize == "stretch",
+    )
+
+
+@dataclass(frozen=True)
+class _Built:
+    engine: Engine
+    fused: FusedGraph | None
+    why_unfused: str | None
+
+
+# Per loaded model (its plain engine), the sessions built for it, keyed by what shapes them.
+_BUILT: weakref.WeakKeyDictionary[Engine, dict[Any, _Built]] = weakref.WeakKeyDictionary()
+_BUILT_LOCK = threading.Lock()
+
+
+def _trt_profile(g: FusedGraph, batch: int) -> tuple[str, str, str] | None:
+    s = g.spec
+    if s.batch is not None or s.resize_in_graph:
+        return None  # fixed shapes need no profile; frame-sized inputs have no fixed range
+    h, w = s.hw
+    name = g.input_name
+    return (f"{name}:1x{h}x{w}x3", f"{name}:{batch}x{h}x{w}x3", f"{name}:{batch}x{h}x{w}x3")
+
+
+def _build_fused(model: Model, spec: FuseSpec, options: EngineOptions, batch: int) -> _Built:
+    g = fuse(model.graph.proto, spec)
+    try:
+        data = g.proto.SerializeToString()
+    except ValueError as e:  # protobuf refuses messages over 2 GB
+        raise FuseError(f"the fused graph cannot be serialised ({e})") from e
+    if options.tensorrt:
+        options = replace(options, trt_profile=_trt_profile(g, batch or 8))
+    try:
+        engine = model.engine.derive(data, name=f"{model.path} (fused)", options=options)
+        # One run on a blank batch: a graph ONNX Runtime accepts but cannot run must fall back
+        # now, not fail a run that the plain path would finish.
+        # (CUDA graphs capture the first shape they see: probe with the one the run uses.)
+        n = model.batch or (batch if engine.graph_capture and batch else 1)
+        frame_hw = spec.hw if not spec.resize_in_graph else (2 * spec.hw[0], 2 * spec.hw[1])
+        blank = np.zeros(g.input_shape(n, frame_hw), np.uint8)
+        outs = engine.run_all(blank, g.output_specs(n))
+    except Exception as e:
+        raise FuseError(f"ONNX Runtime cannot run the fused graph: {e}") from e
+    want = g.output_specs(n)
+    got = [(tuple(o.shape), o.dtype) for o in outs]
+    if got != want:
+        raise FuseError(f"the fused graph gives {got}, expected {want}")
+    return _Built(engine, g, None)
+
+
+def _build(model: Model, top_k: int, speed: Speed, batch: int) -> _Built:
+    spec = fuse_spec(model, top_k=top_k, resize_in_graph=speed.resize_in_graph)
+    key = (speed.fuse, spec if speed.fuse else None, speed.engine)
+    with _BUILT_LOCK:
+        built = _BUILT.setdefault(model.engine, {}).get(key)
+        if built is not None:
+            return built
+        why = "switched off (fuse = false)"
+        if speed.fuse:
+            try:
+                built = _build_fused(model, spec, speed.engine, batch)
+            except FuseError as e:
+                why = str(e)
+                log.warning(
+                    "model '%s': running unfused (plain model + numpy pre/post): %s",
+                    model.path,
+                    why,
+                )
+        if built is None:
+            if speed.engine == model.engine.options:
+                engine = model.engine
+            else:
+                engine = model.engine.derive(
+                    model.graph.proto.SerializeToString(),
+                    name=str(model.path),
+                    options=speed.engine,
+                )
+            built = _Built(engine, None, why)
+        _BUILT[model.engine][key] = built
+        return built
+
+
+class Inferencer:
+    """Runs a model on lists of frames, padding to the graph's batch size where it is fixed."""
+
+    def __init__(
+        self, model: Model, *, top_k: int = 5, speed: Speed | None = None, batch: int = 0
+    ) -> None:
+        self.model = model
+        self.plan = plan_for(model)
+        self.top_k = top_k
+        self.speed = speed or Speed()
+        built = _build(model, top_k, self.speed, batch)
+        self.engine = built.engine
+        self.fused = built.fused
+        self.why_unfused = built.why_unfused
+        # CUDA graphs replay one shape: pad every batch to the full size, as fixed graphs need.
+        self.pad_to = model.batch or (batch if self.engine.graph_capture else None)
+        self._staging: dict[tuple[int, ...], Array] = {}
+        self.frames = 0
+        self.bytes_in = 0  # to the inference device, including padding frames
+        self.bytes_out = 0
+
+    def describe(self) -> dict[str, Any]:
+        n = max(self.frames, 1)
+        return {
+            "fused": self.fused is not None,
+            "unfused_because": self.why_unfused,
+            "resize_in_graph": bool(self.fused and self.fused.spec.resize_in_graph),
+            "device": self.engine.device,
+            "io_binding": self.engine.options.io_binding,
+            "device_bytes_per_frame": {
+                "in": round(self.bytes_in / n),
+                "out": round(self.bytes_out / n),
+            },
+        }
+
+    def __call__(self, images: list[Array]) -> list[Answer]:
+        n = len(images)
+        answers: list[Answer] = []
+        step = self.pad_to or n
+        for start in range(0, n, step):
+            chunk = images[start : start + step]
+            real = len(chunk)
+            if self.pad_to and real < self.pad_to:
+                # A fixed-batch graph needs full batches: repeat the last frame, drop its answers.
+                chunk = chunk + [chunk[-1]] * (self.pad_to - real)
+            answers.extend(self._run(chunk)[:real])
+        self.frames += n
+        return answers
+
+    def _run(self, chunk: list[Array]) -> list[Answer]:
+        return self.answers(self.run_staged(self.stage(chunk)))
+
+    def stage(self, chunk: list[Array]) -> Array:
+        """What crosses to the inference device for these frames. Fused: the uint8 frames at
+        the model size (or their own, when resizing in the graph), in a buffer reused per
+        shape; plain: the float model input from numpy ``preprocess``."""
+        if self.fused is None:
+            return preprocess(chunk, self.plan)
+        shape = self.fused.input_shape(len(chunk), chunk[0].shape[:2])
+        buf = self._staging.get(shape)
+        if buf is None:
+            if len(self._staging) >= 4:  # frame sizes may vary across a long-lived worker
+                self._staging.clear()
+            buf = self._staging[shape] = np.empty(shape, np.uint8)
+        if self.fused.spec.resize_in_graph:
+            if any(c.shape[:2] != shape[1:3] for c in chunk):
+                raise ModelError("frames of one batch differ in size")
+            np.stack(chunk, out=buf)
+            return buf
+        return warp(chunk, self.plan.hw, self.plan.resize, self.plan.crop_from, out=buf)
+
+    def run_staged(self, x: Array) -> list[Array]:
+        """One model run on a staged batch; the outputs as host arrays."""
+        if self.fused is None:
+            m = self.model
+            known = None
+            if len(self.engine.output_names) == 1:  # the probe told its shape: bind it up front
+                known = [((len(x), *m.output_shape[1:]), np.dtype(m.graph.output.dtype))]
+            outs = self.engine.run_all(x, known)[:1]
+        else:
+            outs = self.engine.run_all(x, self.fused.output_specs(len(x)))
+        self.bytes_in += x.nbytes
+        self.bytes_out += sum(o.nbytes for o in outs)
+        return outs
+
+    def answers(self, outs: list[Array]) -> list[Answer]:
+        """One answer per frame of the batch, from the outputs of ``run_staged``."""
+        return self._plain_answers(outs[0]) if self.fused is None else self._fused_answers(outs)
+
+    def _fused_answers(self, outs: list[Array]) -> list[Answer]:
+        assert self.fused is not None
+        s = self.fused.spec
+        if s.kind == "scores":
+            values, indices = outs
+            return [
+                Answer(top=[(int(i), float(v)) for v, i in zip(vr, ir, strict=True)])
+                for vr, ir in zip(values, indices, strict=True)
+            ]
+        mask = outs[0]
+        if s.kind == "multilabel":
+            shown = shown_from_bits(mask, s.classes)
+            return [Answer(class_map=c, bits=b) for c, b in zip(shown, mask, strict=True)]
+        if mask.ndim == 4:  # [N,1,h,w] single-channel maps
+            mask = mask[:, 0]
+        return [Answer(class_map=c) for c in mask]
+
+    def _plain_answers(self, out: Array) -> list[Answer]:
+        m = self.model
+        if m.kind == "scores":
+            return [Answer(top=t) for t in classify(out, m.activation, self.top_k)]
+        maps, bits = segment(out, m.kind, m.activation, m.threshold)
+        if bits is None:
+            return [Answer(class_map=c) for c in maps]
+        return [Answer(class_map=c, bits=b) for c, b in zip(maps, bits, strict=True)]

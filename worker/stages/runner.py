@@ -1,0 +1,338 @@
+"""Wiring: source -> inference -> writer, one thread each, joined by bounded queues.
+
+Rules every stage follows here:
+- a stage waits on a queue only in short slices, checking the shared stop flag between them,
+  so a failure anywhere (or Ctrl-C, or a cancel request) stops every stage promptly;
+- the first exception is kept and re-raised in the caller's thread, naming its stage;
+- outputs are committed (renamed into place) only when every stage finished cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from worker.errors import Cancelled, InputError, OutputError, StageError, WorkerError
+from worker.models import Model
+from worker.stages.atomic import AtomicFile
+from worker.stages.batching import collect
+from worker.stages.frames import Answer
+from worker.stages.infer import Inferencer
+from worker.stages.source import VideoSource
+from worker.stages.speed import Speed
+from worker.stages.writer import Annotator, ResultsWriter, VideoWriter
+
+__all__ = ["RunSummary", "default_batch", "run_file"]
+
+log = logging.getLogger(__name__)
+
+_END = object()  # end of stream marker, passed down the queues
+_POLL_S = 0.1
+_JOIN_GRACE_S = 10.0
+
+
+class _Stopped(Exception):
+    """Raised inside a stage when another stage asked everyone to stop."""
+
+
+class _Channel:
+    """A bounded queue whose waits give up as soon as the run is stopping."""
+
+    def __init__(self, maxsize: int, stop: threading.Event) -> None:
+        self._q: queue.Queue[Any] = queue.Queue(maxsize)
+        self._stop = stop
+
+    def put(self, item: Any) -> None:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=_POLL_S)
+                return
+            except queue.Full:
+                continue
+        raise _Stopped
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The next item; ``queue.Empty`` if ``timeout`` seconds pass first (None: no limit)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._stop.is_set():
+            wait = _POLL_S if deadline is None else min(_POLL_S, deadline - time.monotonic())
+            if wait <= 0:
+                raise queue.Empty
+            try:
+                return self._q.get(timeout=wait)
+            except queue.Empty:
+                continue
+        raise _Stopped
+
+
+@dataclass
+class RunSummary:
+    input: str
+    output: str
+    results: str
+    model: str
+    task: str
+    provider: str
+    batch: int
+    frames: int = 0
+    bad_packets: int = 0
+    seconds: float = 0.0
+    fps: float = 0.0
+    totals: dict[str, float] = field(default_factory=dict)
+    pipeline: dict[str, Any] = field(default_factory=dict)  # fused?, decoder, encoder, bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_batch(model: Model, requested: int = 0) -> int:
+    """Frames per inference call: the graph's if fixed, else the request, else per provider."""
+    if model.batch is not None:
+        return model.batch
+    if requested:
+        return requested
+    return 8 if model.engine.device == "cuda" else 4
+
+
+def run_file(
+    input: Path,
+    model: Model,
+    *,
+    output: Path,
+    results: Path,
+    batch: int = 0,
+    alpha: float = 0.5,
+    top_k: int = 5,
+    max_frames: int | None = None,
+    queue_size: int = 8,
+    preset: str = "ultrafast",
+    crf: int = 23,
+    progress: bool = False,
+    on_frame: Callable[[int, int | None], None] | None = None,
+    cancel: threading.Event | None = None,
+    before_commit: Callable[[], None] | None = None,
+    speed: Speed | None = None,
+) -> RunSummary:
+    """Process one video file end to end; returns the summary or raises a ``WorkerError``.
+
+    ``before_commit`` runs after the last frame, before the outputs are renamed into place; if
+    it raises, nothing is published (the job queue checks there that it still holds the job).
+    """
+    for path, what in ((output, "output"), (results, "results")):
+        if path.resolve() == input.resolve():
+            raise OutputError(f"{what} '{path}': would overwrite the input")
+    if output.resolve() == results.resolve():
+        raise OutputError(f"results '{results}': same path as the output video")
+    speed = speed or Speed()
+    source = VideoSource(
+        input, max_frames=max_frames, threads=speed.decode_threads, hw_decode=speed.hw_decode
+    )
+    try:
+        video_file = AtomicFile(output, "output")
+        try:
+            results_file = AtomicFile(results, "results")
+        except BaseException:
+            video_file.discard()
+            raise
+        try:
+            summary = _run(
+                source,
+                model,
+                video_file,
+                results_file,
+                batch=batch,
+                alpha=alpha,
+                top_k=top_k,
+                queue_size=queue_size,
+                preset=preset,
+                crf=crf,
+                progress=progress,
+                on_frame=on_frame,
+                cancel=cancel,
+                speed=speed,
+            )
+            if before_commit is not None:
+                before_commit()
+        except BaseException:
+            video_file.discard()
+            results_file.discard()
+            raise
+        video_file.commit()
+        results_file.commit()
+        return summary
+    finally:
+        source.close()
+
+
+def _run(
+    source: VideoSource,
+    model: Model,
+    video_file: AtomicFile,
+    results_file: AtomicFile,
+    *,
+    batch: int,
+    alpha: float,
+    top_k: int,
+    queue_size: int,
+    preset: str,
+    crf: int,
+    progress: bool,
+    on_frame: Callable[[int, int | None], None] | None,
+    cancel: threading.Event | None,
+    speed: Speed,
+) -> RunSummary:
+    stop = cancel if cancel is not None else threading.Event()
+    failures: list[tuple[str, BaseException]] = []
+    lock = threading.Lock()
+    batch = default_batch(model, batch)
+    frames_in = _Channel(max(queue_size, batch), stop)
+    answers = _Channel(queue_size, stop)
+    infer = Inferencer(model, top_k=top_k, speed=speed, batch=batch)
+    annotate = Annotator(model, alpha)
+    video = VideoWriter(video_file, source.info, preset=preset, crf=crf, encoder=speed.encoder)
+    # Files are lossless: a batch waits until full. A live source waits at most this long.
+    batch_wait = speed.batch_wait_s if source.live else None
+    results = ResultsWriter(results_file)
+    total = source.info.frames
+    if total is not None and source.max_frames is not None:
+        total = min(total, source.max_frames)
+    bar = tqdm(
+        total=total,
+        unit="frame",
+        desc=source.path.name,
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        mininterval=0.5,
+        leave=False,
+    )
+    done = 0
+
+    def read() -> None:
+        for frame in source.frames():
+            frames_in.put(frame)
+        frames_in.put(_END)
+
+    def run_model() -> None:
+        ended = False
+        while not ended:
+            pending, ended = collect(frames_in.get, batch, batch_wait, end=_END)
+            if not pending:
+                break
+            outs: list[Answer] = infer([f.image for f in pending])
+            for frame, answer in zip(pending, outs, strict=True):
+                answers.put((frame, answer))
+        answers.put(_END)
+
+    def write() -> None:
+        nonlocal done
+        ok = False
+        try:
+            while (item := answers.get()) is not _END:
+                frame, answer = item
+                image, record = annotate(frame, answer)
+                video.write(frame, image)
+                results.write(record)
+                done += 1
+                bar.update(1)
+                if on_frame is not None:
+                    on_frame(done, total)
+            ok = True
+        finally:
+            try:
+                video.close(flush=ok)
+            finally:
+                results.close()
+
+    def guarded(name: str, body: Callable[[], None]) -> Callable[[], None]:
+        def target() -> None:
+            try:
+                body()
+            except _Stopped:
+                pass
+            except BaseException as e:
+                with lock:
+                    failures.append((name, e))
+                stop.set()
+
+        return target
+
+    threads = [
+        threading.Thread(target=guarded(name, body), name=f"worker-{name}", daemon=True)
+        for name, body in (("source", read), ("inference", run_model), ("writer", write))
+    ]
+    started = time.perf_counter()
+    interrupted = False
+    try:
+        try:
+            for t in threads:
+                t.start()
+            while any(t.is_alive() for t in threads):
+                for t in threads:
+                    t.join(_POLL_S)
+        except KeyboardInterrupt:
+            interrupted = True
+            stop.set()
+        deadline = time.monotonic() + _JOIN_GRACE_S
+        for t in threads:
+            if t.ident is not None:  # Ctrl-C may have come before every thread started
+                t.join(max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in threads if t.is_alive()]
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - started
+
+    if failures:
+        name, err = failures[0]
+        if isinstance(err, WorkerError):
+            raise err
+        raise StageError(name, f"{type(err).__name__}: {err}") from err
+    if stuck:
+        raise StageError(
+            stuck[0], f"did not stop within {_JOIN_GRACE_S:.0f} s after the run was stopped"
+        )
+    if interrupted or (cancel is not None and cancel.is_set()):
+        raise Cancelled(f"stopped after {done} frames; no output was written")
+    if done == 0:
+        # Nothing to publish: an empty "video" would be a half-written output.
+        raise InputError(
+            f"input '{source.path}': no frame could be decoded "
+            f"({source.bad_packets} undecodable packets)"
+        )
+    if source.bad_packets:
+        log.warning(
+            "input '%s': %d undecodable packets were skipped", source.path, source.bad_packets
+        )
+    n = max(done, 1)
+    if model.task == "segment":
+        totals = {k: round(v / n, 6) for k, v in annotate.totals.items()}
+    else:
+        totals = dict(annotate.totals)
+    return RunSummary(
+        input=str(source.path),
+        output=str(video_file.final),
+        results=str(results_file.final),
+        model=str(model.path),
+        task=model.task,
+        provider=model.engine.provider,
+        batch=batch,
+        frames=done,
+        bad_packets=source.bad_packets,
+        seconds=round(seconds, 3),
+        fps=round(done / seconds, 2) if seconds > 0 else 0.0,
+        totals=totals,
+        pipeline={
+            **infer.describe(),
+            "decoder": source.decoder,
+            "encoder": video.codec,
+        },
+    )

@@ -1,0 +1,203 @@
+"""Writer stage: draw each answer on its frame, encode H.264, write one JSON line per frame.
+
+The encoder opens on the first frame (its size is only known after rotation) and keeps the
+input's timestamps, so variable frame rate survives. Both outputs are ``AtomicFile``s: the
+runner commits them only after every stage finished cleanly.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from fractions import Fraction
+from typing import IO, Any
+
+import av
+import av.error
+import cv2
+import numpy as np
+
+from worker.errors import OutputError
+from worker.models import Model
+from worker.ops.overlay import Blender, draw_top, pad_even
+from worker.ops.postprocess import NO_CLASS, MaskMap
+from worker.ops.preprocess import geometry
+from worker.stages.atomic import AtomicFile
+from worker.stages.frames import Answer, Frame, VideoInfo
+from worker.stages.speed import Encoder
+
+__all__ = ["Annotator", "ResultsWriter", "VideoWriter", "nvenc_unavailable"]
+
+log = logging.getLogger(__name__)
+Array = np.ndarray[Any, Any]
+
+
+class Annotator:
+    """Turns (frame, answer) into (annotated image, JSON record) for one model."""
+
+    def __init__(self, model: Model, alpha: float) -> None:
+        self.model = model
+        painted = np.zeros(256, dtype=bool)
+        painted[: len(model.labels)] = True
+        if model.background is not None:
+            painted[model.background] = False
+        painted[NO_CLASS] = False
+        self.blend = Blender.build(model.colors, alpha, painted)
+        self.totals: dict[str, float] = {}
+        self._maps: dict[tuple[tuple[int, int], tuple[int, int]], MaskMap] = {}
+
+    def __call__(self, frame: Frame, answer: Answer) -> tuple[Array, dict[str, Any]]:
+        record: dict[str, Any] = {"frame": frame.index, "time": round(frame.time, 6)}
+        m = self.model
+        if m.task == "classify":
+            top = [{"label": m.label(i), "index": i, "score": round(s, 6)} for i, s in answer.top]
+            record["top"] = top
+            if answer.top:
+                best = m.label(answer.top[0][0])
+                self.totals[best] = self.totals.get(best, 0) + 1
+            lines = [f"{t['label']} {t['score']:.2f}" for t in top]
+            return draw_top(frame.image, lines), record
+        assert answer.class_map is not None
+        fh, fw = frame.image.shape[:2]
+        small = answer.class_map
+        where = self._map((fh, fw), small.shape[:2])
+        if answer.bits is not None:
+            cov = where.coverage_bits(answer.bits, m.labels)
+        else:
+            cov = where.coverage(small, m.labels)
+        record["coverage"] = {k: round(v, 6) for k, v in cov.items()}
+        for k, v in cov.items():
+            self.totals[k] = self.totals.get(k, 0.0) + v
+        return self.blend.over(frame.image, small, where.restore), record
+
+    def _map(self, frame_hw: tuple[int, int], small_hw: tuple[int, int]) -> MaskMap:
+        """Where mask pixels land on the frame: built once per frame size, not per frame."""
+        key = (frame_hw, small_hw)
+        where = self._maps.get(key)
+        if where is None:
+            m = self.model
+            sh, sw = small_hw
+            g = geometry(frame_hw, m.input_hw, m.resize, m.crop_from).then_scale(
+                sw / m.input_hw[1], sh / m.input_hw[0]
+            )
+            if len(self._maps) >= 8:  # sizes changing mid-stream: keep the memory bounded
+                self._maps.clear()
+            where = self._maps[key] = MaskMap.build(g, small_hw, frame_hw)
+        return where
+
+
+@functools.cache
+def nvenc_unavailable() -> str | None:
+    """Why NVENC cannot encode here (None: it can). Asked once per process: FFmpeg lists
+    h264_nvenc wherever it was compiled in, but only a GPU with NVENC (not A100/H100/H200)
+    and its driver can open it."""
+    try:
+        cc: Any = av.CodecContext.create("h264_nvenc", "w")
+        cc.width, cc.height, cc.pix_fmt = 256, 256, "yuv420p"
+        cc.time_base = Fraction(1, 25)
+        cc.open()
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def _codec(encoder: Encoder) -> str:
+    if encoder == "libx264":
+        return "libx264"
+    why = nvenc_unavailable()
+    if why is None:
+        return "h264_nvenc"
+    if encoder == "h264_nvenc":
+        raise OutputError(f"encoder 'h264_nvenc' cannot be opened on this machine ({why})")
+    log.debug("NVENC not usable (%s); encoding with libx264", why)
+    return "libx264"
+
+
+class VideoWriter:
+    """H.264 (libx264 or NVENC, yuv420p) in MP4 with faststart, timestamps copied from the
+    input. ``encoder="auto"`` takes NVENC where it opens and libx264 elsewhere."""
+
+    def __init__(
+        self,
+        target: AtomicFile,
+        info: VideoInfo,
+        *,
+        preset: str,
+        crf: int,
+        encoder: Encoder = "libx264",
+    ) -> None:
+        self.target = target
+        self.info = info
+        self.preset = preset
+        self.crf = crf
+        self.codec = _codec(encoder)
+        self.container: Any = None
+        self.stream: Any = None
+        self.size: tuple[int, int] | None = None  # (w, h) of the encoded stream
+        self.last_pts = -1
+        self.frames = 0
+
+    def _open(self, w: int, h: int) -> None:
+        self.container = av.open(
+            str(self.target.temp), mode="w", format="mp4", options={"movflags": "+faststart"}
+        )
+        s = self.container.add_stream(self.codec, rate=self.info.rate)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.codec_context.time_base = self.info.time_base
+        if self.codec == "libx264":
+            s.options = {"preset": self.preset, "crf": str(self.crf)}
+        else:
+            # NVENC has its own presets (p1 fastest .. p7 best) and constant quality "cq".
+            # Written for GPUs with NVENC; not run in this project's CI (no such GPU).
+            s.options = {"preset": "p2", "tune": "hq", "rc": "vbr", "cq": str(self.crf)}
+        self.stream, self.size = s, (w, h)
+
+    def write(self, frame: Frame, image: Array) -> None:
+        image = pad_even(image)
+        h, w = image.shape[:2]
+        if self.container is None:
+            self._open(w, h)
+        elif (w, h) != self.size:
+            # A resolution change mid-stream: keep one valid stream at the first size.
+            assert self.size is not None
+            image = cv2.resize(image, self.size, interpolation=cv2.INTER_LINEAR)
+        # OpenCV's BGR -> I420 (BT.601, limited range, as swscale's default) costs a quarter
+        # of the conversion the encoder would otherwise run on a bgr24 frame.
+        yuv: Any = cv2.cvtColor(np.asarray(image, dtype=np.uint8), cv2.COLOR_BGR2YUV_I420)
+        vf = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        pts = frame.pts
+        if pts is None:
+            pts = round(frame.index / self.info.rate / self.info.time_base)
+        # x264 refuses non-increasing timestamps; a broken input must not end the run here.
+        pts = max(pts, self.last_pts + 1)
+        vf.pts, vf.time_base, self.last_pts = pts, self.info.time_base, pts
+        for packet in self.stream.encode(vf):
+            self.container.mux(packet)
+        self.frames += 1
+
+    def close(self, *, flush: bool = True) -> None:
+        """Close the file; flush the encoder's delayed frames only when the run succeeded."""
+        if self.container is None:
+            return
+        try:
+            if flush and self.stream is not None:
+                for packet in self.stream.encode(None):
+                    self.container.mux(packet)
+        finally:
+            self.container.close()
+            self.container = None
+
+
+class ResultsWriter:
+    """One JSON object per line, per frame."""
+
+    def __init__(self, target: AtomicFile) -> None:
+        self.target = target
+        self.file: IO[str] = open(target.temp, "w", encoding="utf-8")  # noqa: SIM115
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.file.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+    def close(self) -> None:
+        self.file.close()
