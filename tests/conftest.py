@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from queue_harness import RedisServer, Rig, worker_env
+
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
@@ -17,3 +19,32 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None
             monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
     yield
+
+
+# ----------------------------------------------------------------------------- the queue's rig
+
+
+@pytest.fixture(scope="session")
+def long_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from factory import make_video
+    from queue_harness import LONG
+
+    return make_video(tmp_path_factory.mktemp("videos") / "long.mp4", **LONG)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def rig(tmp_path: Path, long_video: Path) -> Iterator[Rig]:
+    """A queue of the test's own: folders, a redis-server (AOF on), ``worker`` processes."""
+    from factory import make_video
+
+    for d in ("in", "out", "models"):
+        (tmp_path / d).mkdir()
+    os.link(long_video, tmp_path / "in" / "long.mp4")
+    make_video(tmp_path / "in" / "a.mp4", frames=12)
+    server = RedisServer(tmp_path / "redis", appendonly=True)
+    server.start()
+    r = Rig(tmp_path, server, worker_env(tmp_path, server.url))
+    yield r
+    for p in r.procs:
+        p.close()
+    server.kill()

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -219,3 +220,41 @@ def done_events(q: Queue) -> dict[str, int]:
 
 def files_under(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+#: Long enough (several seconds on this machine) to be caught mid-run, and then some.
+LONG = {"frames": 1000, "width": 320, "height": 240}
+
+
+@dataclass
+class Rig:
+    """One test's queue: its folders (in, out, models), its own redis-server, its workers."""
+
+    root: Path
+    redis: RedisServer
+    env: dict[str, str]
+    procs: list[WorkerProc] = field(default_factory=list)
+
+    @property
+    def out(self) -> Path:
+        return self.root / "out"
+
+    def queue(self, **settings: Any) -> Queue:
+        env = {**self.env, **{f"WORKER_{k.upper()}": str(v) for k, v in settings.items()}}
+        return Queue(settings_from(env))
+
+    def worker(self, *args: str, name: str = "w", **settings: Any) -> WorkerProc:
+        env = {**self.env, **{f"WORKER_{k.upper()}": str(v) for k, v in settings.items()}}
+        proc = WorkerProc(self.root, env, "serve", *args, name=name)
+        self.procs.append(proc)
+        return proc
+
+    def cli(self, *args: str, **settings: Any) -> subprocess.CompletedProcess[str]:
+        env = {**self.env, **{f"WORKER_{k.upper()}": str(v) for k, v in settings.items()}}
+        return worker_cli(self.root, env, *args)
+
+    def outputs(self, job_id: str) -> list[str]:
+        return files_under(self.out / job_id) if (self.out / job_id).exists() else []
+
+    def parts(self) -> list[str]:
+        return [f for f in files_under(self.out) if f.endswith(".part")]

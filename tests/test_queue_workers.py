@@ -23,77 +23,22 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from factory import make_model, make_video
 from queue_harness import (
-    RedisServer,
-    WorkerProc,
+    LONG,
+    Rig,
     done_events,
     files_under,
     free_port,
-    settings_from,
     state_of,
     wait_for,
-    worker_cli,
-    worker_env,
 )
 from worker.constants import GROUP
 from worker.queue.client import Queue
 from worker.queue.leases import Consumer, Lease
-
-#: Long enough (several seconds on this machine) to be caught mid-run, and then some.
-LONG = {"frames": 1000, "width": 320, "height": 240}
-
-
-@pytest.fixture(scope="session")
-def long_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_video(tmp_path_factory.mktemp("videos") / "long.mp4", **LONG)  # type: ignore[arg-type]
-
-
-@dataclass
-class Rig:
-    root: Path
-    redis: RedisServer
-    env: dict[str, str]
-    procs: list[WorkerProc] = field(default_factory=list)
-
-    @property
-    def out(self) -> Path:
-        return self.root / "out"
-
-    def queue(self, **settings: Any) -> Queue:
-        env = {**self.env, **{f"WORKER_{k.upper()}": str(v) for k, v in settings.items()}}
-        return Queue(settings_from(env))
-
-    def worker(self, *args: str, name: str = "w", **settings: Any) -> WorkerProc:
-        env = {**self.env, **{f"WORKER_{k.upper()}": str(v) for k, v in settings.items()}}
-        proc = WorkerProc(self.root, env, "serve", *args, name=name)
-        self.procs.append(proc)
-        return proc
-
-    def cli(self, *args: str) -> Any:
-        return worker_cli(self.root, self.env, *args)
-
-
-@pytest.fixture
-def rig(tmp_path: Path, long_video: Path) -> Iterator[Rig]:
-    for d in ("in", "out", "models"):
-        (tmp_path / d).mkdir()
-    os.link(long_video, tmp_path / "in" / "long.mp4")
-    make_video(tmp_path / "in" / "a.mp4", frames=12)
-    server = RedisServer(tmp_path / "redis", appendonly=True)
-    server.start()
-    r = Rig(tmp_path, server, worker_env(tmp_path, server.url))
-    yield r
-    for p in r.procs:
-        p.close()
-    server.kill()
 
 
 def running_with_progress(q: Queue, job_id: str) -> dict[str, Any] | None:

@@ -7,10 +7,16 @@ can share a Redis without touching each other's data:
   an entry carries the job's JSON (field ``job``). Never trimmed: an entry is deleted only
   after it was acknowledged (trimming could drop a pending job).
 - ``job:<id>``           hash: the job's spec, state, attempts, lease token, progress, result.
-- ``jobs:<state>``       sorted sets of job ids by state, scored by the time they got there.
+  Expires ``result_ttl_s`` after the job finished (``dead_ttl_s`` if it died).
+- ``jobs:<state>``       sorted sets of job ids by state, scored by the time they got there;
+  ids of expired jobs are trimmed by the workers' janitor.
 - ``delayed``            sorted set: jobs waiting out a retry backoff, scored by when they are due.
-- ``dead``               list: the dead-letter records (JSON), newest first.
+- ``cancelling``         sorted set: running jobs asked to cancel, scored by the request time;
+  a worker finishes the cancel itself if the holder is gone (no free slot needed).
+- ``dead``               list: the dead-letter records (JSON), newest first; trimmed by age.
 - ``idem:<key>``         idempotency key -> job id.
+- ``output:<sha1>``      an output path claimed by a job: "<job id> <path relative to the output
+  root>". A job writes only outputs it claimed; it expires with the job.
 - ``events``             stream of every state change (capped: history, not work).
 - ``monitor:events``     stream of ``worker monitor`` events (camera states, watch rules),
   field ``event`` (JSON); capped like ``events``.
@@ -18,10 +24,12 @@ can share a Redis without touching each other's data:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
+    "CONSUMER_IDLE_MS",
     "EVENTS_MAXLEN",
     "GROUP",
     "HANDBACK_CONSUMER",
@@ -43,14 +51,18 @@ State = Literal["queued", "running", "retrying", "done", "failed", "cancelled", 
 STATES: tuple[State, ...] = ("queued", "running", "retrying", "done", "failed", "cancelled", "dead")
 TERMINAL: frozenset[State] = frozenset({"done", "failed", "cancelled", "dead"})
 
-#: The one consumer group; each worker is a consumer in it, named ``<host>-<pid>-<random>``.
+#: The one consumer group; each worker process is a consumer in it, named
+#: ``<host>-<6 random hex digits>`` (``leases.consumer_name``). Consumers with nothing pending
+#: that have been idle for ``CONSUMER_IDLE_MS`` are deleted by the janitor.
 GROUP = "workers"
 #: A job handed back on SIGTERM stays pending under this consumer with a huge idle time, so the
 #: next takeover scan of any worker picks it up at once instead of after a full lease.
 HANDBACK_CONSUMER = "handed-back"
 HANDBACK_IDLE_MS = 365 * 86_400_000
-#: Approximate cap of the events stream (``XADD MAXLEN ~``).
+#: Approximate cap of the events stream (``XADD MAXLEN ~``); it is also trimmed by age.
 EVENTS_MAXLEN = 100_000
+#: A consumer with nothing pending, idle this long, is removed from the group.
+CONSUMER_IDLE_MS = 3_600_000
 
 
 @dataclass(frozen=True)
@@ -75,9 +87,17 @@ class Keys:
     def idem(self, key: str) -> str:
         return f"{self.prefix}idem:{key}"
 
+    def output(self, relative: str) -> str:
+        """The claim key of an output path (relative to the output root, POSIX form)."""
+        return f"{self.prefix}output:{hashlib.sha1(relative.encode()).hexdigest()}"
+
     @property
     def delayed(self) -> str:
         return f"{self.prefix}delayed"
+
+    @property
+    def cancelling(self) -> str:
+        return f"{self.prefix}cancelling"
 
     @property
     def dead(self) -> str:
@@ -93,7 +113,8 @@ class Keys:
 
     def for_job(self, job_id: str, priority: str) -> list[str]:
         """The KEYS every Lua script gets, in this order: job, stream, delayed, dead, events,
-        then one sorted set per state in ``STATES`` order (the scripts move ids between them).
+        cancelling, then one sorted set per state in ``STATES`` order (the scripts move ids
+        between them).
         """
         return [
             self.job(job_id),
@@ -101,5 +122,6 @@ class Keys:
             self.delayed,
             self.dead,
             self.events,
+            self.cancelling,
             *(self.state(s) for s in STATES),
         ]

@@ -19,9 +19,11 @@ __all__ = ["Health", "serve_http"]
 Health = Callable[[], tuple[bool, dict[str, Any]]]
 
 
-def serve_http(port: int, exposition: Callable[[], bytes], health: Health) -> ThreadingHTTPServer:
+def serve_http(
+    port: int, exposition: Callable[[], bytes], health: Health, host: str = ""
+) -> ThreadingHTTPServer:
     """``/metrics`` (Prometheus text format) and ``/healthz`` (200 when ``health`` says ok,
-    else 503) on ``port``, all interfaces, in a daemon thread."""
+    else 503) on ``host:port`` (``""``: all interfaces), in a daemon thread."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -45,10 +47,12 @@ def serve_http(port: int, exposition: Callable[[], bytes], health: Health) -> Th
             pass  # a scrape every few seconds is not news
 
     try:
-        server = ThreadingHTTPServer(("", port), Handler)
+        server = ThreadingHTTPServer((host, port), Handler)
     except OSError as e:
+        where = f"{host}:{port}" if host else f"port {port}"
         raise WorkerError(
-            f"setting WORKER_METRICS_PORT: cannot listen on port {port} ({e.strerror or e})"
+            f"setting WORKER_METRICS_PORT/WORKER_METRICS_HOST: cannot listen on {where} "
+            f"({e.strerror or e})"
         ) from None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="worker-metrics", daemon=True).start()

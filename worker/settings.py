@@ -142,9 +142,21 @@ class Settings(BaseSettings):
     model_cache: int = Field(2, ge=1, le=16, description="models kept loaded per job slot")
     deadline_s: float | None = Field(None, gt=0, description="default job deadline after submit")
     idempotency_ttl_s: int = Field(7 * 86400, ge=1, description="how long a --key is remembered")
+    result_ttl_s: int = Field(
+        7 * 86400, ge=0, description="finished jobs (done, failed, cancelled) kept; 0: forever"
+    )
+    dead_ttl_s: int = Field(
+        30 * 86400, ge=0, description="dead jobs and dead letters kept; 0: forever"
+    )
     metrics_port: int = Field(9400, ge=0, le=65535, description="/metrics and /healthz; 0: off")
-    heartbeat_file: Path = Field(
-        Path("/tmp/video-worker.heartbeat"), description="serve writes it, check reads it"
+    metrics_host: str = Field(
+        "", description="address /metrics and /healthz listen on; '': all interfaces"
+    )
+    heartbeat_dir: Path = Field(
+        Path("/tmp"), description="serve writes video-worker-<pid>.heartbeat here, check reads"
+    )
+    heartbeat_file: Path | None = Field(
+        None, description="one fixed heartbeat file instead (a single worker per host)"
     )
 
     # Live cameras (worker monitor).

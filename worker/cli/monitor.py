@@ -24,12 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 from worker.cli.flags import add_look_flags, add_model_flags, add_pipeline_flag
 from worker.errors import OutputError, SettingsError, StageError, WorkerError
-from worker.live.camera import Backoff, Camera, ConnectOptions, redact
-from worker.live.events import Rule, parse_rule
 from worker.settings import CAMERA_NAME, Settings, load_settings
 
 if TYPE_CHECKING:
-    from worker.live.monitor import MonitorOptions
+    from worker.live import Camera, MonitorOptions, Rule
 
 __all__ = ["add_monitor_parser", "cameras_from", "cmd_monitor", "monitor_options"]
 
@@ -74,6 +72,8 @@ def add_monitor_parser(sub: Any) -> None:
 
 def cameras_from(inputs: list[str] | None, settings: Settings) -> list[Camera]:
     """The cameras to watch: ``--input`` values if any, else the ``cameras`` setting."""
+    from worker.live.camera import Camera, redact
+
     if inputs:
         named: list[tuple[str, str]] = []
         for i, text in enumerate(inputs, 1):
@@ -104,6 +104,7 @@ def cameras_from(inputs: list[str] | None, settings: Settings) -> list[Camera]:
 
 
 def monitor_options(s: Settings) -> MonitorOptions:
+    from worker.live.camera import Backoff, ConnectOptions
     from worker.live.monitor import MonitorOptions
     from worker.stages.speed import Speed
 
@@ -129,6 +130,8 @@ def monitor_options(s: Settings) -> MonitorOptions:
 
 
 def _rules(s: Settings, labels: list[str]) -> list[Rule]:
+    from worker.live.events import parse_rule
+
     rules = []
     for text in s.watch:
         try:
@@ -195,7 +198,9 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         monitor.start()
         if settings.metrics_port:
             metrics = MonitorMetrics(monitor)
-            http = serve_http(settings.metrics_port, metrics.exposition, metrics.health)
+            http = serve_http(
+                settings.metrics_port, metrics.exposition, metrics.health, settings.metrics_host
+            )
         started = time.monotonic()
         next_stats = started + _STATS_EVERY_S
         while not stop.wait(0.2):

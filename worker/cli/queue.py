@@ -1,7 +1,9 @@
-"""The queue's subcommands: serve, submit, status, cancel, jobs, check.
+"""The queue's subcommands: serve, submit, status, cancel, jobs, requeue, purge, check.
 
-Registered by ``worker.cli`` (``add_queue_parsers`` and ``QUEUE_COMMANDS``). Kept import-light:
-Redis, the models and the pipeline load only when a command runs.
+Registered by ``worker.cli`` (``add_queue_parsers`` and ``QUEUE_COMMANDS``). Import-light:
+only ``serve`` loads the models and the stages (ONNX Runtime, OpenCV, PyAV, numpy); the other
+commands load Redis and pydantic, so a probe running ``worker check`` every 30 s or a script
+polling ``worker status`` costs a fraction of a second (a test checks ``sys.modules``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from worker.cli.flags import add_pipeline_flag
-from worker.constants import PRIORITIES, STATES
+from worker.constants import PRIORITIES, STATES, TERMINAL
+from worker.errors import JobError
 from worker.settings import Settings, load_settings
 
 __all__ = ["QUEUE_COMMANDS", "add_queue_parsers"]
@@ -46,7 +49,19 @@ def add_queue_parsers(sub: Any) -> None:
 
     ls = sub.add_parser("jobs", help="list jobs as JSON lines, most recent first")
     ls.add_argument("--state", choices=STATES)
-    ls.add_argument("--limit", type=int, default=100)
+    ls.add_argument("--limit", type=int, default=100, help="jobs per page (100)")
+    ls.add_argument("--offset", type=int, default=0, help="skip this many first (next pages)")
+
+    rq = sub.add_parser("requeue", help="run failed, dead or cancelled jobs again")
+    rq.add_argument("job_ids", nargs="*", metavar="JOB_ID")
+    rq.add_argument("--dead", action="store_true", help="every dead job (the dead-letter list)")
+
+    pg = sub.add_parser("purge", help="delete finished jobs from the queue (their files stay)")
+    pg.add_argument("--state", required=True, choices=sorted(TERMINAL))
+    pg.add_argument(
+        "--older-than", dest="older_than", default="0s", metavar="AGE",
+        help="only jobs finished this long ago: 30s, 15m, 12h, 7d (default: all)",
+    )  # fmt: skip
 
     sub.add_parser("check", help="exit 0 if this host's worker heartbeat is fresh (liveness)")
 
@@ -76,7 +91,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _job_options(settings: Settings) -> Any:
     """What the pipeline file says about how to process the video, as the job's options."""
-    from worker.errors import JobError
     from worker.models.card import load_card
     from worker.pipeline_file import read_pipeline
     from worker.queue.jobs import JOB_OPTIONS, JobOptions
@@ -100,7 +114,6 @@ def _text(value: Any) -> str | None:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from worker.errors import JobError
     from worker.queue.connection import redis_errors
 
     settings = load_settings(args.pipeline)
@@ -131,16 +144,22 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from worker.queue.connection import redis_errors
+    from worker.queue.connection import describe_url, redis_errors
 
     settings = _settings()
     q = _queue(settings)
+    where = describe_url(settings.redis_url.get_secret_value())
+
+    def outage(e: Exception) -> None:
+        print(f"note: Redis at {where} unavailable ({e}); still watching, retrying with "
+              "backoff", file=sys.stderr, flush=True)  # fmt: skip
+
     with redis_errors(settings):
         if not args.watch:
             _print(q.status(args.job_id))
             return 0
         last: dict[str, Any] = {}
-        for last in q.watch(args.job_id):
+        for last in q.watch(args.job_id, on_outage=outage):
             _print(last)
     # Watching ends at a final state; its exit code says which, for scripts: 0 only if done.
     return 0 if last.get("state") == "done" else 1
@@ -162,29 +181,80 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
 
     settings = _settings()
     q = _queue(settings)
+    if args.limit < 1 or args.offset < 0:
+        raise JobError("--limit must be at least 1 and --offset at least 0")
     with redis_errors(settings):
-        shown = set()
-        for job in q.jobs(args.state, limit=args.limit):
+        jobs = q.jobs(args.state, limit=args.limit, offset=args.offset)
+        for job in jobs:
             _print(job)
-            shown.add(job["id"])
         if args.state == "dead":
-            # Payloads that were never a valid job have no job record, only a dead letter.
-            for letter in q.dead_letters(args.limit):
-                if letter.get("id") not in shown:
-                    _print({**letter, "id": letter.get("id") or None, "state": "dead"})
+            # Payloads that were never a valid job have no job record, only a dead letter
+            # (a letter of a job that was requeued since is not dead any more).
+            for letter in q.dead_letters(args.limit, args.offset):
+                job_id = letter.get("id") or None
+                if job_id is None or q.client.hget(q.keys.job(job_id), "state") is None:
+                    _print({**letter, "id": job_id, "state": "dead"})
+    return 0
+
+
+def _cmd_requeue(args: argparse.Namespace) -> int:
+    from worker.queue.connection import redis_errors
+
+    settings = _settings()
+    q = _queue(settings)
+    if not args.job_ids and not args.dead:
+        raise JobError("requeue: give job ids, or --dead for every dead job")
+    with redis_errors(settings):
+        ids = list(args.job_ids)
+        if args.dead:
+            ids += [j["id"] for j in q.jobs("dead", limit=1_000_000) if j["id"] not in ids]
+        refused = 0
+        for job_id in ids:
+            state = q.requeue(job_id)
+            _print({"id": job_id, "state": state})
+            refused += state != "queued"
+    if refused:
+        print(f"note: {refused} job(s) were not failed, dead or cancelled; left as they are",
+              file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _age(text: str) -> float:
+    """``30s``, ``15m``, ``12h``, ``7d`` (or plain seconds) -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    value, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        seconds = float(value) * units[unit]
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise JobError(f"--older-than '{text}': expected an age like 30s, 15m, 12h or 7d")
+    return seconds
+
+
+def _cmd_purge(args: argparse.Namespace) -> int:
+    from worker.queue.connection import redis_errors
+
+    settings = _settings()
+    q = _queue(settings)
+    older = _age(args.older_than)
+    with redis_errors(settings):
+        n = q.purge(args.state, older_than_s=older)
+    _print({"state": args.state, "purged": n})
     return 0
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from worker.queue.metrics import read_heartbeat
+    from worker.queue.metrics import read_heartbeats
 
     settings = _settings()
-    state = read_heartbeat(settings.heartbeat_file, settings.lease_s)
-    running = state.get("running") or []
-    print(
-        f"ok: worker {state.get('worker')} (pid {state.get('pid')}) heartbeat "
-        f"{state['age_s']:.1f} s ago, redis {state.get('redis')}, {len(running)} job(s) running"
-    )
+    for state in read_heartbeats(settings.heartbeat_file, settings.heartbeat_dir, settings.lease_s):
+        running = state.get("running") or []
+        print(
+            f"ok: worker {state.get('worker')} (pid {state.get('pid')}) heartbeat "
+            f"{state['age_s']:.1f} s ago, redis {state.get('redis')}, "
+            f"{len(running)} job(s) running"
+        )
     return 0
 
 
@@ -195,5 +265,7 @@ QUEUE_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "status": _cmd_status,
     "cancel": _cmd_cancel,
     "jobs": _cmd_jobs,
+    "requeue": _cmd_requeue,
+    "purge": _cmd_purge,
     "check": _cmd_check,
 }

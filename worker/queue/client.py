@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import redis
@@ -17,12 +17,24 @@ import redis.exceptions
 
 from worker.constants import GROUP, PRIORITIES, STATES, TERMINAL, Keys, Priority
 from worker.errors import JobError, JobNotFoundError
-from worker.queue.connection import connect
-from worker.queue.jobs import JobOptions, JobSpec, new_job_id, relative_inside, stored_input, view
+from worker.queue.connection import TRANSIENT, connect
+from worker.queue.jobs import (
+    JobOptions,
+    JobSpec,
+    fingerprint,
+    new_job_id,
+    output_names,
+    relative_inside,
+    stored_input,
+    view,
+)
 from worker.queue.scripts import Scripts
 from worker.settings import Settings
 
 __all__ = ["Queue"]
+
+#: Longest pause between two tries of ``watch`` while Redis is away.
+_WATCH_BACKOFF_MAX_S = 5.0
 
 
 class Queue:
@@ -30,7 +42,9 @@ class Queue:
         self.settings = settings
         self.client = client if client is not None else connect(settings)
         self.keys = Keys(settings.queue)
-        self.scripts = Scripts(self.client)
+        self.scripts = Scripts(
+            self.client, result_ttl_s=settings.result_ttl_s, dead_ttl_s=settings.dead_ttl_s
+        )
 
     # ------------------------------------------------------------------------------ groups
 
@@ -91,13 +105,26 @@ class Queue:
             raise JobError(f"job: {e}") from None
         if spec.output is not None and not spec.output.lower().endswith(".mp4"):
             raise JobError(f"output '{output}': expected a file name ending in .mp4")
+        if spec.output is not None and s.output_root.is_dir():
+            # Where the submitter sees the output root: a file that is there now is not ours to
+            # replace (another job's claim is checked by ``submit``, in Redis).
+            for name in output_names(spec, s.output_root):
+                if (s.output_root.resolve() / name).exists():
+                    raise JobError(
+                        f"output '{name}': already exists under the output root; choose "
+                        "another --output or remove it"
+                    )
         return spec
 
     def submit(self, spec: JobSpec) -> tuple[str, bool]:
-        """Queue ``spec``; returns (job id, created). With a known ``key``: that job, False."""
+        """Queue ``spec``; returns (job id, created). With a ``key`` whose job is queued,
+        running or done: that job, False (the same spec) or ``JobError`` (a different one).
+        An output path another such job claimed is refused too."""
+        names = output_names(spec, self.settings.output_root)
         keys = self.keys.for_job(spec.id, spec.priority)
         keys.append(self.keys.idem(spec.key or "-"))
-        job_id, created = self.scripts.submit(
+        keys += [self.keys.output(n) for n in names]
+        reply = self.scripts.submit(
             keys=keys,
             args=[
                 spec.id,
@@ -107,9 +134,23 @@ class Queue:
                 self.settings.idempotency_ttl_s,
                 "" if spec.deadline_s is None else repr(spec.deadline_s),
                 GROUP,
+                fingerprint(spec),
+                *names,
             ],
         )
-        return str(job_id), created == "1"
+        job_id, outcome = str(reply[0]), str(reply[1])
+        if outcome == "conflict":
+            raise JobError(
+                f"--key '{spec.key}': already names job {job_id}, which asks for something "
+                "else; use another key (a key is free again once its job failed, died or was "
+                "cancelled)"
+            )
+        if outcome == "taken":
+            raise JobError(
+                f"output '{reply[2]}': belongs to job {job_id}; a job writes only its own "
+                "outputs: choose another --output"
+            )
+        return job_id, outcome == "1"
 
     # ------------------------------------------------------------------------------ read
 
@@ -122,11 +163,26 @@ class Queue:
     def status(self, job_id: str) -> dict[str, Any]:
         return view(self.raw(job_id))
 
-    def watch(self, job_id: str, interval: float = 0.5) -> Iterator[dict[str, Any]]:
-        """The status each time it changes, until the job is in a final state."""
+    def watch(
+        self,
+        job_id: str,
+        interval: float = 0.5,
+        on_outage: Callable[[Exception], None] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """The status each time it changes, until the job is in a final state. While Redis is
+        away it keeps trying, with backoff (``on_outage`` is told once per outage)."""
         last: dict[str, Any] | None = None
+        failures = 0
         while True:
-            now = self.status(job_id)
+            try:
+                now = self.status(job_id)
+            except TRANSIENT as e:
+                if failures == 0 and on_outage is not None:
+                    on_outage(e)
+                failures += 1
+                time.sleep(min(_WATCH_BACKOFF_MAX_S, interval * 2 ** min(failures, 6)))
+                continue
+            failures = 0
             if now != last:
                 yield now
                 last = now
@@ -134,30 +190,83 @@ class Queue:
                 return
             time.sleep(interval)
 
-    def jobs(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Jobs in ``state`` (all states if None), most recently changed first."""
+    def jobs(
+        self, state: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """Jobs in ``state`` (all states if None), most recently changed first: ``limit`` of
+        them after skipping ``offset`` (a page)."""
         states = [state] if state else list(STATES)
         ids: list[tuple[str, float]] = []
         for s in states:
             ids += cast(
                 list[tuple[str, float]],
-                self.client.zrevrange(self.keys.state(s), 0, limit - 1, withscores=True),
+                self.client.zrevrange(self.keys.state(s), 0, offset + limit - 1, withscores=True),
             )
         ids.sort(key=lambda pair: -pair[1])
         pipe = self.client.pipeline(transaction=False)
-        for job_id, _ in ids[:limit]:
+        for job_id, _ in ids[offset : offset + limit]:
             pipe.hgetall(self.keys.job(job_id))
         return [view(h) for h in pipe.execute() if h]
 
-    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+    def dead_letters(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
         """The dead-letter records, newest first (malformed payloads have no job behind them)."""
         out = []
-        for raw in self.client.lrange(self.keys.dead, 0, limit - 1):
+        for raw in self.client.lrange(self.keys.dead, offset, offset + limit - 1):
             try:
                 out.append(json.loads(raw))
             except json.JSONDecodeError:
                 out.append({"raw": raw})
         return out
+
+    # ------------------------------------------------------------------------------ operate
+
+    def requeue(self, job_id: str) -> str:
+        """A failed, dead or cancelled job queued again from scratch (attempts reset); returns
+        the state after the call (the job's own state if it was in none of those)."""
+        priority = str(self.client.hget(self.keys.job(job_id), "priority") or "normal")
+        state = str(
+            self.scripts.retry(keys=self.keys.for_job(job_id, priority), args=[job_id, GROUP])
+        )
+        if state == "missing":
+            raise JobNotFoundError(f"job '{job_id}': not found in queue '{self.settings.queue}'")
+        return state
+
+    def purge(self, state: str, older_than_s: float = 0.0) -> int:
+        """Delete the jobs that have been in final ``state`` for ``older_than_s`` or more (their
+        files stay); for ``dead``, dead letters as old go too. Returns how many jobs."""
+        if state not in TERMINAL:
+            raise JobError(f"--state {state}: only finished jobs can be purged")
+        secs, micros = self.client.time()
+        cutoff = secs + micros / 1e6 - older_than_s
+        ids = cast(list[str], self.client.zrangebyscore(self.keys.state(state), "-inf", cutoff))
+        purged = 0
+        for job_id in ids:
+            priority = str(self.client.hget(self.keys.job(job_id), "priority") or "normal")
+            keys = self.keys.for_job(job_id, priority)
+            deleted = int(self.scripts.purge(keys=keys, args=[job_id]))
+            # A job that already expired leaves only its id in the set.
+            dropped = int(self.client.zrem(self.keys.state(state), job_id))
+            purged += max(deleted, dropped)
+        if state == "dead":
+            self.trim_dead_letters(cutoff)
+        return purged
+
+    def trim_dead_letters(self, before: float) -> int:
+        """Drop dead letters recorded before ``before`` (server time); the list is newest
+        first, so they are at its end."""
+        dropped = 0
+        while True:
+            last = cast(str | None, self.client.lindex(self.keys.dead, -1))
+            if last is None:
+                return dropped
+            try:
+                at = float(json.loads(last).get("at", 0))
+            except (json.JSONDecodeError, TypeError, ValueError, AttributeError):
+                at = 0.0
+            if at >= before:
+                return dropped
+            # LREM of this exact record, from the tail: a concurrent LPUSH cannot be hit.
+            dropped += int(self.client.lrem(self.keys.dead, -1, last))
 
     def events(self, job_id: str | None = None) -> list[dict[str, str]]:
         """The state-change history (all jobs, or one), oldest first."""

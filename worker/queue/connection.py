@@ -21,7 +21,7 @@ from redis.retry import Retry
 from worker.errors import QueueError, SettingsError
 from worker.settings import Settings
 
-__all__ = ["TRANSIENT", "connect", "describe_url", "redis_errors"]
+__all__ = ["TRANSIENT", "connect", "describe_url", "printable", "redis_errors", "utf8_problem"]
 
 #: Errors after which the same call may succeed later: Redis restarting (refused, LOADING),
 #: a network blip, a replica promoted (READONLY until clients reconnect to the new primary).
@@ -34,6 +34,21 @@ TRANSIENT: tuple[type[Exception], ...] = (
     redis.exceptions.ClusterDownError,
 )
 _SCHEMES = ("redis", "rediss", "unix")
+
+
+def utf8_problem(text: str) -> str | None:
+    """Why ``text`` (as read with ``surrogateescape``) was not UTF-8 in Redis, or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        byte = text[e.start].encode("utf-8", "surrogateescape")
+        return f"not UTF-8 text (byte 0x{byte.hex()} at position {e.start})"
+    return None
+
+
+def printable(text: str) -> str:
+    """``text`` with the bytes that were not UTF-8 written as ``\\xNN`` escapes."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def describe_url(url: str) -> str:
@@ -61,6 +76,10 @@ def connect(settings: Settings, *, name: str = "video-worker") -> redis.Redis:
         client: redis.Redis = redis.Redis.from_url(
             url,
             decode_responses=True,
+            # Bytes that are not UTF-8 (anyone can XADD raw bytes) must not crash a reply's
+            # decoding: they arrive as lone surrogates, which ``utf8_problem`` finds, and go
+            # back out as the same bytes.
+            encoding_errors="surrogateescape",
             # Longer than the longest BLOCK we issue (about one heartbeat), short enough that a
             # frozen Redis is noticed before a lease runs out.
             socket_timeout=max(5.0, 3 * settings.heartbeat_s),

@@ -27,10 +27,13 @@ __all__ = [
     "JobOptions",
     "JobSpec",
     "backoff",
+    "fingerprint",
     "new_job_id",
+    "output_names",
     "outputs_for",
     "parse_spec",
     "relative_inside",
+    "relative_text",
     "resolve_input",
     "resolve_inside",
     "view",
@@ -165,6 +168,25 @@ def outputs_for(spec: JobSpec, output_root: Path) -> tuple[Path, Path]:
     if video.suffix.lower() != ".mp4":
         raise JobError(f"output '{spec.output}': expected a file name ending in .mp4")
     return video, video.with_suffix(".jsonl")
+
+
+def output_names(spec: JobSpec, output_root: Path) -> list[str]:
+    """The job's outputs as the queue claims them: POSIX paths relative to the output root."""
+    base = output_root.resolve()
+    return [p.relative_to(base).as_posix() for p in outputs_for(spec, output_root)]
+
+
+def fingerprint(spec: JobSpec) -> str:
+    """What makes two submissions the same job: the spec without its id."""
+    return spec.model_dump_json(exclude={"id"}, exclude_none=True)
+
+
+def relative_text(text: str, roots: dict[str, Path]) -> str:
+    """``text`` (a result or an error) with the worker's absolute root folders left out, so a
+    job names its files as the submitter does: relative to the roots."""
+    for root in sorted({r.resolve() for r in roots.values()}, key=lambda r: -len(str(r))):
+        text = text.replace(f"{root}/", "")
+    return text
 
 
 def backoff(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:

@@ -11,6 +11,7 @@ still believes.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import uuid
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import redis.exceptions
 from worker.constants import GROUP, HANDBACK_CONSUMER, HANDBACK_IDLE_MS, PRIORITIES
 from worker.errors import JobError
 from worker.queue.client import Queue
+from worker.queue.connection import printable, utf8_problem
 from worker.queue.jobs import JobSpec, parse_spec
 
 __all__ = ["Beat", "Consumer", "Delivery", "Lease", "Outcome", "consumer_name"]
@@ -109,11 +111,14 @@ class Consumer:
 
     # ------------------------------------------------------------------------------ take
 
-    def take(self) -> Delivery | None:
+    def take(self, *, claim_stale: bool = True) -> Delivery | None:
         """The next entry: per priority, highest first, a stale one (its holder is gone) before
-        a new one, so a dead worker's job is not overtaken by the queue behind it."""
+        a new one, so a dead worker's job is not overtaken by the queue behind it.
+        ``claim_stale=False``: new entries only (the caller cannot yet tell a dead holder from
+        one that has not renewed since Redis came back)."""
         for p in PRIORITIES:
-            d = self._claim_stale(p) or self._read_new(p)
+            d = self._claim_stale(p) if claim_stale else self._claim_handed_back(p)
+            d = d or self._read_new(p)
             if d is not None:
                 return d
         return None
@@ -138,6 +143,33 @@ class Consumer:
                     return Delivery(priority, entry, fields, claimed=True)
             if cursor == "0-0":
                 return None
+        return None
+
+    def _claim_handed_back(self, priority: str) -> Delivery | None:
+        """An entry a stopping worker handed back: released on purpose, so safe to take at any
+        time (``_claim_stale`` finds these too, among entries whose holder may be gone)."""
+        stream = self.queue.keys.stream(priority)
+        try:
+            pending = self.queue.client.xpending_range(
+                stream, GROUP, min="-", max="+", count=1, consumername=HANDBACK_CONSUMER
+            )
+        except redis.exceptions.ResponseError as e:
+            if "NOGROUP" in str(e):
+                self.queue.ensure_groups()
+                return None
+            raise
+        for p in pending:
+            # Its idle time is a year; once one worker claims it, it is fresh, so a second
+            # worker claiming at the same moment gets nothing.
+            claimed = cast(
+                list[tuple[str, dict[str, str] | None]],
+                self.queue.client.xclaim(
+                    stream, GROUP, self.name, HANDBACK_IDLE_MS // 2, [p["message_id"]]
+                ),
+            )
+            for entry, fields in claimed:
+                if fields is not None:
+                    return Delivery(priority, entry, fields, claimed=True)
         return None
 
     def _read_new(self, priority: str) -> Delivery | None:
@@ -171,8 +203,13 @@ class Consumer:
         here, without running anything."""
         raw = d.fields.get("job")
         try:
+            for name, value in d.fields.items():
+                problem = utf8_problem(name) or utf8_problem(value)
+                if problem is not None:
+                    raise JobError(f"job payload: field '{printable(name)}': {problem}")
             if raw is None:
-                raise JobError(f"job payload: no 'job' field (fields: {sorted(d.fields)[:8]})")
+                fields = [printable(f) for f in sorted(d.fields)[:8]]
+                raise JobError(f"job payload: no 'job' field (fields: {fields})")
             spec = parse_spec(raw)
         except JobError as e:
             self.bury(d, str(e))
@@ -200,18 +237,20 @@ class Consumer:
 
     def bury(self, d: Delivery, error: str) -> None:
         """Dead-letter an entry whose payload is not a job we can run."""
-        raw = json.dumps(d.fields)[:_RAW_KEEP]
+        fields = {printable(k): printable(v) for k, v in d.fields.items()}
+        raw = json.dumps(fields)[:_RAW_KEEP]
         job_id = ""
         try:
-            maybe = json.loads(d.fields.get("job", ""))
-            if isinstance(maybe, dict) and isinstance(maybe.get("id"), str):
-                job_id = maybe["id"][:64]
+            maybe = json.loads(fields.get("job", ""))
+            # Only a well-formed id names a job hash; anything else is a letter without a job.
+            if isinstance(maybe, dict) and re.fullmatch(r"[0-9a-f]{32}", str(maybe.get("id"))):
+                job_id = maybe["id"]
         except (json.JSONDecodeError, TypeError):
             pass
         q = self.queue
         q.scripts.bury(
             keys=q.keys.for_job(job_id or "-", d.priority),
-            args=[d.entry, GROUP, raw, error, job_id],
+            args=[d.entry, GROUP, raw, printable(error), job_id],
         )
 
     # ------------------------------------------------------------------------------ retries

@@ -29,11 +29,14 @@ from worker.errors import WorkerError
 from worker.httpd import Health
 
 __all__ = [
+    "HEARTBEAT_GLOB",
     "Heartbeat",
     "Metrics",
     "StaleHeartbeat",
     "heartbeat_health",
+    "heartbeat_path",
     "read_heartbeat",
+    "read_heartbeats",
 ]
 
 log = logging.getLogger(__name__)
@@ -118,6 +121,15 @@ class Heartbeat:
                 self.path.unlink()
 
 
+HEARTBEAT_GLOB = "video-worker-*.heartbeat"
+
+
+def heartbeat_path(fixed: Path | None, folder: Path, pid: int | None = None) -> Path:
+    """Where this process's heartbeat goes: the fixed file if set, else one per process
+    (several workers on a host each prove their own loop alive)."""
+    return fixed if fixed is not None else folder / f"video-worker-{pid or os.getpid()}.heartbeat"
+
+
 def read_heartbeat(path: Path, max_age_s: float) -> dict[str, Any]:
     """The heartbeat a local ``worker serve`` wrote, if fresh; else ``WorkerError`` saying why."""
     try:
@@ -143,6 +155,28 @@ def read_heartbeat(path: Path, max_age_s: float) -> dict[str, Any]:
         )
     state["age_s"] = round(age, 3)
     return state
+
+
+def read_heartbeats(fixed: Path | None, folder: Path, max_age_s: float) -> list[dict[str, Any]]:
+    """Every live worker's heartbeat on this host; ``StaleHeartbeat`` if there is none, or if
+    one whose process is alive is too old (that loop is stuck). Files of processes that are
+    gone are skipped (and removed when they are ours to remove)."""
+    if fixed is not None:
+        return [read_heartbeat(fixed, max_age_s)]
+    paths = sorted(folder.glob(HEARTBEAT_GLOB))
+    live: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            live.append(read_heartbeat(path, max_age_s))
+        except StaleHeartbeat as e:
+            if "is gone" in str(e):
+                with contextlib.suppress(OSError):
+                    path.unlink()  # left by a killed worker
+                continue
+            raise
+    if not live:
+        raise StaleHeartbeat(f"no worker heartbeat in '{folder}' (is 'worker serve' running here?)")
+    return live
 
 
 def heartbeat_health(heartbeat: Heartbeat) -> Health:

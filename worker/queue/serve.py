@@ -14,7 +14,7 @@ cancelled; handed back (SIGTERM after the grace period: another worker resumes i
 
 from __future__ import annotations
 
-import glob
+import contextlib
 import json
 import logging
 import random
@@ -39,15 +39,24 @@ from worker.errors import (
     WorkerError,
 )
 from worker.httpd import serve_http
-from worker.models.demo import demo_model_path
+from worker.models.demo import DEMO_NAMES, demo_model_path
 from worker.models.repository import MODEL_FILE, builtin_root, is_model_name
 from worker.queue.cache import ModelCache
 from worker.queue.client import Queue
 from worker.queue.connection import TRANSIENT, describe_url
 from worker.queue.fetch import fetch
-from worker.queue.jobs import JobOptions, backoff, outputs_for, resolve_input, resolve_inside
+from worker.queue.janitor import Janitor, remove_parts
+from worker.queue.jobs import (
+    JobOptions,
+    backoff,
+    outputs_for,
+    parse_spec,
+    relative_text,
+    resolve_input,
+    resolve_inside,
+)
 from worker.queue.leases import Consumer, Delivery, Lease, Outcome
-from worker.queue.metrics import Heartbeat, Metrics, heartbeat_health
+from worker.queue.metrics import Heartbeat, Metrics, heartbeat_health, heartbeat_path
 from worker.settings import Settings
 from worker.stages import run_file
 from worker.stages.options import RunOptions, run_options
@@ -65,6 +74,9 @@ _PROGRESS_EVERY_S = 1.0
 #: After the grace period, how long a job thread may keep trying to record its hand-back while
 #: Redis is away before it gives up (the lease then runs out and another worker takes over).
 _ABANDON_AFTER_S = 10.0
+#: The janitor's periodic sweep (expired ids, old letters and events, idle consumers,
+#: abandoned temporaries) runs this often; cancels of dead holders are looked at every tick.
+_SWEEP_EVERY_S = 600.0
 
 
 def _one_line(e: BaseException) -> str:
@@ -117,7 +129,11 @@ class Server:
         self.queue = Queue(settings)
         self.consumer = Consumer(self.queue, name)
         self.metrics = Metrics()
-        self.heartbeat = Heartbeat(settings.heartbeat_file, settings.lease_s, self.consumer.name)
+        self.heartbeat = Heartbeat(
+            heartbeat_path(settings.heartbeat_file, settings.heartbeat_dir),
+            settings.lease_s,
+            self.consumer.name,
+        )
         self.caches = [
             ModelCache(settings.model_cache, provider=settings.provider, threads=settings.threads)
             for _ in range(settings.concurrency)
@@ -132,8 +148,19 @@ class Server:
         self._stopping = threading.Event()
         self._hand_back_at = float("inf")
         self._abandon = threading.Event()
+        self._roots = {
+            "input": settings.input_root,
+            "output": settings.output_root,
+            "model": settings.model_root,
+        }
         self._redis_down = False
         self._ready = False
+        self.janitor = Janitor(self.queue, self.consumer.name)
+        # Since when Redis has answered without a break (None: it is away). Pending entries'
+        # idle clocks ran while Redis was down, so holders that are alive look dead until they
+        # renew: nothing is claimed until we have been connected for a whole lease.
+        self._connected_since: float | None = None
+        self._sweep_at = 0.0
         self._gauges_at = 0.0
 
     # ------------------------------------------------------------------------------ control
@@ -173,7 +200,10 @@ class Server:
         http = None
         if s.metrics_port:
             http = serve_http(
-                s.metrics_port, self.metrics.exposition, heartbeat_health(self.heartbeat)
+                s.metrics_port,
+                self.metrics.exposition,
+                heartbeat_health(self.heartbeat),
+                s.metrics_host,
             )
         log.info(
             "worker %s: queue '%s' on %s, %d slot(s)%s",
@@ -216,6 +246,7 @@ class Server:
                 ) from None
             except TRANSIENT as e:
                 self.metrics.redis_up.set(0)
+                self._connected_since = None
                 if not self._redis_down:
                     # Once per outage: the loop retries quietly until Redis answers again.
                     log.warning(
@@ -226,6 +257,10 @@ class Server:
                     self._redis_down = True
                 failures += 1
                 pause = min(_REDIS_BACKOFF_MAX_S, 0.25 * 2**failures) * random.uniform(0.5, 1.0)
+                if self._running:
+                    # Renew within a quarter lease of Redis coming back: others wait a whole
+                    # lease after reconnecting before they claim anything.
+                    pause = min(pause, self.settings.lease_s / 4)
                 self._wake.wait(pause)
                 self._wake.clear()
                 continue
@@ -248,13 +283,23 @@ class Server:
         for r in list(self._running.values()):
             if now - r.last_beat >= s.heartbeat_s and not r.reporting:
                 self._beat(r)
+        if self._connected_since is None:
+            self._connected_since = now
+        settled = now - self._connected_since >= s.lease_s
+        if settled:
+            self.janitor.reap_cancels()
+            if now >= self._sweep_at:
+                self._sweep_at = now + _SWEEP_EVERY_S
+                done = {k: v for k, v in self.janitor.sweep().items() if v}
+                if done:
+                    log.info("janitor: %s", ", ".join(f"{v} {k}" for k, v in done.items()))
         self.consumer.promote_due()
         if now - self._gauges_at >= _GAUGES_EVERY_S:
             self._refresh_gauges()
             self._gauges_at = now
         took = False
         while self._free and not self._stopping.is_set():
-            d = self.consumer.take()
+            d = self.consumer.take(claim_stale=settled)
             if d is None:
                 break
             took = self._start(d) or took
@@ -324,6 +369,9 @@ class Server:
             elif held in ("dead", "failed", "cancelled"):
                 self.metrics.jobs_finished.labels(held).inc()
                 log.info("entry %s: %s without running", d.entry, held)
+                # It will not run again: what a killed attempt left half-written goes.
+                with contextlib.suppress(JobError):
+                    self.janitor.clean_outputs(parse_spec(d.fields.get("job", "")))
             return False
         r = _Running(held, self._free.pop())
         self._running[held.job_id] = r
@@ -377,7 +425,7 @@ class Server:
                 if isinstance(source, str):
                     source = fetch(source, schemes=s.url_schemes, max_bytes=s.download_max_mb << 20)
                     scratch = source.parent
-                _remove_stale_parts(video, results)
+                remove_parts([video, results])  # an earlier attempt's, killed mid-write
                 model = self.caches[r.slot].get(
                     model_path,
                     card=card,
@@ -400,9 +448,14 @@ class Server:
                 if scratch is not None:
                     shutil.rmtree(scratch, ignore_errors=True)
         except BaseException as e:
-            return self._classify(r, e)
+            outcome, text = self._classify(r, e)
+            return outcome, relative_text(text, self._roots)
         result = summary.to_dict()
-        result["input"] = spec.input  # as the job names it, not the worker's path or scratch file
+        # Files as the job names them, relative to the roots, not the worker's own paths.
+        result["input"] = spec.input
+        result["output"] = video.relative_to(s.output_root.resolve()).as_posix()
+        result["results"] = results.relative_to(s.output_root.resolve()).as_posix()
+        result["model"] = spec.model or f"built-in:{DEMO_NAMES[spec.task or 'segment']}"
         return "done", json.dumps(result)
 
     def _classify(self, r: _Running, e: BaseException) -> tuple[Outcome | str, str]:
@@ -466,17 +519,6 @@ class Server:
                     )
                     return "unrecorded"
                 self._abandon.wait(min(_REDIS_BACKOFF_MAX_S, 0.25 * 2**tries))
-
-
-def _remove_stale_parts(*finals: Path) -> None:
-    """Delete temporaries an earlier attempt of this job left (a worker killed mid-job).
-
-    ``AtomicFile`` names them ``.<final name>.<random>.part`` beside the final file; final
-    names are the job's own (by default under a folder named by its id), so these are ours.
-    """
-    for final in finals:
-        for stale in final.parent.glob(f".{glob.escape(final.name)}.*.part"):
-            stale.unlink(missing_ok=True)
 
 
 def job_model(value: str, root: Path) -> Path:
