@@ -227,3 +227,82 @@ def make_slow_model(path: Path, size: int = 1024, rounds: int = 8) -> Path:
     onnx.checker.check_model(model, full_check=True)
     path.write_bytes(model.SerializeToString())
     return path
+
+
+# ------------------------------------------------------------------------- damaged and odd
+
+
+def detailed(index: int, width: int, height: int) -> Array:
+    """``pattern`` with noise in its top half: frames of several kB, each spread over many
+    MPEG-TS packets, so that a file cut at a random byte ends inside a picture."""
+    img = pattern(index, width, height)
+    rng = np.random.default_rng(index)
+    img[: height // 2] = rng.integers(0, 256, (height // 2, width, 3), dtype=np.uint8)
+    return img
+
+
+def _vop_type(data: bytes) -> int:
+    """MPEG-4 part 2 VOP coding type of a packet's first picture: 0 I, 1 P, 2 B."""
+    start = data.index(b"\x00\x00\x01\xb6")
+    return data[start + 4] >> 6
+
+
+def _n_vop(time_increment_bits: int) -> bytes:
+    """A VOP that codes nothing ("N-VOP"): what DivX writes after each packed pair."""
+    bits = "01" + "0" + "1" + "0" * time_increment_bits + "1" + "0"  # P, time, not coded
+    bits += "0" + "1" * (-(len(bits) + 1) % 8)  # stuffing to the byte boundary
+    return b"\x00\x00\x01\xb6" + int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+
+def make_packed_avi(
+    path: Path, *, frames: int = 30, width: int = 64, height: int = 48, fps: int = 25
+) -> Path:
+    """MPEG-4 part 2 with B-frames in AVI, as DivX and Xvid wrote it ("packed bitstream"):
+    each P-frame shares its AVI chunk with the B-frame that follows it in decode order, an
+    N-VOP chunk keeps the count of chunks equal to the count of frames, and the user data says
+    ``DivX503b1393p``. AVI keeps one timestamp per chunk, in decode order, so the frames come
+    out of FFmpeg's decoder in display order with timestamps that go back and forth."""
+    cc: Any = av.CodecContext.create("mpeg4", "w")
+    cc.width, cc.height, cc.pix_fmt = width, height, "yuv420p"
+    cc.time_base = Fraction(1, fps)
+    cc.framerate = Fraction(fps)
+    cc.max_b_frames, cc.gop_size = 1, 12
+    cc.open()
+    coded: list[bytes] = []
+    for i in range(frames):
+        vf = av.VideoFrame.from_ndarray(pattern(i, width, height), format="bgr24")
+        vf = vf.reformat(format="yuv420p")
+        vf.pts = i
+        coded += [bytes(p) for p in cc.encode(vf)]
+    coded += [bytes(p) for p in cc.encode(None)]
+    # The VOL header's vop_time_increment_resolution is the rate: its bit count sizes N-VOPs.
+    nvop = _n_vop(max(fps - 1, 1).bit_length())
+    chunks: list[bytes] = []
+    i = 0
+    while i < len(coded):
+        if _vop_type(coded[i]) != 2 and i + 1 < len(coded) and _vop_type(coded[i + 1]) == 2:
+            chunks += [coded[i] + coded[i + 1], nvop]
+            i += 2
+        else:
+            chunks.append(coded[i])
+            i += 1
+    first = chunks[0].index(b"\x00\x00\x01\xb6")
+    chunks[0] = chunks[0][:first] + b"\x00\x00\x01\xb2DivX503b1393p" + chunks[0][first:]
+    with av.open(str(path), mode="w", format="avi") as c:
+        s: Any = c.add_stream("mpeg4", rate=Fraction(fps))
+        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+        s.time_base = Fraction(1, fps)
+        for k, data in enumerate(chunks):
+            packet = av.Packet(data)
+            packet.stream = s
+            packet.pts = packet.dts = k
+            packet.time_base = Fraction(1, fps)
+            packet.is_keyframe = _vop_type(data) == 0
+            c.mux(packet)
+    return path
+
+
+def raw_frames(path: Path) -> list[tuple[int | None, int | None, bool]]:
+    """(pts, dts, is_corrupt) of every frame PyAV's decoder hands out, in its order."""
+    with av.open(str(path)) as c:
+        return [(f.pts, f.dts, f.is_corrupt) for f in c.decode(video=0)]

@@ -24,11 +24,19 @@ _INSTALL = "bash tests/system-deps.sh (apt: python3-gi gir1.2-gst-rtsp-server-1.
 
 
 class RtspServer:
-    """A live test camera at ``url``: a moving ball, H.264 over RTSP."""
+    """A live test camera at ``url``: a moving ball (or another GStreamer ``videotestsrc``
+    pattern: ``white``, ``black``, ``snow``...), H.264 over RTSP."""
 
-    def __init__(self, port: int | None = None, *, size: str = "320x240", fps: int = 15) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        size: str = "320x240",
+        fps: int = 15,
+        pattern: str = "ball",
+    ) -> None:
         self.port = port or free_port()
-        self.size, self.fps = size, fps
+        self.size, self.fps, self.pattern = size, fps, pattern
         self.proc: subprocess.Popen[str] | None = None
         fd, name = tempfile.mkstemp(prefix=f"rtsp-{self.port}-", suffix=".log")
         os.close(fd)
@@ -43,7 +51,7 @@ class RtspServer:
 
     def start(self, timeout: float = 30.0) -> RtspServer:
         cmd = [SYSTEM_PYTHON, str(_SCRIPT), "--port", str(self.port)]
-        cmd += ["--size", self.size, "--fps", str(self.fps)]
+        cmd += ["--size", self.size, "--fps", str(self.fps), "--pattern", self.pattern]
         # Output to a file, not a pipe nobody reads: GStreamer warnings must not fill it.
         self.log.write_text("")
         with self.log.open("w") as out:

@@ -3,9 +3,10 @@
 Not imported by the tests (the project's venv has no GObject bindings): ``rtsp_harness``
 starts it as a process, waits for the ``READY`` line, and kills it to simulate an outage.
 
-    /usr/bin/python3 tests/rtsp_server.py --port 8554 [--size 320x240] [--fps 15]
+    /usr/bin/python3 tests/rtsp_server.py --port 8554 [--size 320x240] [--fps 15] [--pattern ball]
 
-Serves ``rtsp://127.0.0.1:<port>/cam``: a moving ball, H.264, one key frame per second.
+Serves ``rtsp://127.0.0.1:<port>/cam``: a moving ball (or another ``videotestsrc`` pattern),
+H.264, one key frame per second.
 """
 
 from __future__ import annotations

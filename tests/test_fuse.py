@@ -426,4 +426,9 @@ def test_the_fused_session_is_built_once_per_model_and_options(tmp_path: Path) -
     assert a.engine is b.engine
     assert a.engine is not model.engine
     assert fuse_spec(model).kind == "multiclass"
-    assert c.engine is not a.engine or model.kind != "scores"
+    assert c.engine is a.engine  # top_k does not shape a segmenter's graph: one session
+    clf = load_model(make_model(tmp_path / "c.onnx", output="classify"), provider="cpu")
+    two = Inferencer(clf, speed=Speed(fuse=True), top_k=2, batch=2)
+    three = Inferencer(clf, speed=Speed(fuse=True), top_k=3, batch=2)
+    assert two.engine is not three.engine  # a classifier's TopK has k in the graph
+    assert two.engine is Inferencer(clf, speed=Speed(fuse=True), top_k=2, batch=2).engine

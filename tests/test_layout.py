@@ -32,6 +32,7 @@ LAYERS = {
     "messages": 0,
     "constants": 1,
     "pipeline_file": 1,
+    "signals": 1,
     "settings": 2,
     "httpd": 2,
     "models": 3,
@@ -42,7 +43,8 @@ LAYERS = {
     "export": 5,
     "cli": 6,
     "__init__": 7,
-    "__main__": 7,
+    "entry": 7,
+    "__main__": 8,
 }
 
 

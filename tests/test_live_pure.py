@@ -1,10 +1,12 @@
 """Live-stream logic checked without a camera: queues, counters, latency, URL redaction,
-backoff, watch rules and segment names (numpy images only, injected clocks, no network)."""
+backoff, watch rules, segment names and what a recorder keeps (numpy images only, injected
+clocks, no network)."""
 
 from __future__ import annotations
 
 import queue
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +22,7 @@ from worker.live.queues import (
     LatencyStats,
     LiveFrame,
 )
-from worker.live.segments import segment_name
+from worker.live.segments import SegmentRecorder, segment_name
 from worker.stages.frames import Frame
 
 URL = "rtsp://admin:hunter2@10.0.0.5:554/Streaming/101?token=abc"
@@ -320,3 +322,17 @@ def test_segment_names_sort_by_time() -> None:
     shuffled = names[::-1]
     random.Random(3).shuffle(shuffled)
     assert sorted(shuffled) == names
+
+
+def test_segment_recorder_keeps_a_count_and_the_last_paths(tmp_path: Path) -> None:
+    # A recorder runs for months: it counts its segments and keeps the newest five paths, not
+    # a list that grows by one per segment (~525,000 a year at 60 s).
+    rec = SegmentRecorder(tmp_path, "door", seconds=1.0, preset="ultrafast", crf=40)
+    for i in range(40):  # each frame a second after the last: a segment each
+        image = np.full((16, 16, 3), i * 6, dtype=np.uint8)
+        frame = Frame(index=i, pts=i, time=float(i), image=image)
+        rec.write(LiveFrame("door", frame, float(i), 1_700_000_000.0 + i, 1), image)
+    rec.close()
+    files = sorted((tmp_path / "door").iterdir())
+    assert len(files) == rec.written == 40
+    assert list(rec.last) == files[-5:]

@@ -9,16 +9,18 @@ its AOF. Lease 2 s and heartbeat 0.2 s (``queue_harness.worker_env``).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from factory import make_slow_model
+from factory import make_model, make_slow_model
 from queue_harness import Rig, done_events, state_of, wait_for, worker_cli
 from worker.constants import GROUP
 from worker.queue.client import Queue
@@ -172,7 +174,10 @@ def test_status_watch_rides_out_a_redis_restart_and_exits_by_the_outcome(rig: Ri
     try:
         wait_for(lambda: mid_job(q, job_id), "the job to be mid-run")
         rig.redis.kill(signal.SIGKILL)
+        down = time.monotonic()
         wait_for(lambda: "unavailable" in w.text(), "the worker to notice")
+        # The outage itself: long enough that the watcher's polls (every 0.5 s) meet it.
+        wait_for(lambda: time.monotonic() - down >= 2.0, "a 2 s outage", poll=0.1)
         rig.redis.start()
         out, err = watch.communicate(timeout=120)
     finally:
@@ -373,3 +378,58 @@ def test_metrics_can_listen_on_one_address() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ------------------------------------------------------------------------- promises kept
+
+
+@pytest.mark.parametrize("size", [1, 3])
+def test_the_model_cache_keeps_exactly_its_size(tmp_path: Path, size: int) -> None:
+    from worker.queue.cache import ModelCache
+
+    paths = [make_model(tmp_path / f"m{i}.onnx", classes=3, seed=i) for i in range(4)]
+    cache = ModelCache(size, provider="cpu")
+    first = [cache.get(p) for p in paths]
+    assert cache.loads == 4 and len(cache._models) == size
+    # The most recent `size` are served from memory; the ones before were evicted.
+    again = [cache.get(p) for p in paths[-size:]]
+    assert cache.loads == 4 and all(a is b for a, b in zip(again, first[-size:], strict=True))
+    assert cache.get(paths[0]) is not first[0] and cache.loads == 5
+    # A model file replaced in place (a new version, same name) is loaded again.
+    make_model(paths[0], classes=3, seed=99)
+    os.utime(paths[0], ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert cache.get(paths[0]) is not first[0] and cache.loads == 6
+
+
+def test_the_worker_checks_the_input_again_itself(rig: Rig) -> None:
+    # Inside the root at submit; a symlink out of it by the time the worker opens it.
+    q = rig.queue()
+    (rig.root / "in" / "swapped.mp4").write_bytes(b"")  # there at submit, as a plain file
+    spec = q.make_spec(input="swapped.mp4")
+    (rig.root / "in" / "swapped.mp4").unlink()
+    secret = rig.root / "outside.mp4"
+    secret.write_bytes((rig.root / "in" / "a.mp4").read_bytes())
+    (rig.root / "in" / "swapped.mp4").symlink_to(secret)
+    job_id, _ = q.submit(spec)
+    w = rig.worker("--burst")
+    assert w.wait(60) == 0, w.text()
+    st = q.status(job_id)
+    assert st["state"] == "failed" and "outside the input root" in st["error"], st
+    assert rig.outputs(job_id) == []
+
+
+def test_the_last_check_before_renaming_stops_a_job_that_was_taken_over(rig: Rig) -> None:
+    # Heartbeats 15 s apart: the job finishes before its worker renews even once, so only the
+    # check just before the outputs are renamed into place can find the job gone.
+    q = rig.queue()
+    job_id, _ = q.submit(q.make_spec(input="long.mp4"))
+    a = rig.worker("--burst", name="a", heartbeat_s=15, lease_s=30)
+    wait_for(lambda: rig.parts(), "A to be writing")
+    thief = Consumer(rig.queue(lease_s=0.001), "thief")
+    lease = thief.start(wait_for(thief.take, "the takeover"))
+    assert isinstance(lease, Lease)
+    wait_for(lambda: "nothing published" in a.text(), "A to find the job gone at the end")
+    assert "took it over" not in a.text()  # no heartbeat told it: the last check did
+    assert rig.outputs(job_id) == [] and rig.parts() == [], a.text()
+    assert lease.finish("done", "{}") == "done"  # the thief still holds the job
+    assert a.wait(60) == 0, a.text()

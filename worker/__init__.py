@@ -12,7 +12,7 @@ Subpackages, from the bottom up (imports only point down; a test checks):
   ``worker.export`` (PyTorch -> ONNX);
 - ``worker.cli``: the ``worker`` command.
 
-This module stays light (errors and settings); the heavy entry points load on first use.
+This module stays light (the errors); everything else loads on first use.
 """
 
 from __future__ import annotations
@@ -34,15 +34,16 @@ from worker.errors import (
     ProviderError,
     QueueError,
     SettingsError,
+    Signalled,
     StageError,
     VerificationError,
     WorkerError,
 )
-from worker.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from worker.live import Monitor
     from worker.models import Model, load_model
+    from worker.settings import Settings, load_settings
     from worker.stages import run_file
 
 __version__ = "0.1.0"
@@ -65,6 +66,7 @@ __all__ = [
     "QueueError",
     "Settings",
     "SettingsError",
+    "Signalled",
     "StageError",
     "VerificationError",
     "WorkerError",
@@ -74,8 +76,11 @@ __all__ = [
     "run_file",
 ]
 
-#: Heavy entry points (ONNX Runtime, PyAV, OpenCV), imported when first asked for.
+#: Imported when first asked for: the settings (pydantic) and the heavy entry points (ONNX
+#: Runtime, PyAV, OpenCV). ``import worker`` itself costs next to nothing.
 _LAZY = {
+    "Settings": "worker.settings",
+    "load_settings": "worker.settings",
     "Model": "worker.models",
     "load_model": "worker.models",
     "run_file": "worker.stages",

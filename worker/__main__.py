@@ -1,3 +1,3 @@
-from worker.cli.main import main
+from worker.entry import main
 
 raise SystemExit(main())

@@ -22,6 +22,7 @@ __all__ = [
     "ProviderError",
     "QueueError",
     "SettingsError",
+    "Signalled",
     "StageError",
     "VerificationError",
     "WorkerError",
@@ -74,9 +75,25 @@ class StageError(WorkerError, RuntimeError):
 
 
 class Cancelled(WorkerError):
-    """The run was stopped by the user (Ctrl-C) or by a cancel request; nothing was published."""
+    """The run was stopped by the user (Ctrl-C, a signal) or by a cancel request; nothing was
+    published. ``signum``: the signal that stopped it, if one did (exit code 128 + signum)."""
 
     exit_code = 130
+
+    def __init__(self, message: str, signum: int | None = None) -> None:
+        super().__init__(message)
+        self.signum = signum
+        if signum is not None:
+            self.exit_code = 128 + signum
+
+
+class Signalled(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived where Python would raise ``KeyboardInterrupt`` for SIGINT:
+    handled the same way (stop, remove temporaries), exit code 128 + ``signum``."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 # Export (worker export: worker/export/).

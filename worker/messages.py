@@ -16,7 +16,34 @@ import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["did_you_mean", "plain", "tuple_length"]
+__all__ = ["did_you_mean", "plain", "plural", "redact", "tuple_length"]
+
+
+def redact(url: str) -> str:
+    """The URL without its secrets: user info becomes ``***`` and query values ``***``
+    (camera APIs put tokens there too).
+
+    Done by hand rather than with ``urllib.parse``: cameras' passwords often hold unescaped
+    ``#``, ``/`` or ``?``, which end a URL's authority early and would leave the password in
+    what looks like the host or path. Everything up to the last ``@`` goes instead (hiding
+    too much beats showing a password)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    at = rest.rfind("@")
+    if at >= 0:
+        rest = "***@" + rest[at + 1 :]
+    rest = rest.split("#", 1)[0]
+    path, q, query = rest.partition("?")
+    if q:
+        parts = [p.split("=", 1)[0] + "=***" if "=" in p else "***" for p in query.split("&")]
+        path += "?" + "&".join(parts)
+    return f"{scheme}{sep}{path}"
+
+
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """``1 packet``, ``2 packets``."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
 def did_you_mean(word: str, known: Iterable[str]) -> str:

@@ -27,7 +27,7 @@ from pydantic_settings import (
 )
 
 from worker.errors import SettingsError
-from worker.messages import plain, tuple_length
+from worker.messages import plain, redact, tuple_length
 from worker.pipeline_file import PipelineSource, read_pipeline
 
 __all__ = ["CAMERA_NAME", "ENV_PREFIX", "Settings", "load_settings"]
@@ -109,7 +109,10 @@ class Settings(BaseSettings):
     alpha: float = Field(0.5, ge=0.0, le=1.0, description="mask opacity over the frame")
     top_k: int = Field(5, ge=1, le=100, description="classify: labels reported per frame")
     # ultrafast: x264 at ~2.5 ms of CPU per 720p frame instead of ~9 (veryfast), files ~3x larger.
-    preset: str = Field("ultrafast", description="libx264 preset")
+    preset: Literal[
+        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+        "veryslow", "placebo",
+    ] = Field("ultrafast", description="libx264 preset")  # fmt: skip
     crf: int = Field(23, ge=0, le=51, description="libx264 constant rate factor")
 
     # How it talks.
@@ -184,6 +187,24 @@ class Settings(BaseSettings):
     def pipeline(self) -> Path | None:
         return self._pipeline
 
+    @field_validator("input", mode="before")
+    @classmethod
+    def _input_is_a_file(cls, v: Any) -> Any:
+        text = str(v) if v is not None else ""
+        scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+        if scheme and scheme != "file":
+            hint = (
+                "for cameras use 'worker monitor'"
+                if scheme in ("rtsp", "rtsps")
+                else "for downloads use 'worker submit' (a queued job fetches http(s) inputs)"
+            )
+            raise ValueError(
+                f"'{redact(text)}' is a URL ({scheme}://); 'worker run' reads video files: {hint}"
+            )
+        if scheme == "file":
+            return text.split("://", 1)[1]
+        return v
+
     @field_validator("cameras")
     @classmethod
     def _camera_names(cls, v: dict[str, SecretStr]) -> dict[str, SecretStr]:
@@ -245,6 +266,12 @@ def load_settings(pipeline: Path | None = None, **cli: Any) -> Settings:
             settings = Settings(**given)
         settings._pipeline = pipeline
         return settings
+    except UnicodeDecodeError as e:
+        # The only text read here that is not checked already: .env.
+        raise SettingsError(
+            f"'.env': not UTF-8 text (byte 0x{e.object[e.start]:02x} at position {e.start}); "
+            "expected KEY=value lines"
+        ) from None
     except ValidationError as e:
         err: dict[str, Any] = dict(e.errors()[0])
         loc = err.get("loc") or ()

@@ -7,9 +7,13 @@ Exit codes: 0 done; 2 usage or input error (one ``error:`` line on stderr, no tr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,7 +21,7 @@ from typing import NoReturn
 
 from worker.cli.flags import add_look_flags, add_model_flags, add_pipeline_flag
 from worker.cli.queue import QUEUE_COMMANDS, add_queue_parsers
-from worker.errors import Cancelled, WorkerError
+from worker.errors import Cancelled, OutputError, WorkerError
 from worker.settings import Settings, load_settings
 
 __all__ = ["main"]
@@ -43,9 +47,16 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="process a video file: annotated video + JSON lines")
     add_pipeline_flag(r, "the run (input, model, outputs, options)")
-    r.add_argument("--input", type=Path, help="video file to process")
-    r.add_argument("--output", type=Path, help="annotated video (default: <input>.<task>.mp4)")
-    r.add_argument("--results", type=Path, help="JSON lines (default: <input>.<task>.jsonl)")
+    # Text, not Path: Path("rtsp://host/x") would become "rtsp:/host/x" before we see it.
+    r.add_argument("--input", help="video file to process")
+    r.add_argument(
+        "--output", type=Path, help="annotated video (default: <input>.<task>.mp4; a FIFO or "
+        "/dev/null is written straight through)",
+    )  # fmt: skip
+    r.add_argument(
+        "--results", type=Path, help="JSON lines (default: <input>.<task>.jsonl; '-': stdout, "
+        "and the summary goes to stderr)",
+    )  # fmt: skip
     add_model_flags(r, batch_help="frames per inference call (0: per provider)")
     add_look_flags(r)
     r.add_argument("--max-frames", type=int, dest="max_frames", help="stop after N frames")
@@ -104,16 +115,20 @@ def _settings_from(args: argparse.Namespace) -> Settings:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from worker.stages import run_file
+    from worker.stages import probe, run_file
     from worker.stages.options import configured_model, run_options
 
     settings = _settings_from(args)
     if settings.input is None:
         raise WorkerError("--input is required (or set WORKER_INPUT)")
-    model = configured_model(settings)
     inp = settings.input
+    # The input first: a missing or unreadable video is said before a large model loads.
+    probe(inp)
+    model = configured_model(settings)
     output = settings.output or inp.with_name(f"{inp.stem}.{model.task}.mp4")
     results = settings.results or inp.with_name(f"{inp.stem}.{model.task}.jsonl")
+    # With the JSON lines on stdout (--results -), the summary goes to stderr.
+    summary_to = sys.stderr if str(results) == "-" else sys.stdout
     summary = run_file(
         inp,
         model,
@@ -123,7 +138,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         progress=not settings.quiet and sys.stderr.isatty(),
         **run_options(settings),
     )
-    print(json.dumps(summary.to_dict()))
+    print(json.dumps(summary.to_dict()), file=summary_to, flush=True)
     return 0
 
 
@@ -187,6 +202,18 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    code = _main(argv)
+    if any(t.name.startswith("worker-") and t.is_alive() for t in threading.enumerate()):
+        # A stage stuck in native code past its grace period: finalizing the interpreter
+        # around it would abort (see worker.signals). Leave without finalizing.
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     # Before settings exist only the flag can ask for tracebacks; WORKER_DEBUG counts too.
@@ -197,13 +224,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: interrupted: {_one_line(e)}", file=sys.stderr)
         return e.exit_code
     except WorkerError as e:
+        if isinstance(e, OutputError) and isinstance(e.__cause__, BrokenPipeError):
+            # The reader of our stdout (| head -1) went away mid-run: like any Unix tool, stop
+            # with SIGPIPE's code; the video was not finished, so nothing was published.
+            _stdout_closed()
+            print(f"error: {_one_line(e)}; stopped, no output was written", file=sys.stderr)
+            return 128 + signal.SIGPIPE
         if debug:
             traceback.print_exc()
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        signum = int(getattr(e, "signum", signal.SIGINT))
+        print(f"error: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
+    except BrokenPipeError:
+        # Our stdout was closed after the work was done (| true, | head -1): nothing is lost.
+        _stdout_closed()
+        return 0
     except Exception as e:  # a bug: say so in one line, the traceback on request
         if debug:
             traceback.print_exc()
@@ -213,3 +251,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _stdout_closed() -> None:
+    """Stdout's reader is gone: point stdout at /dev/null, so that the flush at exit does not
+    fail once more (Python would print 'Exception ignored ... BrokenPipeError')."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

@@ -191,7 +191,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         why = signal.Signals(signum).name
         stop.set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    stops = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, on_signal) for sig in stops}
     http = None
     summary: dict[str, Any] | None = None
     try:

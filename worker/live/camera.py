@@ -24,6 +24,7 @@ import av
 import av.error
 
 from worker.live.queues import LiveFrame
+from worker.messages import redact
 from worker.stages.frames import Frame
 
 __all__ = [
@@ -38,28 +39,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CameraState = Literal["connecting", "live", "stalled", "backoff", "stopped", "failed"]
-
-
-def redact(url: str) -> str:
-    """The URL without its secrets: user info becomes ``***`` and query values ``***``
-    (camera APIs put tokens there too).
-
-    Done by hand rather than with ``urllib.parse``: cameras' passwords often hold unescaped
-    ``#``, ``/`` or ``?``, which end a URL's authority early and would leave the password in
-    what looks like the host or path. Everything up to the last ``@`` goes instead (hiding
-    too much beats showing a password)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    at = rest.rfind("@")
-    if at >= 0:
-        rest = "***@" + rest[at + 1 :]
-    rest = rest.split("#", 1)[0]
-    path, q, query = rest.partition("?")
-    if q:
-        parts = [p.split("=", 1)[0] + "=***" if "=" in p else "***" for p in query.split("&")]
-        path += "?" + "&".join(parts)
-    return f"{scheme}{sep}{path}"
 
 
 @dataclass(frozen=True)
@@ -138,12 +117,18 @@ class CameraSource:
     def _session(self) -> tuple[bool, str]:
         """One connection: (whether any frame came, why it ended)."""
         o = self.options
+        opening = time.monotonic()
         try:
             container: Any = av.open(
                 self.camera.url,
                 options={
                     "rtsp_transport": "tcp",
-                    "timeout": str(int(o.read_timeout_s * 1e6)),  # socket I/O, microseconds
+                    # FFmpeg's own socket timeout (microseconds) only as a backstop for what
+                    # PyAV does not time (the TEARDOWN sent on close): PyAV's timeouts below
+                    # must fire first. Set to the read timeout, it raced ours and, when it
+                    # won, FFmpeg's RTSP code reported the silence as "Invalid data found"
+                    # (and cut the open timeout down to the read timeout).
+                    "timeout": str(int(2 * max(o.open_timeout_s, o.read_timeout_s) * 1e6)),
                     # FFmpeg's default probing waits ~2 s on a live stream; the SDP and the
                     # first packets say all we need, and a reconnect should be quick.
                     "analyzeduration": "250000",
@@ -152,8 +137,17 @@ class CameraSource:
                 timeout=(o.open_timeout_s, o.read_timeout_s),
             )
         except (av.error.FFmpegError, OSError, ValueError) as e:
-            return False, f"cannot open: {_why(e)}"
+            # FFmpeg's RTSP code turns a reply that never came into "Invalid data found":
+            # an open that failed only once the open timeout had passed timed out.
+            timed_out = time.monotonic() - opening >= o.open_timeout_s
+            if timed_out or isinstance(e, av.error.ExitError):
+                why = f"no answer within the open timeout ({o.open_timeout_s:g} s)"
+            else:
+                why = _why(e)
+            return False, f"cannot open: {why}"
         got = False
+        packets: Any = None
+        asked = time.monotonic()  # when the read under way was asked for
         try:
             if not container.streams.video:
                 return False, "no video stream"
@@ -162,7 +156,18 @@ class CameraSource:
             stream.codec_context.thread_count = 1
             self.generation += 1
             index = 0
-            for packet in container.demux(stream):
+            packets = container.demux(stream)
+            while True:
+                asked = time.monotonic()
+                packet = next(packets, None)
+                if packet is None:
+                    break
+                if time.monotonic() - asked >= o.read_timeout_s:
+                    # Our read timeout fired, but FFmpeg's demuxer answers any read error by
+                    # flushing its H.264 parser: the frame it held (sent before the silence)
+                    # comes back instead of the error, and the error is lost. Taking it would
+                    # count a stale frame and start another full read timeout.
+                    return got, self._stalled()
                 if self.stop.is_set():
                     return got, "stopping"
                 try:
@@ -185,13 +190,22 @@ class CameraSource:
                     self.sink(item)
             return got, "stream ended"
         except av.error.ExitError:
-            # Our read timeout fired: the camera is connected but sends nothing.
-            self._set("stalled", f"no data for {o.read_timeout_s:g} s")
-            return got, "stalled"
+            # Our read timeout fired with nothing held: the camera is connected, sends nothing.
+            return got, self._stalled()
         except (av.error.FFmpegError, OSError, ValueError) as e:
+            if time.monotonic() - asked >= o.read_timeout_s:
+                return got, self._stalled()  # the silence, whatever FFmpeg calls it
             return got, f"read error: {_why(e)}"
         finally:
+            if packets is not None:
+                # Ends PyAV's read timer first: the TEARDOWN that closing sends is bounded by
+                # the socket backstop, not cut short by a read timeout that already ran out.
+                packets.close()
             container.close()
+
+    def _stalled(self) -> str:
+        self._set("stalled", f"no data for {self.options.read_timeout_s:g} s")
+        return "stalled"
 
 
 def _why(e: BaseException) -> str:

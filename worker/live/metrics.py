@@ -51,6 +51,9 @@ class _Collector(Collector):
         connections = CounterMetricFamily(
             f"{_NS}_connections", "Successful connections (1 + reconnects)", labels=["camera"]
         )
+        segments = CounterMetricFamily(
+            f"{_NS}_segments_written", "Recordings closed and renamed into place", labels=["camera"]
+        )
         state = GaugeMetricFamily(
             f"{_NS}_state", "1 for the camera's current state", labels=["camera", "state"]
         )
@@ -68,13 +71,14 @@ class _Collector(Collector):
             for reason in DROP_REASONS:
                 dropped.add_metric([name, reason], s["dropped_by_reason"].get(reason, 0))
             connections.add_metric([name], s["connections"])
+            segments.add_metric([name], s["segments_written"])
             for st in _STATES:
                 state.add_metric([name, st], 1.0 if s["state"] == st else 0.0)
             if s["last_frame_age_s"] is not None:
                 age.add_metric([name], s["last_frame_age_s"])
             buckets, _count, total = self.monitor.cams[name].latency.cumulative()
             latency.add_metric([name], buckets, total)
-        yield from (received, processed, dropped, connections, state, age, latency)
+        yield from (received, processed, dropped, connections, segments, state, age, latency)
 
 
 class MonitorMetrics:

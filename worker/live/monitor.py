@@ -298,6 +298,7 @@ class Monitor:
         out: dict[str, dict[str, Any]] = {}
         for name, cam in self.cams.items():
             last = cam.last_frame_at
+            r = cam.recorder
             out[name] = {
                 "url": cam.camera.shown,
                 "state": cam.state,
@@ -308,7 +309,9 @@ class Monitor:
                 "bad_packets": cam.source.bad_packets if cam.source else 0,
                 "last_frame_age_s": None if last is None else round(now - last, 3),
                 "latency_ms": cam.latency.percentiles_ms(),
-                "segments": [str(p) for p in cam.recorder.written] if cam.recorder else [],
+                # A count and the newest few: a list of every segment would grow forever.
+                "segments_written": r.written if r else 0,
+                "last_segments": [str(p) for p in r.last] if r else [],
             }
         return out
 

@@ -26,11 +26,15 @@ from worker.stages.frames import Frame, VideoInfo
 from worker.stages.speed import Encoder
 from worker.stages.writer import VideoWriter
 
-__all__ = ["SegmentRecorder", "segment_name"]
+__all__ = ["LAST_SEGMENTS", "SegmentRecorder", "segment_name"]
 
 log = logging.getLogger(__name__)
 
 _MS = Fraction(1, 1000)
+
+#: Paths of the most recent segments kept for the summary and ``/healthz``. Not all of them: a
+#: year of 60 s segments is ~525,000 per camera, and every health answer would carry them.
+LAST_SEGMENTS = 5
 
 
 def segment_name(camera: str, wall: float) -> str:
@@ -65,7 +69,9 @@ class SegmentRecorder:
         self.camera = camera
         self.seconds = seconds
         self.preset, self.crf, self.encoder, self.rate = preset, crf, encoder, rate
-        self.written: list[Path] = []
+        self.written = 0  # segments closed and renamed into place
+        # Replaced, never changed in place: other threads read it while this one writes.
+        self.last: tuple[Path, ...] = ()  # the newest LAST_SEGMENTS of them, oldest first
         self._open: _Open | None = None
 
     def write(self, item: LiveFrame, image: Any) -> None:
@@ -118,7 +124,8 @@ class SegmentRecorder:
             seg.target.discard()
             return None
         path = seg.target.commit()
-        self.written.append(path)
+        self.written += 1
+        self.last = (*self.last, path)[-LAST_SEGMENTS:]
         log.info("camera %s: segment %s (%d frames)", self.camera, path.name, seg.frames)
         return path
 

@@ -22,6 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+
+# ONNX Runtime's telemetry warns on stderr at import when it cannot save a device id (HOME not
+# writable: a container, a service user). The worker says nothing to Microsoft either way.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 import onnxruntime as ort
 
 from worker.errors import ModelError, ProviderError

@@ -80,8 +80,9 @@ def _load(path: Path) -> onnx.ModelProto:
         # The path form also works for models over 2 GB with external data.
         onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"model '{path}': fails onnx.checker: {first}") from e
+        # The whole message (its context lines say which node), on one line.
+        said = " ".join(x.strip() for x in str(e).splitlines() if x.strip()) or type(e).__name__
+        raise ModelError(f"model '{path}': fails onnx.checker: {said}") from e
     except Exception as e:
         raise ModelError(f"model '{path}': not an ONNX model ({e})") from e
     return proto

@@ -150,6 +150,10 @@ def _kind(g: GraphInfo, task: Task | None, card: ModelCard, shape: tuple[int, ..
         if rank != 2 or integer:
             raise ModelError(f"{where} ({g.output.dtype}) cannot be classified; {expected}")
         return "scores"
+    if rank == 4 and shape[1] == 1 and not integer and card.multi_label:
+        # One channel with multi_label (a sigmoid text or foreground map): one label, painted
+        # where it is on. A card that wants the binary reading says so with two labels.
+        return "multilabel"
     if rank == 3 or (rank == 4 and shape[1] == 1):
         return "class_map" if integer else "binary"
     if rank == 4 and not integer:
@@ -231,6 +235,11 @@ def load_model(
         if len(c.colors) > 256:
             raise CardError(f"model '{path}': card has {len(c.colors)} colors; at most 256")
         colors[: len(c.colors)] = np.array(c.colors, dtype=np.uint8)
+    if kind != "scores" and background != 0 and not c.colors and len(labels) < 256:
+        # VOC's colour 0 is black: right for a background left unpainted, invisible for a
+        # class that is painted (multi-label, background null). It gets the first colour no
+        # other class uses instead.
+        colors[0] = colors[len(labels)]
     if overrides:
         notes.append(f"card fields overridden: {', '.join(sorted(overrides))}")
     if g.input.dtype == np.uint8:

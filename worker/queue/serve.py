@@ -195,7 +195,7 @@ class Server:
         s = self.settings
         previous: dict[int, Any] = {}
         if self._install_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 previous[sig] = signal.signal(sig, self._on_signal)
         http = None
         if s.metrics_port:

@@ -12,7 +12,7 @@ from worker.stages.infer import Inferencer, plan_for
 from worker.stages.options import RunOptions, configured_model, run_options
 from worker.stages.runner import RunSummary, default_batch, run_file
 from worker.stages.sample import robot_scene, write_sample
-from worker.stages.source import VideoSource
+from worker.stages.source import VideoSource, probe
 from worker.stages.speed import Speed
 from worker.stages.writer import Annotator, ResultsWriter, VideoWriter
 
@@ -32,6 +32,7 @@ __all__ = [
     "configured_model",
     "default_batch",
     "plan_for",
+    "probe",
     "robot_scene",
     "run_file",
     "run_options",

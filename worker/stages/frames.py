@@ -24,7 +24,11 @@ class VideoInfo:
     height: int
     time_base: Fraction
     rate: Fraction  # average frame rate, or a guess where the container has none
-    frames: int | None  # from the container header: an estimate, not a promise
+    frames: int | None  # what the container header announces: an estimate, not a promise
+    format: str | None = None  # FFmpeg's demuxer: "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", ...
+    # Seconds the header states: its frame count at the average rate, or its duration (None:
+    # it states neither, and FFmpeg's estimate from the file as it is would not be a statement).
+    duration: float | None = None
 
 
 @dataclass

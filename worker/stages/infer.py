@@ -69,7 +69,9 @@ def fuse_spec(model: Model, *, top_k: int = 5, resize_in_graph: bool = False) ->
         threshold=model.threshold,
         output_dtype=np.dtype(model.graph.output.dtype),
         output_shape=model.output_shape,
-        top_k=top_k,
+        # Only a classifier's graph holds a TopK: a segmenter's is the same whatever top_k says,
+        # so a worker running jobs with different top_k reuses its session.
+        top_k=top_k if model.kind == "scores" else 0,
         resize_in_graph=resize_in_graph and model.resize == "stretch",
     )
 

@@ -10,7 +10,9 @@ Rules every stage follows here:
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import stat
 import sys
 import threading
 import time
@@ -22,7 +24,9 @@ from typing import Any
 from tqdm import tqdm
 
 from worker.errors import Cancelled, InputError, OutputError, StageError, WorkerError
+from worker.messages import plural
 from worker.models import Model
+from worker.signals import stop_on_signals
 from worker.stages.atomic import AtomicFile
 from worker.stages.batching import collect
 from worker.stages.frames import Answer
@@ -84,7 +88,11 @@ class RunSummary:
     provider: str
     batch: int
     frames: int = 0
+    frames_expected: int | None = None  # what the container header announces, if it does
+    truncated: bool = False  # ended early, or in a cut-off frame (see VideoSource)
     bad_packets: int = 0
+    damaged_frames: int = 0  # of bad_packets: pictures the decoder could only partly decode
+    timestamps_fixed: int = 0  # frames retimed: their timestamps went backwards or repeated
     seconds: float = 0.0
     fps: float = 0.0
     totals: dict[str, float] = field(default_factory=dict)
@@ -92,6 +100,15 @@ class RunSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _is_device(path: Path) -> bool:
+    """A FIFO or a character device (/dev/null): written straight through, shareable."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
 
 
 def default_batch(model: Model, requested: int = 0) -> int:
@@ -127,10 +144,15 @@ def run_file(
     ``before_commit`` runs after the last frame, before the outputs are renamed into place; if
     it raises, nothing is published (the job queue checks there that it still holds the job).
     """
+    if str(output) == "-":
+        raise OutputError(
+            "output '-': the video cannot go to stdout (use --results - for the JSON lines); "
+            "give a file, a FIFO or /dev/null"
+        )
     for path, what in ((output, "output"), (results, "results")):
-        if path.resolve() == input.resolve():
+        if str(path) != "-" and path.resolve() == input.resolve():
             raise OutputError(f"{what} '{path}': would overwrite the input")
-    if output.resolve() == results.resolve():
+    if output.resolve() == results.resolve() and not _is_device(output):
         raise OutputError(f"results '{results}': same path as the output video")
     speed = speed or Speed()
     source = VideoSource(
@@ -271,46 +293,51 @@ def _run(
         for name, body in (("source", read), ("inference", run_model), ("writer", write))
     ]
     started = time.perf_counter()
-    interrupted = False
     try:
-        try:
+        # Signals only set ``stop`` while the stages run: the stages then end their current
+        # step, and this thread waits for them (see worker.signals for why it must).
+        with stop_on_signals(stop) as caught:
             for t in threads:
                 t.start()
             while any(t.is_alive() for t in threads):
                 for t in threads:
                     t.join(_POLL_S)
-        except KeyboardInterrupt:
-            interrupted = True
-            stop.set()
-        deadline = time.monotonic() + _JOIN_GRACE_S
-        for t in threads:
-            if t.ident is not None:  # Ctrl-C may have come before every thread started
+                if stop.is_set():
+                    break
+            deadline = time.monotonic() + _JOIN_GRACE_S
+            for t in threads:
                 t.join(max(0.0, deadline - time.monotonic()))
-        stuck = [t.name for t in threads if t.is_alive()]
+            stuck = [t.name for t in threads if t.is_alive()]
     finally:
         bar.close()
     seconds = time.perf_counter() - started
 
+    if stuck:
+        raise StageError(
+            stuck[0], f"did not stop within {_JOIN_GRACE_S:.0f} s after the run was stopped"
+        )
+    if caught.signum is not None:
+        raise Cancelled(
+            f"{caught.name}: stopped after {done} frames; no output was written", caught.signum
+        )
     if failures:
         name, err = failures[0]
         if isinstance(err, WorkerError):
             raise err
         raise StageError(name, f"{type(err).__name__}: {err}") from err
-    if stuck:
-        raise StageError(
-            stuck[0], f"did not stop within {_JOIN_GRACE_S:.0f} s after the run was stopped"
-        )
-    if interrupted or (cancel is not None and cancel.is_set()):
+    if cancel is not None and cancel.is_set():
         raise Cancelled(f"stopped after {done} frames; no output was written")
     if done == 0:
         # Nothing to publish: an empty "video" would be a half-written output.
         raise InputError(
             f"input '{source.path}': no frame could be decoded "
-            f"({source.bad_packets} undecodable packets)"
+            f"({plural(source.bad_packets, 'undecodable packet')})"
         )
     if source.bad_packets:
         log.warning(
-            "input '%s': %d undecodable packets were skipped", source.path, source.bad_packets
+            "input '%s': %s skipped",
+            source.path,
+            plural(source.bad_packets, "undecodable packet was", "undecodable packets were"),
         )
     n = max(done, 1)
     if model.task == "segment":
@@ -326,7 +353,11 @@ def _run(
         provider=model.engine.provider,
         batch=batch,
         frames=done,
+        frames_expected=source.frames_expected,
+        truncated=source.truncated,
         bad_packets=source.bad_packets,
+        damaged_frames=source.damaged_frames,
+        timestamps_fixed=source.timestamps_fixed,
         seconds=round(seconds, 3),
         fps=round(done / seconds, 2) if seconds > 0 else 0.0,
         totals=totals,

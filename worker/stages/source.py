@@ -1,8 +1,9 @@
 """Source stage: decode a video file with PyAV into upright BGR frames.
 
 Opening happens in the caller's thread so that a missing or non-video input fails before any
-thread starts; ``frames()`` then runs in the source thread. Corrupt packets are counted and
-skipped rather than ending the run: a truncated camera dump still yields every good frame.
+thread starts (``probe`` does only that, to check an input before a large model loads);
+``frames()`` then runs in the source thread. Damage is counted and skipped rather than ending
+the run: a truncated camera dump still yields every good frame, and says that it ended early.
 """
 
 from __future__ import annotations
@@ -23,13 +24,36 @@ import numpy as np
 from worker.errors import InputError, InputNotFoundError
 from worker.stages.frames import Frame, VideoInfo
 from worker.stages.speed import HwDecode
+from worker.stages.timing import FrameClock
 
-__all__ = ["VideoSource", "decode_threads"]
+__all__ = ["VideoSource", "decode_threads", "probe"]
 
 log = logging.getLogger(__name__)
 
 #: Read errors in a row, with no packet between them, after which the input counts as ended.
 _MAX_READ_FAILURES = 5
+
+#: Demuxers that turn what is not video into pictures: text (FFmpeg picks tty for any longer
+#: .txt, .nfo or .asc file) and text-mode art. Each "plays" as a video of rendered characters.
+_NOT_VIDEO_FORMATS = {
+    "tty": "text",
+    "bin": "text art",
+    "xbin": "text art",
+    "adf": "text art",
+    "idf": "text art",
+}
+#: Their decoders, should another demuxer hand one of them over.
+_TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
+
+#: Containers whose header states the length in time: Matroska's Segment duration, written
+#: when the file is finished. Other formats without a frame count get a duration FFmpeg
+#: estimates from the file as it is (its last timestamps, or its bit rate), which cannot show
+#: that the end was cut off and, from the bit rate, can be far off in healthy files.
+_STATED_DURATION = frozenset({"matroska,webm"})
+
+#: How many frame intervals short of its stated length a file may end and still count as
+#: whole: muxers round a length or count a last frame differently, by a frame or so.
+_SLACK_FRAMES = 2
 
 
 #: Why CUDA decoding failed in this process (None: not tried yet, or it worked). FFmpeg lists
@@ -59,6 +83,94 @@ def _rate(stream: Any) -> Fraction:
     return Fraction(25)
 
 
+def _check_path(path: Path) -> None:
+    if not path.exists():
+        raise InputNotFoundError(f"input '{path}': file not found")
+    if not path.is_file():
+        raise InputError(f"input '{path}': not a file")
+
+
+def _open(path: Path) -> Any:
+    """The container, opened for software decoding."""
+    try:
+        return av.open(str(path), mode="r")
+    except PermissionError as e:
+        raise InputNotFoundError(f"input '{path}': cannot read ({e.strerror})") from e
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        raise InputError(f"input '{path}': not a readable video ({_why(e)})") from e
+
+
+def _stated_length(
+    container: Any, stream: Any, rate: Fraction
+) -> tuple[int | None, Fraction | None]:
+    """(frames, seconds) the header announces, or (None, None) where it announces neither.
+
+    A frame count (MP4's sample table, AVI's header) gives both, the length at the average
+    rate (which MP4 derives from that count and its duration); Matroska states a duration,
+    and the frames are that at the average rate: exact at a constant rate, an estimate else.
+    """
+    if stream.frames and stream.frames > 0:
+        return int(stream.frames), stream.frames / rate
+    if container.format.name in _STATED_DURATION and container.duration:
+        seconds = Fraction(container.duration, av.time_base)
+        return round(seconds * rate), seconds
+    return None, None
+
+
+def _inspect(container: Any, path: Path) -> tuple[Any, VideoInfo]:
+    """The video stream to decode and what is known of it; InputError if there is none."""
+    fmt = container.format.name
+    if fmt in _NOT_VIDEO_FORMATS:
+        raise InputError(
+            f"input '{path}': FFmpeg reads it as '{fmt}' ({_NOT_VIDEO_FORMATS[fmt]}), not a video"
+        )
+    if not container.streams.video:
+        kinds = sorted({str(s.type) for s in container.streams}) or ["none"]
+        raise InputError(f"input '{path}': no video stream (found streams: {', '.join(kinds)})")
+    stream = container.streams.video[0]
+    cc = stream.codec_context
+    if cc is None:  # FFmpeg found no decoder: an unknown codec tag or a damaged header
+        raise InputError(
+            f"input '{path}': its video stream has no decoder (unknown or damaged codec)"
+        )
+    if cc.name in _TEXT_CODECS:
+        raise InputError(f"input '{path}': FFmpeg reads it as '{fmt}' (text art), not a video")
+    if not cc.width or not cc.height:
+        raise InputError(f"input '{path}': video stream has no frame size")
+    rate = _rate(stream)
+    frames, seconds = _stated_length(container, stream, rate)
+    info = VideoInfo(
+        path=str(path),
+        codec=cc.name,
+        pix_fmt=cc.pix_fmt,
+        width=cc.width,
+        height=cc.height,
+        time_base=Fraction(stream.time_base or Fraction(1, 90000)),
+        rate=rate,
+        frames=frames,
+        format=fmt,
+        duration=None if seconds is None else float(seconds),
+    )
+    return stream, info
+
+
+def probe(path: Path) -> VideoInfo:
+    """What ``VideoSource(path)`` finds, with the same InputError for a missing, unreadable or
+    non-video input, but no decoder set up: no CUDA device, no decoder threads, no frame.
+
+    FFmpeg still reads the start of the file to learn the stream's parameters, as any open
+    does: tens of milliseconds (1080p H.264: about 20 ms in MP4, 85 ms in Matroska, where
+    decoding its 60 frames takes 1.5 to 3 s), so the CLI can check an input this way before
+    it loads a large model.
+    """
+    _check_path(path)
+    container = _open(path)
+    try:
+        return _inspect(container, path)[1]
+    finally:
+        container.close()
+
+
 class VideoSource:
     """Decoded frames of one video file.
 
@@ -66,6 +178,26 @@ class VideoSource:
     device opens and falls back to software silently; "cuda" requires it; "off" never tries.
     ``decoder`` says which one runs ("cuda" or "software"). A file is never live: batches may
     wait for it (see ``worker.stages.batching``).
+
+    What ``frames()`` met, once it ended (each says so in one warning on this module's logger):
+
+    - ``bad_packets``: data skipped as undecodable: packets the demuxer could not read whole,
+      packets the decoder refused, read errors, and pictures the decoder flagged as damaged
+      (a cut MPEG-TS ends in a half picture that FFmpeg patches up); ``damaged_frames`` counts
+      the last kind alone. None of them is passed on as a frame.
+    - ``frames_expected``: the frames the container header announces (``info.frames``,
+      known on opening): its frame count (MP4, MOV, AVI), else its stated duration at the
+      average rate (Matroska, WebM: exact at a constant rate, an estimate at a variable one);
+      None where it announces neither (MPEG-TS, raw streams) and FFmpeg only estimates.
+    - ``truncated``: the input ended early. Either it stopped more than ``_SLACK_FRAMES`` frame
+      intervals short of the length its header states (frame count / average rate, or the
+      duration), measured to the end of the last packet read, from the stream's start or from
+      time 0 if that is earlier: so a file whose stated length rounds differently by a frame or
+      two is whole, and frames lost to damage inside the file do not count as cut off. Or its
+      last packet was damaged: cut short, undecodable, decoded as a damaged picture, or
+      followed only by read errors. Not judged when ``max_frames`` stopped the reading.
+    - ``timestamps_fixed``: frames given another time than their presentation timestamp,
+      because those went backwards or repeated (see ``worker.stages.timing.FrameClock``).
     """
 
     live = False
@@ -81,22 +213,20 @@ class VideoSource:
         self.path = path
         self.max_frames = max_frames
         self.bad_packets = 0
+        self.damaged_frames = 0
         self.frames_read = 0
+        self.truncated = False
+        self.timestamps_fixed = 0
         self.decoder = "software"
         self.hw_unavailable: str | None = None  # why hardware decoding was not used
         self._hw_error: str | None = None
-        if not path.exists():
-            raise InputNotFoundError(f"input '{path}': file not found")
-        if not path.is_file():
-            raise InputError(f"input '{path}': not a file")
+        self._reached = Fraction(0)  # seconds: the end of the latest packet read
+        self._last_pts: int | None = None  # of the last packet read
+        self._tail_damaged = False  # the last packet read was damaged
+        _check_path(path)
         self.container: Any = self._open_hw() if hw_decode != "off" else None
         if self.container is None:
-            try:
-                self.container = av.open(str(path), mode="r")
-            except PermissionError as e:
-                raise InputNotFoundError(f"input '{path}': cannot read ({e.strerror})") from e
-            except (av.error.FFmpegError, OSError, ValueError) as e:
-                raise InputError(f"input '{path}': not a readable video ({_why(e)})") from e
+            self.container = _open(path)
             if self._hw_error is not None:
                 # The file opens in software: the device was the problem, here for good.
                 _remember_cuda_failure(self._hw_error)
@@ -107,17 +237,8 @@ class VideoSource:
                     f"({self.hw_unavailable})"
                 )
         try:
-            if not self.container.streams.video:
-                kinds = sorted({str(s.type) for s in self.container.streams}) or ["none"]
-                raise InputError(
-                    f"input '{path}': no video stream (found streams: {', '.join(kinds)})"
-                )
-            self.stream = self.container.streams.video[0]
+            self.stream, self.info = _inspect(self.container, path)
             cc = self.stream.codec_context
-            if cc is None:  # FFmpeg found no decoder: an unknown codec tag or a damaged header
-                raise InputError(
-                    f"input '{path}': its video stream has no decoder (unknown or damaged codec)"
-                )
             if getattr(cc, "is_hwaccel", False):
                 self.decoder = "cuda"
             else:
@@ -125,21 +246,13 @@ class VideoSource:
                 # inference. (NVDEC does its own scheduling: no CPU threads there.)
                 self.stream.thread_type = "AUTO"
                 cc.thread_count = decode_threads(threads)
-            if not cc.width or not cc.height:
-                raise InputError(f"input '{path}': video stream has no frame size")
-            self.info = VideoInfo(
-                path=str(path),
-                codec=self.stream.codec_context.name,
-                pix_fmt=cc.pix_fmt,
-                width=cc.width,
-                height=cc.height,
-                time_base=Fraction(self.stream.time_base or Fraction(1, 90000)),
-                rate=_rate(self.stream),
-                frames=(self.stream.frames or None),
-            )
         except BaseException:
             self.container.close()
             raise
+        self.frames_expected = self.info.frames
+        self._stated = _stated_length(self.container, self.stream, self.info.rate)[1]
+        start = self.stream.start_time
+        self._start = Fraction(start) * self.info.time_base if start is not None else Fraction(0)
 
     def _open_hw(self) -> Any:
         """The container with CUDA decoding, or None (``hw_unavailable`` says why)."""
@@ -164,22 +277,59 @@ class VideoSource:
         self.container.close()
 
     def frames(self) -> Iterator[Frame]:
-        """Decoded frames in presentation order; stops at ``max_frames``."""
+        """Decoded frames in presentation order, their times increasing; stops at
+        ``max_frames``. Each frame waits for the next one to be decoded: only then does it
+        show whether its timestamp can be trusted (see ``worker.stages.timing.FrameClock``)."""
+        clock = FrameClock(self.info.time_base, self.info.rate)
+        held: Any = None
+        for f in self._decoded():
+            clock.count(f.pts, f.dts)
+            if held is not None:
+                yield self._frame(held, clock)
+                if self.max_frames is not None and self.frames_read >= self.max_frames:
+                    return
+            held = f
+        if held is not None:
+            yield self._frame(held, clock)
+        self._finish()
+
+    def _decoded(self) -> Iterator[Any]:
+        """The decoder's frames in presentation order, less the damage (counted)."""
         for packet in self._packets():
+            if packet is not None and packet.size:
+                self._read(packet)
             if packet is not None and packet.is_corrupt:
                 # The demuxer could not read it whole (a truncated file ends this way).
                 self._bad("a truncated or corrupt packet")
+                self._tail_damaged = True
                 continue
             try:
                 decoded = packet.decode() if packet is not None else self.stream.decode(None)
             except av.error.InvalidDataError as e:
                 # One bad packet must not end a long run: count it, say so once, go on.
                 self._bad(_why(e))
+                self._tail_damaged = True
                 continue
             for f in decoded:
-                yield self._frame(f)
-                if self.max_frames is not None and self.frames_read >= self.max_frames:
-                    return
+                if f.is_corrupt:
+                    # Decoded with errors, the gaps patched from other pictures: not a frame
+                    # to show a model. A cut MPEG-TS ends in one (its packet reads whole).
+                    self.damaged_frames += 1
+                    self._bad("a picture the decoder could only partly decode")
+                    if f.pts is None or f.pts == self._last_pts:
+                        self._tail_damaged = True
+                    continue
+                yield f
+
+    def _read(self, packet: Any) -> None:
+        """Note how far the file reached, for ``truncated``."""
+        self._tail_damaged = False
+        self._last_pts = packet.pts
+        ts = packet.pts if packet.pts is not None else packet.dts
+        if ts is not None:
+            tb = Fraction(packet.time_base or self.info.time_base)
+            end = ts * tb + (packet.duration * tb if packet.duration else 1 / self.info.rate)
+            self._reached = max(self._reached, end)
 
     def _packets(self) -> Iterator[Any]:
         """The video packets; a read error is bad data too: count it and read on, and after
@@ -200,6 +350,7 @@ class VideoSource:
                         self.path,
                         failures,
                     )
+                    self._tail_damaged = True
                     yield None
                     return
 
@@ -208,7 +359,40 @@ class VideoSource:
         if self.bad_packets == 1:
             log.warning("input '%s': skipping undecodable data (%s)", self.path, why)
 
-    def _frame(self, f: Any) -> Frame:
+    def _finish(self) -> None:
+        """Judge, once the input ended, whether it was cut off (see the class docstring)."""
+        short = False
+        if self._stated is not None:
+            reached = self._reached - min(self._start, Fraction(0))
+            short = reached < self._stated - _SLACK_FRAMES / self.info.rate
+        self.truncated = short or self._tail_damaged
+        if short and self.stream.frames:
+            log.warning(
+                "input '%s': ends early: %d of the %d frames its header counts were decoded; "
+                "the file looks truncated",
+                self.path,
+                self.frames_read,
+                self.frames_expected,
+            )
+        elif short:
+            log.warning(
+                "input '%s': ends early, at %.2f s of the %.2f s its header states (%d of about "
+                "%d frames decoded); the file looks truncated",
+                self.path,
+                float(self._reached),
+                self.info.duration,
+                self.frames_read,
+                self.frames_expected,
+            )
+        elif self.truncated:
+            log.warning(
+                "input '%s': its last frame is cut off or damaged (%d good frames before it); "
+                "the file looks truncated",
+                self.path,
+                self.frames_read,
+            )
+
+    def _frame(self, f: Any, clock: FrameClock) -> Frame:
         try:
             image = f.to_ndarray(format="bgr24")
         except (av.error.FFmpegError, ValueError) as e:
@@ -226,11 +410,16 @@ class VideoSource:
             image = np.ascontiguousarray(np.rot90(image, k=(rotation // 90) % 4))
         index = self.frames_read
         self.frames_read += 1
-        if f.pts is not None and f.time_base is not None:
-            time = float(f.pts * f.time_base)
-        else:
-            time = index / float(self.info.rate)
-        return Frame(index=index, pts=f.pts, time=time, image=image)
+        pts = clock.time(f.pts, f.dts)
+        if clock.fixed and not self.timestamps_fixed:
+            log.warning(
+                "input '%s': frame timestamps go backwards or repeat (from frame %d on); "
+                "timing frames by their decode timestamps or the frame rate instead",
+                self.path,
+                index,
+            )
+        self.timestamps_fixed = clock.fixed
+        return Frame(index=index, pts=pts, time=float(pts * self.info.time_base), image=image)
 
 
 def _why(e: BaseException) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import sys
 from fractions import Fraction
 from typing import IO, Any
 
@@ -139,8 +140,13 @@ class VideoWriter:
         self.frames = 0
 
     def _open(self, w: int, h: int) -> None:
+        # A FIFO or a device cannot seek back to write the index at the end: a fragmented MP4
+        # streams (each fragment indexed as it goes), and players read it all the same.
+        movflags = (
+            "frag_keyframe+empty_moov+default_base_moof" if self.target.direct else "+faststart"
+        )
         self.container = av.open(
-            str(self.target.temp), mode="w", format="mp4", options={"movflags": "+faststart"}
+            str(self.target.temp), mode="w", format="mp4", options={"movflags": movflags}
         )
         s = self.container.add_stream(self.codec, rate=self.info.rate)
         s.width, s.height, s.pix_fmt = w, h, "yuv420p"
@@ -190,14 +196,26 @@ class VideoWriter:
 
 
 class ResultsWriter:
-    """One JSON object per line, per frame."""
+    """One JSON object per line, per frame (to standard output for ``-``, a line at a time)."""
 
     def __init__(self, target: AtomicFile) -> None:
         self.target = target
-        self.file: IO[str] = open(target.temp, "w", encoding="utf-8")  # noqa: SIM115
+        if target.stdout:
+            self.file: IO[str] = sys.stdout
+        else:
+            self.file = open(target.temp, "w", encoding="utf-8")  # noqa: SIM115
 
     def write(self, record: dict[str, Any]) -> None:
-        self.file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        line = json.dumps(record, separators=(",", ":")) + "\n"
+        if not self.target.stdout:
+            self.file.write(line)
+            return
+        try:
+            self.file.write(line)
+            self.file.flush()  # a reader (| head, | jq) sees each frame as it is done
+        except BrokenPipeError as e:
+            raise OutputError("results '-': stdout was closed by its reader") from e
 
     def close(self) -> None:
-        self.file.close()
+        if not self.target.stdout:
+            self.file.close()

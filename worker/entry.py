@@ -1,0 +1,27 @@
+"""The ``worker`` command's entry point (the console script and ``python -m worker``).
+
+It imports almost nothing itself, so a Ctrl-C, SIGTERM or SIGHUP that arrives while the
+command is still starting (importing ONNX Runtime, reading settings) ends it with one line
+and the signal's exit code, not a traceback.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+__all__ = ["main"]
+
+
+def main() -> int:
+    try:
+        from worker.signals import install_startup_handlers
+
+        install_startup_handlers()
+        from worker.cli.main import main as run
+
+        return run()
+    except KeyboardInterrupt as e:
+        signum = int(getattr(e, "signum", signal.SIGINT))
+        print(f"error: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
