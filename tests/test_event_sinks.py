@@ -11,7 +11,7 @@ import pytest
 from queue_harness import RedisServer, wait_for
 from worker.constants import Keys
 from worker.errors import OutputError, SettingsError
-from worker.live.sinks import JsonlEvents, RedisEvents, open_events
+from worker.sinks import JsonlEvents, RedisEvents, open_events
 
 
 def test_jsonl_appends_complete_lines_readable_while_open(tmp_path: Path) -> None:

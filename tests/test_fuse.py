@@ -432,3 +432,32 @@ def test_the_fused_session_is_built_once_per_model_and_options(tmp_path: Path) -
     three = Inferencer(clf, speed=Speed(fuse=True), top_k=3, batch=2)
     assert two.engine is not three.engine  # a classifier's TopK has k in the graph
     assert two.engine is Inferencer(clf, speed=Speed(fuse=True), top_k=2, batch=2).engine
+
+
+@pytest.mark.parametrize("resize", ["stretch", "letterbox", "center_crop"])
+@pytest.mark.parametrize("speed", ["fused", "plain", "graph-resize"])
+def test_a_batch_of_frames_of_different_sizes_answers_each_by_its_own(
+    tmp_path: Path, resize: str, speed: str
+) -> None:
+    # Cameras of different resolutions share one batch (and a classifier's zone crops share
+    # their frame's): before, every frame was mapped with the first frame's geometry.
+    model = load_model(
+        make_model(tmp_path / "m.onnx", output="classify", card={"resize": resize}),
+        provider="cpu",
+    )
+    s = {
+        "fused": Speed(fuse=True),
+        "plain": Speed(fuse=False),
+        "graph-resize": Speed(fuse=True, resize_in_graph=True),
+    }[speed]
+    rng = np.random.default_rng(5)
+    frames = [
+        rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        for h, w in ((48, 64), (90, 40), (48, 64), (33, 33))
+    ]
+    infer = Inferencer(model, speed=s, batch=4, top_k=3)
+    together = infer(frames)
+    for frame, answer in zip(frames, together, strict=True):
+        alone = infer([frame])[0]
+        assert [i for i, _ in alone.top] == [i for i, _ in answer.top]
+        assert np.allclose([v for _, v in alone.top], [v for _, v in answer.top], atol=1e-5)

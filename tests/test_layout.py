@@ -35,6 +35,7 @@ LAYERS = {
     "signals": 1,
     "settings": 2,
     "httpd": 2,
+    "sinks": 2,
     "models": 3,
     "ops": 3,
     "stages": 4,

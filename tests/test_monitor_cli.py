@@ -58,10 +58,13 @@ def test_sigterm_finishes_every_file_and_no_credential_leaks(tmp_path: Path) -> 
             name="monitor",
         )  # fmt: skip
         try:
-            state = wait_for(
-                lambda: (h := health(port)) and h["cameras"]["yard"]["processed"] >= 20 and h,
-                "the yard camera to be processed",
-            )
+            try:
+                state = wait_for(
+                    lambda: (h := health(port)) and h["cameras"]["yard"]["processed"] >= 20 and h,
+                    "the yard camera to be processed",
+                )
+            except AssertionError as e:  # say what the monitor said, and its health
+                raise AssertionError(f"{e}\nhealth: {health(port)}\nlog:\n{w.text()}") from e
             _, metrics = get(port, "/metrics")
             w.signal(signal.SIGTERM)
             assert w.wait() == 0, w.text()
@@ -76,6 +79,9 @@ def test_sigterm_finishes_every_file_and_no_credential_leaks(tmp_path: Path) -> 
     assert 'video_worker_camera_frames_processed_total{camera="yard"}' in metrics
     # Only complete files: every recording renamed into place and playable, nothing partial.
     files = sorted(p for p in (tmp_path / "rec").rglob("*") if p.is_file())
+    shots = [p for p in files if p.parent.name == "events"]  # the events' snapshots
+    assert all(p.suffix == ".jpg" for p in shots)
+    files = [p for p in files if p not in shots]
     assert files and all(p.suffix == ".mp4" and not p.name.startswith(".") for p in files)
     assert sum(len(decode(p)) for p in files) == yard["processed"]
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]

@@ -10,6 +10,7 @@ variable or file key is wrong and what was expected (``worker.messages``).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterator
@@ -18,7 +19,16 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
@@ -30,7 +40,7 @@ from worker.errors import SettingsError
 from worker.messages import plain, redact, tuple_length
 from worker.pipeline_file import PipelineSource, read_pipeline
 
-__all__ = ["CAMERA_NAME", "ENV_PREFIX", "Settings", "load_settings"]
+__all__ = ["CAMERA_NAME", "ENV_PREFIX", "Settings", "WatchSpec", "ZoneSpec", "load_settings"]
 
 ENV_PREFIX = "WORKER_"
 #: Camera names become folder and file names (so no leading dot: not "..", not hidden) and
@@ -43,7 +53,61 @@ Task = Literal["segment", "classify"]
 #: sources, so the path cannot be an argument).
 _PIPELINE: ContextVar[Path | None] = ContextVar("pipeline", default=None)
 #: Fields whose values are never shown, not even in an error.
-_SECRET_FIELDS = ("redis_url", "cameras")
+_SECRET_FIELDS = ("redis_url", "cameras", "webhook")
+
+
+class ZoneSpec(BaseModel):
+    """A named polygon: points as fractions of the frame (0..1), or pixels with ``units``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    points: list[tuple[float, float]] = Field(min_length=3, max_length=256)
+    units: Literal["fraction", "px"] = "fraction"
+    camera: str | None = Field(None, description="monitor: this camera only; else every one")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not CAMERA_NAME.match(v):
+            raise ValueError(
+                f"zone name '{v}': expected 1-64 letters, digits, '_', '-' or '.', not "
+                "starting with '.'"
+            )
+        return v
+
+    @field_validator("points")
+    @classmethod
+    def _numbers(cls, v: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        if any(not (math.isfinite(x) and math.isfinite(y)) for x, y in v):
+            raise ValueError("points must be finite numbers")
+        return v
+
+    @model_validator(mode="after")
+    def _fractions(self) -> ZoneSpec:
+        if self.units == "fraction":
+            for x, y in self.points:
+                if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+                    raise ValueError(
+                        f"zone '{self.name}': point ({x:g}, {y:g}) is outside 0..1; give "
+                        'fractions of the width and height, or units = "px"'
+                    )
+        return self
+
+
+class WatchSpec(BaseModel):
+    """A watch rule written as a table (a pipeline file's ``[[watch]]``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    label: str = Field(min_length=1)
+    above: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
+    zone: str | None = None
+    frames: int = Field(1, ge=1)
+    start_s: float = Field(0.0, ge=0.0, allow_inf_nan=False)
+    end_s: float = Field(0.0, ge=0.0, allow_inf_nan=False)
+    min_s: float = Field(0.0, ge=0.0, allow_inf_nan=False)
+    loiter_s: float = Field(0.0, ge=0.0, allow_inf_nan=False)
 
 
 class _WorkerDotEnv(DotEnvSettingsSource):
@@ -169,8 +233,23 @@ class Settings(BaseSettings):
     )
     record: Path | None = Field(None, description="monitor: folder for segmented recordings")
     segment_seconds: float = Field(60.0, gt=0, le=86_400, description="length of a recording")
-    events: str | None = Field(None, description="monitor: events to a .jsonl path or 'redis'")
-    watch: list[str] = Field(default_factory=list, description="LABEL>THRESHOLD[@FRAMES] rules")
+    events: str | None = Field(None, description="events to a .jsonl path or 'redis'")
+    webhook: SecretStr | None = Field(
+        None, description="events also POSTed as JSON to this http(s) URL; never printed"
+    )
+    watch: list[str | WatchSpec] = Field(
+        default_factory=list,
+        description="rules: [ZONE:]LABEL>THRESHOLD[@FRAMES] [start=S end=S min=S loiter=S]",
+    )
+    zones: list[ZoneSpec] = Field(default_factory=list, description="named polygons")
+    draw_zones: bool = Field(True, description="draw zone outlines and names in the video")
+    snapshots: bool = Field(True, description="events: a JPEG of the peak frame")
+    every: int = Field(1, ge=1, le=100_000, description="process every Nth frame")
+    fps: float | None = Field(None, gt=0, description="process at most F frames per second")
+    masks: str | None = Field(
+        None, description="'png' (a folder beside the outputs), a folder path, or 'rle'"
+    )
+    picture: bool = Field(True, description="files: a summary PNG of the run beside the results")
     max_latency_ms: float = Field(500.0, gt=0, description="older frames are dropped, not run")
     duration: float | None = Field(None, gt=0, description="monitor: stop after this many s")
     live_queue: int = Field(2, ge=1, le=256, description="frames per camera awaiting inference")

@@ -19,7 +19,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from worker.cli.flags import add_look_flags, add_model_flags, add_pipeline_flag
+from worker.cli.flags import (
+    add_analytics_flags,
+    add_look_flags,
+    add_model_flags,
+    add_pipeline_flag,
+    analytics_cli,
+)
 from worker.cli.queue import QUEUE_COMMANDS, add_queue_parsers
 from worker.errors import Cancelled, OutputError, WorkerError
 from worker.settings import Settings, load_settings
@@ -50,8 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     # Text, not Path: Path("rtsp://host/x") would become "rtsp:/host/x" before we see it.
     r.add_argument("--input", help="video file to process")
     r.add_argument(
-        "--output", type=Path, help="annotated video (default: <input>.<task>.mp4; a FIFO or "
-        "/dev/null is written straight through)",
+        "--output", type=Path, help="annotated video (default: <input>.<task>.mp4; 'none': no "
+        "video, results and events only; a FIFO or /dev/null is written straight through)",
     )  # fmt: skip
     r.add_argument(
         "--results", type=Path, help="JSON lines (default: <input>.<task>.jsonl; '-': stdout, "
@@ -59,6 +65,14 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     add_model_flags(r, batch_help="frames per inference call (0: per provider)")
     add_look_flags(r)
+    add_analytics_flags(r)
+    r.add_argument(
+        "--masks", help="'png' (a folder beside the results), a folder, or 'rle' (in the JSON)"
+    )
+    r.add_argument(
+        "--no-picture", action="store_false", dest="picture", default=None,
+        help="no summary PNG beside the results",
+    )  # fmt: skip
     r.add_argument("--max-frames", type=int, dest="max_frames", help="stop after N frames")
     r.add_argument("--queue-size", type=int, dest="queue_size", help="frames between stages")
     r.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
@@ -110,13 +124,13 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 def _settings_from(args: argparse.Namespace) -> Settings:
     skip = {"command", "pipeline"}
-    cli = {k: v for k, v in vars(args).items() if k not in skip}
+    cli = {k: v for k, v in analytics_cli(args).items() if k not in skip}
     return load_settings(getattr(args, "pipeline", None), **cli)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from worker.stages import probe, run_file
-    from worker.stages.options import configured_model, run_options
+    from worker.stages.options import configured_model, extras_for, run_options
 
     settings = _settings_from(args)
     if settings.input is None:
@@ -125,19 +139,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # The input first: a missing or unreadable video is said before a large model loads.
     probe(inp)
     model = configured_model(settings)
-    output = settings.output or inp.with_name(f"{inp.stem}.{model.task}.mp4")
+    no_video = settings.output is not None and str(settings.output).lower() == "none"
+    output = (
+        None if no_video else (settings.output or inp.with_name(f"{inp.stem}.{model.task}.mp4"))
+    )
     results = settings.results or inp.with_name(f"{inp.stem}.{model.task}.jsonl")
+    extras, sink = extras_for(settings, model, results=results, output=output)
     # With the JSON lines on stdout (--results -), the summary goes to stderr.
     summary_to = sys.stderr if str(results) == "-" else sys.stdout
-    summary = run_file(
-        inp,
-        model,
-        output=output,
-        results=results,
-        max_frames=settings.max_frames,
-        progress=not settings.quiet and sys.stderr.isatty(),
-        **run_options(settings),
-    )
+    try:
+        summary = run_file(
+            inp,
+            model,
+            output=output,
+            results=results,
+            max_frames=settings.max_frames,
+            progress=not settings.quiet and sys.stderr.isatty(),
+            extras=extras,
+            **run_options(settings),
+        )
+    finally:
+        if sink is not None:
+            sink.close()
     print(json.dumps(summary.to_dict()), file=summary_to, flush=True)
     return 0
 

@@ -22,12 +22,18 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from worker.cli.flags import add_look_flags, add_model_flags, add_pipeline_flag
+from worker.cli.flags import (
+    add_analytics_flags,
+    add_look_flags,
+    add_model_flags,
+    add_pipeline_flag,
+    analytics_cli,
+)
 from worker.errors import OutputError, SettingsError, StageError, WorkerError
 from worker.settings import CAMERA_NAME, Settings, load_settings
 
 if TYPE_CHECKING:
-    from worker.live import Camera, MonitorOptions, Rule
+    from worker.live import Camera, MonitorOptions
 
 __all__ = ["add_monitor_parser", "cameras_from", "cmd_monitor", "monitor_options"]
 
@@ -49,11 +55,7 @@ def add_monitor_parser(sub: Any) -> None:
     m.add_argument(
         "--segment-seconds", type=float, dest="segment_seconds", help="recording length (60)"
     )
-    m.add_argument("--events", help="events to a .jsonl file, or 'redis' (WORKER_REDIS_URL)")
-    m.add_argument(
-        "--watch", action="append", metavar="LABEL>THRESHOLD[@FRAMES]",
-        help="event when a label's coverage (segment) or score (classify) stays above it",
-    )  # fmt: skip
+    add_analytics_flags(m)
     m.add_argument(
         "--max-latency-ms", type=float, dest="max_latency_ms",
         help="frames older than this when inference is free are dropped (500)",
@@ -119,6 +121,10 @@ def monitor_options(s: Settings) -> MonitorOptions:
         crf=s.crf,
         record=s.record,
         segment_s=s.segment_seconds,
+        every=s.every,
+        fps=s.fps,
+        draw_zones=s.draw_zones,
+        snapshots=s.snapshots,
         connect=ConnectOptions(
             open_timeout_s=s.open_timeout_s,
             read_timeout_s=s.read_timeout_s,
@@ -127,18 +133,6 @@ def monitor_options(s: Settings) -> MonitorOptions:
         ),
         speed=Speed.from_settings(s),
     )
-
-
-def _rules(s: Settings, labels: list[str]) -> list[Rule]:
-    from worker.live.events import parse_rule
-
-    rules = []
-    for text in s.watch:
-        try:
-            rules.append(parse_rule(text, labels))
-        except ValueError as e:
-            raise SettingsError(f"--watch {e}") from e
-    return rules
 
 
 def _log_stats(stats: dict[str, dict[str, Any]]) -> None:
@@ -155,10 +149,10 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from worker.httpd import serve_http
     from worker.live.metrics import MonitorMetrics
     from worker.live.monitor import Monitor
-    from worker.live.sinks import EventSink, open_events
-    from worker.stages.options import configured_model
+    from worker.sinks import open_sinks
+    from worker.stages.options import configured_model, rules_for, zones_for
 
-    cli = {k: v for k, v in vars(args).items() if k not in ("command", "inputs")}
+    cli = {k: v for k, v in analytics_cli(args).items() if k not in ("command", "inputs")}
     settings = load_settings(**cli)
     if not settings.quiet:
         logging.basicConfig(
@@ -167,21 +161,32 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         logging.getLogger("worker").setLevel(logging.INFO)
     cameras = cameras_from(args.inputs, settings)
     model = configured_model(settings)
-    rules = _rules(settings, list(model.labels))
+    known = {c.name for c in cameras}
+    for z in settings.zones:
+        if z.camera is not None and z.camera not in known:
+            raise SettingsError(
+                f"zone '{z.name}': camera '{z.camera}' is not one of the cameras "
+                f"({', '.join(sorted(known))})"
+            )
+    zones = {c.name: zones_for(settings.zones, c.name) for c in cameras}
+    every_zone = zones_for([z.model_copy(update={"camera": None}) for z in settings.zones])
+    rules = rules_for(settings.watch, model, every_zone)
     if settings.record is not None:
         try:
             settings.record.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise OutputError(f"--record '{settings.record}': cannot write ({e.strerror})") from e
-    sink: EventSink | None = None
-    if settings.events:
-        sink = open_events(settings.events, settings.redis_url.get_secret_value(), settings.queue)
+    webhook = settings.webhook.get_secret_value() if settings.webhook else None
+    sink = open_sinks(
+        settings.events, webhook, settings.redis_url.get_secret_value(), settings.queue
+    )
     monitor = Monitor(
         cameras,
         model,
         monitor_options(settings),
         rules=rules,
         on_event=sink.write if sink is not None else None,
+        zones=zones,
     )
     stop = threading.Event()
     why = "stopped"

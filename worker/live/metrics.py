@@ -43,6 +43,11 @@ class _Collector(Collector):
         processed = CounterMetricFamily(
             f"{_NS}_frames_processed", "Frames run, annotated and written", labels=["camera"]
         )
+        skipped = CounterMetricFamily(
+            f"{_NS}_frames_skipped",
+            "Frames not run on purpose (--every, --fps); recorded with the latest mask",
+            labels=["camera"],
+        )
         dropped = CounterMetricFamily(
             f"{_NS}_frames_dropped",
             "Frames dropped to keep latency bounded, by reason",
@@ -68,6 +73,7 @@ class _Collector(Collector):
         for name, s in stats.items():
             received.add_metric([name], s["received"])
             processed.add_metric([name], s["processed"])
+            skipped.add_metric([name], s["skipped"])
             for reason in DROP_REASONS:
                 dropped.add_metric([name, reason], s["dropped_by_reason"].get(reason, 0))
             connections.add_metric([name], s["connections"])
@@ -78,7 +84,17 @@ class _Collector(Collector):
                 age.add_metric([name], s["last_frame_age_s"])
             buckets, _count, total = self.monitor.cams[name].latency.cumulative()
             latency.add_metric([name], buckets, total)
-        yield from (received, processed, dropped, connections, segments, state, age, latency)
+        yield from (
+            received,
+            processed,
+            skipped,
+            dropped,
+            connections,
+            segments,
+            state,
+            age,
+            latency,
+        )
 
 
 class MonitorMetrics:

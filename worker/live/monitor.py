@@ -16,24 +16,28 @@ Rules on top of the file pipeline's (``runner``):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from worker.errors import StageError, WorkerError
 from worker.live.camera import Camera, CameraSource, CameraState, ConnectOptions
-from worker.live.events import Rule, Watcher
 from worker.live.queues import Counters, DropQueue, Ingress, LatencyStats, LiveFrame
 from worker.live.segments import SegmentRecorder
 from worker.models import Model
+from worker.ops.rules import Rule
+from worker.ops.sampling import Sampler
+from worker.ops.zones import ZoneSet
+from worker.stages.events import EventLog
 from worker.stages.frames import Answer
-from worker.stages.infer import Inferencer
+from worker.stages.infer import Inferencer, infer_frames
 from worker.stages.runner import default_batch
 from worker.stages.speed import Speed
 from worker.stages.writer import Annotator
@@ -59,6 +63,10 @@ class MonitorOptions:
     crf: int = 23
     record: Path | None = None
     segment_s: float = 60.0
+    every: int = 1  # run every Nth frame of a camera; the others are recorded, not dropped
+    fps: float | None = None  # run at most this many frames per second of each camera
+    draw_zones: bool = True
+    snapshots: bool = True  # events: a JPEG of the peak frame, beside the recordings
     connect: ConnectOptions = field(default_factory=ConnectOptions)
     speed: Speed = field(default_factory=Speed)
 
@@ -66,8 +74,17 @@ class MonitorOptions:
 class _Cam:
     """Everything the monitor keeps for one camera."""
 
-    def __init__(self, camera: Camera, opts: MonitorOptions, on_drop: Callable[[Any], None]):
+    def __init__(
+        self,
+        camera: Camera,
+        opts: MonitorOptions,
+        on_drop: Callable[[Any], None],
+        model: Model,
+        zones: ZoneSet | None,
+    ):
         self.camera = camera
+        self.annotate = Annotator(model, opts.alpha, zones, draw_zones=opts.draw_zones)
+        self.sampler = Sampler(opts.every, opts.fps)
         self.counters = Counters()
         self.latency = LatencyStats()
         self.state: CameraState = "connecting"
@@ -100,19 +117,30 @@ class Monitor:
         *,
         rules: Sequence[Rule] = (),
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        zones: Mapping[str, ZoneSet | None] | None = None,
     ) -> None:
+        """``rules`` apply to every camera that has the rule's zone (a rule without one, to
+        every camera); ``zones``: per camera name."""
         if not cameras:
             raise WorkerError("no camera to monitor")
         self.model = model
         self.options = o = options or MonitorOptions()
         self.rules = list(rules)
+        self.zones = dict(zones or {})
         self._on_event = on_event
         self._event_lock = threading.Lock()
         self.events = 0
         self.batch = default_batch(model, o.batch)
         self.calls = 0  # model runs; frames per run = self.infer.frames / calls
         self.cams = {
-            c.name: _Cam(c, o, lambda pair: self._drop(pair[0], "writer_behind")) for c in cameras
+            c.name: _Cam(
+                c,
+                o,
+                lambda pair: self._drop(pair[0], "writer_behind"),
+                model,
+                self.zones.get(c.name),
+            )
+            for c in cameras
         }
         self.ingress = Ingress(o.live_queue, o.max_latency_s, self._drop)
         self.infer = Inferencer(model, top_k=o.top_k, speed=o.speed, batch=self.batch)
@@ -139,7 +167,11 @@ class Monitor:
             cam = self.cams[item.camera]
             cam.counters.receive()
             cam.last_frame_at = item.received_at
-            self.ingress.put(item)
+            item.skip = not cam.sampler.take(item.wall)
+            if item.skip and cam.recorder is None:
+                cam.counters.skip()  # nothing to record it in: done with it
+            else:
+                self.ingress.put(item)
 
     def _state(self, name: str, state: CameraState, detail: str) -> None:
         cam = self.cams[name]
@@ -191,21 +223,45 @@ class Monitor:
                     if self._sources_done.is_set() and len(self.ingress) == 0:
                         break
                     continue
-                answers: list[Answer] = self.infer([i.frame.image for i in items])
-                self.calls += 1
-                for item, answer in zip(items, answers, strict=True):
-                    self.cams[item.camera].out.put((item, answer))
+                run = [i for i in items if not i.skip]
+                zones = [self.cams[i.camera].annotate.frame_zones_or_none(i.frame) for i in run]
+                answers = iter(
+                    infer_frames(self.infer, [i.frame.image for i in run], zones) if run else []
+                )
+                if run:
+                    self.calls += 1
+                for item in items:  # in order: a skipped frame goes where it came
+                    self.cams[item.camera].out.put((item, None if item.skip else next(answers)))
         except BaseException as e:
             self._fail("inference", e)
         finally:
             self._inference_done.set()
 
+    def _events_for(self, cam: _Cam) -> EventLog:
+        o = self.options
+        names = {z.name for z in cam.annotate.zones.zones} if cam.annotate.zones else set()
+        rules = [r for r in self.rules if r.zone is None or r.zone in names]
+        rec = cam.recorder
+        snapshots = None
+        if rec is not None and o.snapshots:
+            snapshots = rec.folder / "events"  # beside the camera's recordings
+        return EventLog(
+            "camera",
+            cam.camera.name,
+            rules,
+            self._emit,
+            snapshots=snapshots,
+            locate=rec.location if rec is not None else None,
+            clock_is_wall=True,
+        )
+
     def _writer_thread(self, cam: _Cam) -> Callable[[], None]:
-        annotate = Annotator(self.model, self.options.alpha)
-        watcher = Watcher(cam.camera.name, self.rules)
+        annotate = cam.annotate
+        events = self._events_for(cam)
 
         def run() -> None:
             broken = False  # this camera's writing failed: its frames are dropped from now on
+            last: Answer | None = None  # what frames skipped on purpose are drawn with
             try:
                 while not self.failed.is_set():
                     try:
@@ -220,9 +276,28 @@ class Monitor:
                         self._drop(item, "camera_failed")
                         continue
                     try:
-                        image, record = annotate(item.frame, answer)
+                        if answer is None:  # skipped on purpose (--every, --fps): record it
+                            if cam.recorder is not None:
+                                image = (
+                                    annotate.draw(item.frame, last) if last else item.frame.image
+                                )
+                                cam.recorder.write(item, image)
+                            cam.counters.skip()
+                            continue
+                        last = answer
+                        record = annotate.record(item.frame, answer)
+
+                        def picture(
+                            it: LiveFrame = item,
+                            a: Answer = answer,
+                            drawn: list[Any] = [],  # noqa: B006
+                        ) -> Any:
+                            if not drawn:  # drawn once per frame, if anything asks
+                                drawn.append(annotate.draw(it.frame, a))
+                            return drawn[0]
+
                         if cam.recorder is not None:
-                            cam.recorder.write(item, image)
+                            cam.recorder.write(item, picture())
                     except Exception as e:
                         # This camera's stream or recording, not the others': it alone stops.
                         broken = True
@@ -231,8 +306,7 @@ class Monitor:
                         self._salvage(cam)
                         self._state(cam.camera.name, "failed", f"writer: {_one_line(e)}")
                         continue
-                    for event in watcher.update(record, item.wall):
-                        self._emit(event)
+                    events.update(record, item.wall, picture)
                     cam.latency.observe(time.monotonic() - item.received_at)
                     cam.counters.process()
             except BaseException as e:
@@ -245,6 +319,9 @@ class Monitor:
                         cam.recorder.discard()
                     else:
                         cam.recorder.close()
+                if not broken:
+                    with contextlib.suppress(Exception):
+                        events.finish(time.time())
 
         return run
 

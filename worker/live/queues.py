@@ -3,8 +3,10 @@
 A file is lossless (``run_file`` blocks the decoder when inference is behind); a camera is
 not: it will not wait for us, so holding its frames only makes every later answer later.
 Here a full queue drops its *oldest* frame, and every drop is counted with its reason, so
-that at any moment ``received == processed + dropped + in flight`` and, once the pipeline
-has drained, ``received == processed + dropped`` exactly.
+that at any moment ``received == processed + skipped + dropped + in flight`` and, once the
+pipeline has drained, ``received == processed + skipped + dropped`` exactly. ``skipped``
+counts frames not run on purpose (``--every``, ``--fps``): they are recorded, with the latest
+mask, and never read as dropped.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ class LiveFrame:
     received_at: float  # time.monotonic() right after decoding
     wall: float  # time.time() at the same moment, for file names and events
     generation: int  # which connection of this camera it came from (1, 2, ... per reconnect)
+    # Not run on purpose (--every, --fps): it still travels with the others, so that it is
+    # recorded in its place, drawn with the latest mask.
+    skip: bool = False
 
 
 @dataclass
@@ -57,6 +62,7 @@ class Counters:
 
     received: int = 0
     processed: int = 0
+    skipped: int = 0  # not run on purpose (--every, --fps): recorded, never "dropped"
     dropped: dict[str, int] = field(default_factory=dict)  # reason -> frames
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -68,6 +74,10 @@ class Counters:
         with self._lock:
             self.processed += 1
 
+    def skip(self) -> None:
+        with self._lock:
+            self.skipped += 1
+
     def drop(self, reason: str, n: int = 1) -> None:
         with self._lock:
             self.dropped[reason] = self.dropped.get(reason, 0) + n
@@ -77,6 +87,7 @@ class Counters:
             return {
                 "received": self.received,
                 "processed": self.processed,
+                "skipped": self.skipped,
                 "dropped": sum(self.dropped.values()),
                 "dropped_by_reason": dict(self.dropped),
             }

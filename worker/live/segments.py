@@ -50,6 +50,7 @@ class _Open:
     start: float  # received_at (monotonic) of its first frame
     generation: int
     size: tuple[int, int]  # (h, w) of the frames
+    wall: float = 0.0  # time.time() of its first frame
     frames: int = 0
 
 
@@ -72,6 +73,10 @@ class SegmentRecorder:
         self.written = 0  # segments closed and renamed into place
         # Replaced, never changed in place: other threads read it while this one writes.
         self.last: tuple[Path, ...] = ()  # the newest LAST_SEGMENTS of them, oldest first
+        # (path, first wall time, last wall time) of the newest closed segments: where an
+        # event that started before the open segment was recorded.
+        self._spans: tuple[tuple[Path, float, float], ...] = ()
+        self._last_wall = 0.0
         self._open: _Open | None = None
 
     def write(self, item: LiveFrame, image: Any) -> None:
@@ -89,6 +94,7 @@ class SegmentRecorder:
         ms = round((item.received_at - seg.start) * 1000)
         seg.writer.write(Frame(index=seg.frames, pts=ms, time=ms / 1000, image=image), image)
         seg.frames += 1
+        self._last_wall = item.wall
 
     def _start(self, item: LiveFrame, size: tuple[int, int]) -> _Open:
         target = AtomicFile(self.folder / segment_name(self.camera, item.wall), "recording")
@@ -103,8 +109,19 @@ class SegmentRecorder:
             frames=None,
         )
         writer = VideoWriter(target, info, preset=self.preset, crf=self.crf, encoder=self.encoder)
-        self._open = _Open(writer, target, item.received_at, item.generation, size)
+        self._open = _Open(writer, target, item.received_at, item.generation, size, item.wall)
         return self._open
+
+    def location(self, wall: float) -> dict[str, Any] | None:
+        """Where wall-clock time ``wall`` is recorded: the segment file (its final name) and the
+        offset into it, for an event's start; None if no recent segment holds it."""
+        seg = self._open
+        if seg is not None and wall >= seg.wall:
+            return {"file": str(seg.target.final), "offset_s": round(wall - seg.wall, 3)}
+        for path, start, end in reversed(self._spans):
+            if start <= wall <= end:
+                return {"file": str(path), "offset_s": round(wall - start, 3)}
+        return None
 
     @property
     def is_open(self) -> bool:
@@ -126,6 +143,7 @@ class SegmentRecorder:
         path = seg.target.commit()
         self.written += 1
         self.last = (*self.last, path)[-LAST_SEGMENTS:]
+        self._spans = (*self._spans, (path, seg.wall, self._last_wall))[-LAST_SEGMENTS:]
         log.info("camera %s: segment %s (%d frames)", self.camera, path.name, seg.frames)
         return path
 

@@ -80,27 +80,32 @@ def warp(
     crop_from: int | None = None,
     out: np.ndarray[Any, Any] | None = None,
 ) -> np.ndarray[Any, Any]:
-    """BGR uint8 frames (same size) -> uint8 BGR NHWC batch at the model size.
+    """BGR uint8 frames -> uint8 BGR NHWC batch at the model size.
 
     This is all the host does for the fused graph, and what ``preprocess`` starts from: the
     bytes that cross to the inference device are these, a model-sized uint8 image per frame.
-    ``out`` (n, h, w, 3) uint8 is filled in place when given.
+    ``out`` (n, h, w, 3) uint8 is filled in place when given. Frames of one batch may differ
+    in size (cameras of different resolutions, a classifier's zone crops): each is mapped by
+    its own geometry.
     """
     h, w = hw
     if out is None:
         out = np.empty((len(images), h, w, 3), dtype=np.uint8)
-    fh, fw = images[0].shape[:2]
-    if resize == "stretch":
-        # cv2.resize (INTER_LINEAR) samples at the same pixel centres as the stretch geometry
-        # and is 3-4x faster than the general warp (fixed-point 2-tap rows and columns).
-        for i, img in enumerate(images):
+    matrices: dict[tuple[int, int], np.ndarray[Any, Any]] = {}
+    for i, img in enumerate(images):
+        fh, fw = img.shape[:2]
+        if resize == "stretch":
+            # cv2.resize (INTER_LINEAR) samples at the same pixel centres as the stretch
+            # geometry and is 3-4x faster than the general warp (fixed-point 2-tap rows and
+            # columns).
             if (fh, fw) == (h, w):
                 out[i] = img
             else:
                 cv2.resize(img, (w, h), dst=out[i], interpolation=cv2.INTER_LINEAR)
-        return out
-    m = warp_matrix(geometry((fh, fw), hw, resize, crop_from))
-    for i, img in enumerate(images):
+            continue
+        m = matrices.get((fh, fw))
+        if m is None:
+            m = matrices[(fh, fw)] = warp_matrix(geometry((fh, fw), hw, resize, crop_from))
         cv2.warpAffine(
             img,
             m,
@@ -114,7 +119,7 @@ def warp(
 
 
 def preprocess(images: list[np.ndarray[Any, Any]], plan: InputPlan) -> np.ndarray[Any, Any]:
-    """BGR uint8 frames (same size) -> one model input batch."""
+    """BGR uint8 frames (of any sizes) -> one model input batch."""
     batch = warp(images, plan.hw, plan.resize, plan.crop_from)
     src: np.ndarray[Any, Any] = batch[..., ::-1] if plan.rgb else batch
     nchw = plan.layout == "NCHW"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -47,7 +48,10 @@ def remove_parts(finals: list[Path], *, older_than_s: float = 0.0) -> int:
             try:
                 if older_than_s and part.stat().st_mtime > cutoff:
                     continue
-                part.unlink()
+                if part.is_dir():  # an AtomicDir's folder (mask pictures, snapshots)
+                    shutil.rmtree(part)
+                else:
+                    part.unlink()
                 removed += 1
             except FileNotFoundError:
                 pass

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from worker.constants import Priority
 from worker.errors import JobError
+from worker.settings import WatchSpec, ZoneSpec
 
 __all__ = [
     "JOB_OPTIONS",
@@ -55,10 +56,32 @@ class JobOptions(BaseModel):
     preset: str | None = Field(None, pattern=r"^[a-z]{1,16}$")
     crf: int | None = Field(None, ge=0, le=51)
     card: dict[str, Any] | None = None  # card fields overriding the model's card
+    zones: list[ZoneSpec] | None = None
+    watch: list[str | WatchSpec] | None = None
+    draw_zones: bool | None = None
+    snapshots: bool | None = None
+    every: int | None = Field(None, ge=1)
+    fps: float | None = Field(None, gt=0)
+    masks: Literal["png", "rle"] | None = None  # png: a folder beside the job's results
+    picture: bool | None = None
 
 
 #: Settings a pipeline file may carry into a job (``card_overrides`` travels as ``card``).
-JOB_OPTIONS = ("alpha", "top_k", "preset", "crf", "card_overrides")
+JOB_OPTIONS = (
+    "alpha",
+    "top_k",
+    "preset",
+    "crf",
+    "card_overrides",
+    "zones",
+    "watch",
+    "draw_zones",
+    "snapshots",
+    "every",
+    "fps",
+    "masks",
+    "picture",
+)
 
 
 class JobSpec(BaseModel):

@@ -59,7 +59,7 @@ from worker.queue.leases import Consumer, Delivery, Lease, Outcome
 from worker.queue.metrics import Heartbeat, Metrics, heartbeat_health, heartbeat_path
 from worker.settings import Settings
 from worker.stages import run_file
-from worker.stages.options import RunOptions, run_options
+from worker.stages.options import RunOptions, extras_for, run_options
 
 __all__ = ["Server"]
 
@@ -433,17 +433,25 @@ class Server:
                     overrides=opts.card if opts is not None else None,
                     overrides_from=f"job {spec.id}: card options",
                 )
-                summary = run_file(
-                    source,
-                    model,
-                    output=video,
-                    results=results,
-                    max_frames=spec.max_frames,
-                    on_frame=r.on_frame,
-                    cancel=r.cancel,
-                    before_commit=lambda: self._fence(r),
-                    **job_run_options(self.run_options, opts),
+                extras, sink = extras_for(
+                    job_settings(s, opts), model, results=results, output=video
                 )
+                try:
+                    summary = run_file(
+                        source,
+                        model,
+                        output=video,
+                        results=results,
+                        max_frames=spec.max_frames,
+                        on_frame=r.on_frame,
+                        cancel=r.cancel,
+                        before_commit=lambda: self._fence(r),
+                        extras=extras,
+                        **job_run_options(self.run_options, opts),
+                    )
+                finally:
+                    if sink is not None:
+                        sink.close()
             finally:
                 if scratch is not None:
                     shutil.rmtree(scratch, ignore_errors=True)
@@ -536,6 +544,22 @@ def job_model(value: str, root: Path) -> Path:
         if builtin.is_file():
             return builtin
     return real  # load_model names the file that is missing
+
+
+def job_settings(s: Settings, options: JobOptions | None) -> Settings:
+    """The worker's settings with the job's analytics on top (zones, rules, rates, masks).
+    A job's summary picture is drawn only if the job asks for it (``picture = true``): a
+    worker runs jobs by the thousand, and a job's outputs stay the video and the results."""
+    if options is None:
+        return s.model_copy(update={"picture": False})
+    fields = {"zones", "watch", "draw_zones", "snapshots", "every", "fps", "masks", "picture"}
+    update = {k: v for k, v in options.model_dump(include=fields).items() if v is not None}
+    update.setdefault("picture", False)
+    if "zones" in update:
+        update["zones"] = list(options.zones or [])
+    if "watch" in update:
+        update["watch"] = list(options.watch or [])
+    return s.model_copy(update=update)
 
 
 def job_run_options(base: RunOptions, options: JobOptions | None) -> RunOptions:

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import stat
 import tempfile
 from pathlib import Path
 
 from worker.errors import OutputError
 
-__all__ = ["AtomicFile"]
+__all__ = ["AtomicDir", "AtomicFile"]
 
 _KINDS = {
     stat.S_IFDIR: "a folder",
@@ -87,3 +89,57 @@ class AtomicFile:
         if not self.direct:
             with contextlib.suppress(FileNotFoundError):
                 self.temp.unlink()
+
+
+class AtomicDir:
+    """A folder of outputs (mask pictures, snapshots) that appears whole or not at all: files
+    go into a temporary ``.<name>.<random>.part`` folder beside it, renamed into place by
+    ``commit()``. An existing folder is replaced only if everything in it is ours (names
+    matching ``ours``, as an earlier run of the same command left it); anything else there
+    is refused when the folder is opened."""
+
+    def __init__(self, final: Path, what: str = "output", ours: str = r".*") -> None:
+        self.final = final
+        self.what = what
+        if final.exists():
+            mine = re.compile(ours)
+            foreign = (
+                next((p.name for p in final.iterdir() if not mine.fullmatch(p.name)), None)
+                if final.is_dir() and not final.is_symlink()
+                else final.name
+            )
+            if foreign is not None:
+                raise OutputError(
+                    f"{what} '{final}': holds '{foreign}', which this run did not write; "
+                    "expected a new folder or one an earlier run filled (remove it or choose "
+                    "another)"
+                )
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            self.temp = Path(
+                tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".part")
+            )
+        except OSError as e:
+            raise OutputError(f"{what} '{final}': cannot write ({e.strerror or e})") from e
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.temp, 0o777 & ~umask)
+        self.used = False  # nothing written: commit leaves no empty folder behind
+
+    def commit(self) -> Path | None:
+        if not self.used:
+            self.discard()
+            return None
+        old = None
+        if self.final.exists():
+            # Out of the way first, then the new one in, then the old one gone: a reader sees
+            # the old folder or the new one, never a mix (and never nothing for long).
+            old = Path(tempfile.mkdtemp(dir=self.final.parent, prefix=f".{self.final.name}.old."))
+            os.replace(self.final, old / self.final.name)
+        os.replace(self.temp, self.final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return self.final
+
+    def discard(self) -> None:
+        shutil.rmtree(self.temp, ignore_errors=True)

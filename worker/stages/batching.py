@@ -26,20 +26,24 @@ def collect(
     *,
     end: Any = END,
     clock: Callable[[], float] = time.monotonic,
+    weigh: Callable[[Any], int] | None = None,
+    limit: int | None = None,
 ) -> tuple[list[Any], bool]:
     """One batch: ``(items, ended)``. ``items`` may be empty only when ``ended``.
 
     ``get(timeout)`` returns the next item, ``end`` at the end of the stream, or raises
     ``queue.Empty`` when ``timeout`` (seconds; None: no limit) passes first. The first item is
     waited for without limit; the rest until ``wait_s`` after it (None: until the batch is
-    full).
+    full). ``weigh``: how much an item counts toward ``size`` (default 1: frames a model
+    skips count 0); ``limit``: the most items held, whatever they weigh.
     """
     first = get(None)
     if first is end:
         return [], True
     items = [first]
+    weight = weigh(first) if weigh else 1
     deadline = None if wait_s is None else clock() + wait_s
-    while len(items) < size:
+    while weight < size and (limit is None or len(items) < limit):
         timeout = None
         if deadline is not None:
             timeout = deadline - clock()
@@ -52,4 +56,5 @@ def collect(
         if item is end:
             return items, True
         items.append(item)
+        weight += weigh(item) if weigh else 1
     return items, False

@@ -48,3 +48,4 @@ class Answer:
     class_map: Image | None = None  # segment: (h, w) uint8 class per pixel, 255 = none
     bits: np.ndarray[Any, Any] | None = None  # multi-label: (h, w) uint32, bit c = class c
     top: list[tuple[int, float]] = field(default_factory=list)  # classify: (index, score)
+    zones: dict[str, Answer] | None = None  # classify with zones: each zone's crop, classified

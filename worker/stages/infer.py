@@ -28,10 +28,11 @@ from worker.models.engine import EngineOptions
 from worker.models.fuse import FusedGraph, FuseError, FuseSpec, fuse
 from worker.ops.postprocess import classify, segment, shown_from_bits
 from worker.ops.preprocess import InputPlan, preprocess, warp
+from worker.ops.zones import FrameZones
 from worker.stages.frames import Answer
 from worker.stages.speed import Speed
 
-__all__ = ["Inferencer", "fuse_spec", "plan_for"]
+__all__ = ["Inferencer", "fuse_spec", "infer_frames", "plan_for"]
 
 log = logging.getLogger(__name__)
 Array = np.ndarray[Any, Any]
@@ -193,16 +194,32 @@ class Inferencer:
     def __call__(self, images: list[Array]) -> list[Answer]:
         n = len(images)
         answers: list[Answer] = []
-        step = self.pad_to or n
-        for start in range(0, n, step):
-            chunk = images[start : start + step]
-            real = len(chunk)
-            if self.pad_to and real < self.pad_to:
-                # A fixed-batch graph needs full batches: repeat the last frame, drop its answers.
-                chunk = chunk + [chunk[-1]] * (self.pad_to - real)
-            answers.extend(self._run(chunk)[:real])
+        for group in self._groups(images):
+            step = self.pad_to or len(group)
+            for start in range(0, len(group), step):
+                chunk = group[start : start + step]
+                real = len(chunk)
+                if self.pad_to and real < self.pad_to:
+                    # A fixed-batch graph needs full batches: repeat the last frame, drop its
+                    # answers.
+                    chunk = chunk + [chunk[-1]] * (self.pad_to - real)
+                answers.extend(self._run(chunk)[:real])
         self.frames += n
         return answers
+
+    def _groups(self, images: list[Array]) -> list[list[Array]]:
+        """Runs of frames one model call can take: all of them, unless frames cross at their
+        own size (resize in the graph) and sizes differ (cameras of different resolutions):
+        then consecutive frames of one size, in order."""
+        if not (self.fused and self.fused.spec.resize_in_graph) or len(images) < 2:
+            return [images]
+        groups: list[list[Array]] = [[images[0]]]
+        for img in images[1:]:
+            if img.shape[:2] == groups[-1][0].shape[:2]:
+                groups[-1].append(img)
+            else:
+                groups.append([img])
+        return groups
 
     def _run(self, chunk: list[Array]) -> list[Answer]:
         return self.answers(self.run_staged(self.stage(chunk)))
@@ -269,3 +286,27 @@ class Inferencer:
         if bits is None:
             return [Answer(class_map=c) for c in maps]
         return [Answer(class_map=c, bits=b) for c, b in zip(maps, bits, strict=True)]
+
+
+def infer_frames(
+    infer: Inferencer, images: list[Array], zones: list[FrameZones | None] | None = None
+) -> list[Answer]:
+    """Answers for frames; for a classifier with zones, each zone's crop is classified too,
+    the crops of every frame batched into the same model calls as the frames themselves."""
+    if not zones or infer.model.task != "classify" or not any(zones):
+        return infer(images)
+    batch: list[Array] = []
+    spans: list[tuple[int, int]] = []  # per frame: where its crops sit in the batch
+    for image, fz in zip(images, zones, strict=True):
+        batch.append(image)
+        crops = fz.crops(image) if fz is not None else []
+        spans.append((len(batch), len(batch) + len(crops)))
+        batch += crops
+    answers = infer(batch)
+    out = []
+    for (lo, hi), fz in zip(spans, zones, strict=True):
+        whole = answers[lo - 1]
+        if fz is not None:
+            whole.zones = {z.name: a for z, a in zip(fz.zones, answers[lo:hi], strict=True)}
+        out.append(whole)
+    return out

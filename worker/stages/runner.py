@@ -16,7 +16,7 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,16 +26,20 @@ from tqdm import tqdm
 from worker.errors import Cancelled, InputError, OutputError, StageError, WorkerError
 from worker.messages import plural
 from worker.models import Model
+from worker.ops.rules import Rule
+from worker.ops.sampling import Sampler
+from worker.ops.zones import ZoneSet
 from worker.signals import stop_on_signals
 from worker.stages.atomic import AtomicFile
 from worker.stages.batching import collect
 from worker.stages.frames import Answer
-from worker.stages.infer import Inferencer
+from worker.stages.infer import Inferencer, infer_frames
+from worker.stages.sidecars import Sidecars
 from worker.stages.source import VideoSource
 from worker.stages.speed import Speed
 from worker.stages.writer import Annotator, ResultsWriter, VideoWriter
 
-__all__ = ["RunSummary", "default_batch", "run_file"]
+__all__ = ["Extras", "RunSummary", "default_batch", "run_file"]
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +85,14 @@ class _Channel:
 @dataclass
 class RunSummary:
     input: str
-    output: str
+    output: str | None  # None: --output none (results and events only)
     results: str
     model: str
     task: str
     provider: str
     batch: int
-    frames: int = 0
+    frames: int = 0  # decoded (and written to the video, if any)
+    processed: int = 0  # run through the model (--every, --fps skip the others)
     frames_expected: int | None = None  # what the container header announces, if it does
     truncated: bool = False  # ended early, or in a cut-off frame (see VideoSource)
     bad_packets: int = 0
@@ -96,10 +101,28 @@ class RunSummary:
     seconds: float = 0.0
     fps: float = 0.0
     totals: dict[str, float] = field(default_factory=dict)
+    events: dict[str, Any] = field(default_factory=dict)  # started, ended, dropped, snapshots
+    files: dict[str, str | None] = field(default_factory=dict)  # masks, events, picture, ...
     pipeline: dict[str, Any] = field(default_factory=dict)  # fused?, decoder, encoder, bytes
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Extras:
+    """What a run does beyond the video and the JSON lines (all off by default)."""
+
+    zones: ZoneSet | None = None
+    rules: Sequence[Rule] = ()
+    draw_zones: bool = True
+    every: int = 1  # process every Nth frame
+    fps: float | None = None  # process at most this many frames per second of video
+    masks: Path | str | None = None  # a folder for PNGs, or "rle"
+    events_file: Path | None = None  # events as JSON lines, published with the outputs
+    emit: Callable[[dict[str, Any]], None] | None = None  # events also go here as they happen
+    snapshots: Path | None = None  # a folder for the events' JPEGs
+    picture: Path | None = None  # the summary picture
 
 
 def _is_device(path: Path) -> bool:
@@ -124,7 +147,7 @@ def run_file(
     input: Path,
     model: Model,
     *,
-    output: Path,
+    output: Path | None,
     results: Path,
     batch: int = 0,
     alpha: float = 0.5,
@@ -138,41 +161,59 @@ def run_file(
     cancel: threading.Event | None = None,
     before_commit: Callable[[], None] | None = None,
     speed: Speed | None = None,
+    extras: Extras | None = None,
 ) -> RunSummary:
     """Process one video file end to end; returns the summary or raises a ``WorkerError``.
 
+    ``output=None`` encodes no video (results, events and the other extras only).
     ``before_commit`` runs after the last frame, before the outputs are renamed into place; if
     it raises, nothing is published (the job queue checks there that it still holds the job).
     """
-    if str(output) == "-":
+    if output is not None and str(output) == "-":
         raise OutputError(
             "output '-': the video cannot go to stdout (use --results - for the JSON lines); "
             "give a file, a FIFO or /dev/null"
         )
     for path, what in ((output, "output"), (results, "results")):
-        if str(path) != "-" and path.resolve() == input.resolve():
+        if path is not None and str(path) != "-" and path.resolve() == input.resolve():
             raise OutputError(f"{what} '{path}': would overwrite the input")
-    if output.resolve() == results.resolve() and not _is_device(output):
+    if output is not None and output.resolve() == results.resolve() and not _is_device(output):
         raise OutputError(f"results '{results}': same path as the output video")
     speed = speed or Speed()
+    extras = extras or Extras()
     source = VideoSource(
         input, max_frames=max_frames, threads=speed.decode_threads, hw_decode=speed.hw_decode
     )
+    opened: list[Any] = []
     try:
-        video_file = AtomicFile(output, "output")
         try:
+            video_file = AtomicFile(output, "output") if output is not None else None
+            if video_file is not None:
+                opened.append(video_file)
             results_file = AtomicFile(results, "results")
-        except BaseException:
-            video_file.discard()
-            raise
-        try:
+            opened.append(results_file)
+            annotate = Annotator(model, alpha, extras.zones, draw_zones=extras.draw_zones)
+            sidecars = Sidecars(
+                model,
+                annotate,
+                input_name=input.name,
+                masks=extras.masks,
+                rules=extras.rules,
+                emit=extras.emit,
+                events_file=extras.events_file,
+                snapshots=extras.snapshots,
+                picture=extras.picture,
+                video=output,
+            )
+            opened.append(sidecars)
             summary = _run(
                 source,
                 model,
                 video_file,
                 results_file,
+                annotate,
+                sidecars,
                 batch=batch,
-                alpha=alpha,
                 top_k=top_k,
                 queue_size=queue_size,
                 preset=preset,
@@ -181,15 +222,18 @@ def run_file(
                 on_frame=on_frame,
                 cancel=cancel,
                 speed=speed,
+                extras=extras,
             )
             if before_commit is not None:
                 before_commit()
         except BaseException:
-            video_file.discard()
-            results_file.discard()
+            for item in opened:
+                item.discard()
             raise
-        video_file.commit()
+        if video_file is not None:
+            video_file.commit()
         results_file.commit()
+        summary.files = sidecars.commit()
         return summary
     finally:
         source.close()
@@ -198,11 +242,12 @@ def run_file(
 def _run(
     source: VideoSource,
     model: Model,
-    video_file: AtomicFile,
+    video_file: AtomicFile | None,
     results_file: AtomicFile,
+    annotate: Annotator,
+    sidecars: Sidecars,
     *,
     batch: int,
-    alpha: float,
     top_k: int,
     queue_size: int,
     preset: str,
@@ -211,16 +256,23 @@ def _run(
     on_frame: Callable[[int, int | None], None] | None,
     cancel: threading.Event | None,
     speed: Speed,
+    extras: Extras,
 ) -> RunSummary:
     stop = cancel if cancel is not None else threading.Event()
     failures: list[tuple[str, BaseException]] = []
     lock = threading.Lock()
     batch = default_batch(model, batch)
-    frames_in = _Channel(max(queue_size, batch), stop)
+    sampler = Sampler(extras.every, extras.fps)
+    # With frames skipped, a batch may span more frames than it runs: room for them.
+    held = max(queue_size, batch) * (1 if sampler.all else 4)
+    frames_in = _Channel(held, stop)
     answers = _Channel(queue_size, stop)
     infer = Inferencer(model, top_k=top_k, speed=speed, batch=batch)
-    annotate = Annotator(model, alpha)
-    video = VideoWriter(video_file, source.info, preset=preset, crf=crf, encoder=speed.encoder)
+    video = (
+        VideoWriter(video_file, source.info, preset=preset, crf=crf, encoder=speed.encoder)
+        if video_file is not None
+        else None
+    )
     # Files are lossless: a batch waits until full. A live source waits at most this long.
     batch_wait = speed.batch_wait_s if source.live else None
     results = ResultsWriter(results_file)
@@ -238,40 +290,66 @@ def _run(
         leave=False,
     )
     done = 0
+    processed = 0
 
     def read() -> None:
         for frame in source.frames():
-            frames_in.put(frame)
+            frames_in.put((frame, sampler.take(frame.time)))
         frames_in.put(_END)
 
     def run_model() -> None:
         ended = False
         while not ended:
-            pending, ended = collect(frames_in.get, batch, batch_wait, end=_END)
+            pending, ended = collect(
+                frames_in.get, batch, batch_wait, end=_END, weigh=_chosen, limit=held
+            )
             if not pending:
                 break
-            outs: list[Answer] = infer([f.image for f in pending])
-            for frame, answer in zip(pending, outs, strict=True):
-                answers.put((frame, answer))
+            chosen = [f for f, take in pending if take]
+            zones = (
+                [annotate.frame_zones(f.image.shape[:2]) for f in chosen]
+                if extras.zones and model.task == "classify"
+                else None
+            )
+            outs = iter(infer_frames(infer, [f.image for f in chosen], zones) if chosen else [])
+            for frame, take in pending:
+                answers.put((frame, next(outs) if take else None))
         answers.put(_END)
 
     def write() -> None:
-        nonlocal done
+        nonlocal done, processed
         ok = False
+        last: Answer | None = None  # what frames the model skipped are drawn with
         try:
             while (item := answers.get()) is not _END:
                 frame, answer = item
-                image, record = annotate(frame, answer)
-                video.write(frame, image)
-                results.write(record)
+                if answer is not None:
+                    last = answer
+                    record = annotate.record(frame, answer)
+                    drawn: list[Any] = []
+
+                    def picture(f: Any = frame, a: Answer = answer, d: list[Any] = drawn) -> Any:
+                        if not d:
+                            d.append(annotate.draw(f, a))
+                        return d[0]
+
+                    sidecars.frame(frame, answer, record, picture)
+                    results.write(record)
+                    processed += 1
+                    if video is not None:
+                        video.write(frame, picture())
+                elif video is not None:
+                    video.write(frame, annotate.draw(frame, last) if last else frame.image)
                 done += 1
                 bar.update(1)
                 if on_frame is not None:
                     on_frame(done, total)
+            sidecars.finish()
             ok = True
         finally:
             try:
-                video.close(flush=ok)
+                if video is not None:
+                    video.close(flush=ok)
             finally:
                 results.close()
 
@@ -339,20 +417,21 @@ def _run(
             source.path,
             plural(source.bad_packets, "undecodable packet was", "undecodable packets were"),
         )
-    n = max(done, 1)
+    n = max(processed, 1)
     if model.task == "segment":
         totals = {k: round(v / n, 6) for k, v in annotate.totals.items()}
     else:
         totals = dict(annotate.totals)
     return RunSummary(
         input=str(source.path),
-        output=str(video_file.final),
+        output=str(video_file.final) if video_file is not None else None,
         results=str(results_file.final),
         model=str(model.path),
         task=model.task,
         provider=model.engine.provider,
         batch=batch,
         frames=done,
+        processed=processed,
         frames_expected=source.frames_expected,
         truncated=source.truncated,
         bad_packets=source.bad_packets,
@@ -361,9 +440,15 @@ def _run(
         seconds=round(seconds, 3),
         fps=round(done / seconds, 2) if seconds > 0 else 0.0,
         totals=totals,
+        events=sidecars.describe() if extras.rules else {},
         pipeline={
             **infer.describe(),
             "decoder": source.decoder,
-            "encoder": video.codec,
+            "encoder": video.codec if video is not None else None,
         },
     )
+
+
+def _chosen(item: Any) -> int:
+    """How much a queued (frame, chosen) counts toward a batch: only frames the model runs."""
+    return 1 if item[1] else 0

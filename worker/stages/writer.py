@@ -19,11 +19,12 @@ import av.error
 import cv2
 import numpy as np
 
-from worker.errors import OutputError
+from worker.errors import InputError, OutputError
 from worker.models import Model
 from worker.ops.overlay import Blender, draw_top, pad_even
 from worker.ops.postprocess import NO_CLASS, MaskMap
 from worker.ops.preprocess import geometry
+from worker.ops.zones import FrameZones, ZoneSet, draw_zones
 from worker.stages.atomic import AtomicFile
 from worker.stages.frames import Answer, Frame, VideoInfo
 from worker.stages.speed import Encoder
@@ -35,9 +36,21 @@ Array = np.ndarray[Any, Any]
 
 
 class Annotator:
-    """Turns (frame, answer) into (annotated image, JSON record) for one model."""
+    """Turns (frame, answer) into a JSON record and an annotated image, for one model.
 
-    def __init__(self, model: Model, alpha: float) -> None:
+    ``record`` and ``draw`` are separate so that a run that encodes no video draws only the
+    frames something asks to see (an event's snapshot); ``__call__`` does both. With zones,
+    records gain per-zone results and the image their outlines and names (``draw_zones``).
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        alpha: float,
+        zones: ZoneSet | None = None,
+        *,
+        draw_zones: bool = True,
+    ) -> None:
         self.model = model
         painted = np.zeros(256, dtype=bool)
         painted[: len(model.labels)] = True
@@ -45,24 +58,48 @@ class Annotator:
             painted[model.background] = False
         painted[NO_CLASS] = False
         self.blend = Blender.build(model.colors, alpha, painted)
+        self.zones = zones if zones else None
+        self.draw_zones = draw_zones
         self.totals: dict[str, float] = {}
         self._maps: dict[tuple[tuple[int, int], tuple[int, int]], MaskMap] = {}
 
     def __call__(self, frame: Frame, answer: Answer) -> tuple[Array, dict[str, Any]]:
+        return self.draw(frame, answer), self.record(frame, answer)
+
+    def frame_zones(self, frame_hw: tuple[int, int]) -> FrameZones | None:
+        """The zones at this frame size (``InputError`` if a pixel zone does not fit it)."""
+        if self.zones is None:
+            return None
+        try:
+            return self.zones.at(frame_hw)
+        except ValueError as e:
+            raise InputError(f"{e}; check the zone against the video's size") from e
+
+    def frame_zones_or_none(self, frame: Frame) -> FrameZones | None:
+        """A classifier's zones for ``frame`` (what ``infer_frames`` crops); None otherwise."""
+        if self.model.task != "classify":
+            return None
+        return self.frame_zones(frame.image.shape[:2])
+
+    def _top(self, answer: Answer) -> list[dict[str, Any]]:
+        m = self.model
+        return [{"label": m.label(i), "index": i, "score": round(s, 6)} for i, s in answer.top]
+
+    def record(self, frame: Frame, answer: Answer) -> dict[str, Any]:
+        """The frame's JSON line (and its share of the run's totals)."""
         record: dict[str, Any] = {"frame": frame.index, "time": round(frame.time, 6)}
         m = self.model
         if m.task == "classify":
-            top = [{"label": m.label(i), "index": i, "score": round(s, 6)} for i, s in answer.top]
-            record["top"] = top
+            record["top"] = self._top(answer)
             if answer.top:
                 best = m.label(answer.top[0][0])
                 self.totals[best] = self.totals.get(best, 0) + 1
-            lines = [f"{t['label']} {t['score']:.2f}" for t in top]
-            return draw_top(frame.image, lines), record
+            if answer.zones is not None:
+                record["zones"] = {name: {"top": self._top(a)} for name, a in answer.zones.items()}
+            return record
         assert answer.class_map is not None
-        fh, fw = frame.image.shape[:2]
         small = answer.class_map
-        where = self._map((fh, fw), small.shape[:2])
+        where = self.mask_map(frame.image.shape[:2], small.shape[:2])
         if answer.bits is not None:
             cov = where.coverage_bits(answer.bits, m.labels)
         else:
@@ -70,9 +107,34 @@ class Annotator:
         record["coverage"] = {k: round(v, 6) for k, v in cov.items()}
         for k, v in cov.items():
             self.totals[k] = self.totals.get(k, 0.0) + v
-        return self.blend.over(frame.image, small, where.restore), record
+        fz = self.frame_zones(frame.image.shape[:2])
+        if fz is not None:
+            record["zones"] = {
+                zone: {k: round(v, 6) for k, v in c.items()}
+                for zone, c in fz.coverage(where, m.labels, small, answer.bits).items()
+            }
+        return record
 
-    def _map(self, frame_hw: tuple[int, int], small_hw: tuple[int, int]) -> MaskMap:
+    def draw(self, frame: Frame, answer: Answer) -> Array:
+        """The annotated picture: the mask blended over the frame (or the top labels), and
+        the zones."""
+        m = self.model
+        fz = self.frame_zones(frame.image.shape[:2]) if self.draw_zones else None
+        if m.task == "classify":
+            lines = [f"{m.label(i)} {s:.2f}" for i, s in answer.top]
+            image = draw_top(frame.image, lines)
+            if fz is not None:
+                draw_zones(image, fz, labels=_zone_tops(m, answer))
+            return image
+        assert answer.class_map is not None
+        small = answer.class_map
+        where = self.mask_map(frame.image.shape[:2], small.shape[:2])
+        image = self.blend.over(frame.image, small, where.restore)
+        if fz is not None:
+            draw_zones(image, fz)
+        return image
+
+    def mask_map(self, frame_hw: tuple[int, int], small_hw: tuple[int, int]) -> MaskMap:
         """Where mask pixels land on the frame: built once per frame size, not per frame."""
         key = (frame_hw, small_hw)
         where = self._maps.get(key)
@@ -86,6 +148,16 @@ class Annotator:
                 self._maps.clear()
             where = self._maps[key] = MaskMap.build(g, small_hw, frame_hw)
         return where
+
+
+def _zone_tops(model: Model, answer: Answer) -> dict[str, str]:
+    """Each zone's best label, as a classifier's zones are drawn."""
+    out = {}
+    for name, a in (answer.zones or {}).items():
+        if a.top:
+            i, score = a.top[0]
+            out[name] = f"{model.label(i)} {score:.2f}"
+    return out
 
 
 @functools.cache

@@ -1,0 +1,152 @@
+"""Events of one input or camera: the watch rules' transitions as records, with a snapshot.
+
+An event record carries where it happened (``input`` or ``camera``, ``zone``, ``label``,
+``rule``), when (``start`` and, on the end record, ``end``, in the times the caller gives:
+video seconds for files, wall-clock seconds for cameras), its ``peak`` value and
+``peak_time``, and on the end record the ``snapshot``: the annotated frame at the peak, as a
+JPEG written into ``snapshots`` (the folder beside the outputs or recordings), and the
+``recording`` (file and offset) where the event starts, when the caller can say.
+
+The peak frame's picture is copied when the peak rises and encoded once, when the event ends:
+a rising value over many frames costs copies, not JPEG encodes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+
+from worker.ops.rules import Rule, Tracker, Transition
+
+__all__ = ["EventLog"]
+
+log = logging.getLogger(__name__)
+
+Array = np.ndarray[Any, Any]
+#: Where a time is recorded: {"file": ..., "offset_s": ...} or None.
+Locate = Callable[[float], dict[str, Any] | None]
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+class EventLog:
+    """The rules of one source (``kind`` "input" or "camera", named ``name``)."""
+
+    def __init__(
+        self,
+        kind: Literal["input", "camera"],
+        name: str,
+        rules: Sequence[Rule],
+        emit: Callable[[dict[str, Any]], None] | None,
+        *,
+        snapshots: Path | None = None,
+        locate: Locate | None = None,
+        jpeg_quality: int = 85,
+        clock_is_wall: bool = False,
+    ) -> None:
+        self.kind, self.name = kind, name
+        self.tracker = Tracker(rules)
+        self.emit = emit
+        self.snapshots = snapshots
+        self.locate = locate
+        self.quality = jpeg_quality
+        self.clock_is_wall = clock_is_wall
+        self._pictures: dict[int, Array] = {}  # rule index -> the peak frame's picture
+        self._starts: dict[int, dict[str, Any] | None] = {}  # rule index -> recording location
+        self.started = 0
+        self.ended = 0
+        self.written: list[Path] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.tracker.rules)
+
+    @property
+    def dropped(self) -> int:
+        return self.tracker.dropped
+
+    def update(self, record: dict[str, Any], t: float, picture: Callable[[], Array]) -> None:
+        """One processed frame: its record, its time, and how to get its annotated picture
+        (asked for only when the frame is a new peak)."""
+        for tr in self.tracker.update(record, t):
+            self._handle(tr, picture)
+
+    def finish(self, t: float) -> None:
+        """The source ended at ``t``: close every open event."""
+        for tr in self.tracker.finish(t):
+            self._handle(tr, None)
+
+    def _handle(self, tr: Transition, picture: Callable[[], Array] | None) -> None:
+        if tr.kind == "peak":
+            if picture is not None and self.snapshots is not None:
+                self._pictures[tr.index] = np.array(picture(), copy=True)
+            return
+        if tr.kind == "start":
+            self.started += 1
+            self._starts[tr.index] = self.locate(tr.start) if self.locate else None
+            self._send(self._record("start", tr))
+            return
+        self.ended += 1
+        record = self._record("end", tr)
+        shot = self._pictures.pop(tr.index, None)
+        if shot is not None:
+            record["snapshot"] = self._snapshot(tr, shot)
+        self._send(record)
+        self._starts.pop(tr.index, None)
+
+    def _record(self, kind: str, tr: Transition) -> dict[str, Any]:
+        r: dict[str, Any] = {
+            "type": "watch",
+            "event": kind,
+            self.kind: self.name,
+            "zone": tr.rule.zone,
+            "label": tr.rule.label,
+            "rule": tr.rule.text,
+            "start": round(tr.start, 3),
+            "peak": round(tr.peak, 6),
+            "peak_time": round(tr.peak_time, 3),
+            "peak_frame": tr.peak_frame,
+        }
+        if tr.end is not None:
+            r["end"] = round(tr.end, 3)
+            r["duration_s"] = round(tr.end - tr.start, 3)
+        where = self._starts.get(tr.index)
+        if where is not None:
+            r["recording"] = where
+        if not self.clock_is_wall:
+            r["time"] = round(time.time(), 3)
+        return r
+
+    def _snapshot(self, tr: Transition, picture: Array) -> str | None:
+        assert self.snapshots is not None
+        stamp = (
+            time.strftime("%Y%m%dT%H%M%S", time.gmtime(tr.start)) + "Z"
+            if self.clock_is_wall
+            else f"{tr.start:09.3f}s"
+        )
+        scope = f"{tr.rule.zone}-" if tr.rule.zone else ""
+        name = _SAFE.sub("_", f"{self.name}-{stamp}-{scope}{tr.rule.label}") + ".jpg"
+        path = self.snapshots / name
+        ok, data = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        if not ok:
+            return None
+        try:
+            self.snapshots.mkdir(parents=True, exist_ok=True)
+            # Written whole under a temporary name, then renamed: a reader never sees half.
+            tmp = path.with_name(f".{path.name}.part")
+            tmp.write_bytes(data.tobytes())
+            tmp.replace(path)
+        except OSError as e:
+            log.warning("events: snapshot %s not written (%s)", path, e.strerror or e)
+            return None
+        self.written.append(path)
+        return str(path)
+
+    def _send(self, record: dict[str, Any]) -> None:
+        if self.emit is not None:
+            self.emit(record)
