@@ -197,6 +197,28 @@ def make_model(
     return path
 
 
+def make_bright_model(path: Path) -> Path:
+    """A 2-class segmenter, ``dark`` and ``bright``: a pixel is ``bright`` when its channels'
+    sum passes a threshold, whatever the input normalisation (0..1 or ImageNet's). On the
+    RTSP test camera's moving ball, zone coverage rises and falls as the ball comes and goes."""
+    w = np.zeros((2, 3, 1, 1), np.float32)
+    w[1] = 1.0
+    b = np.array([0.0, -0.75], np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["image", "W", "B"], ["logits"], kernel_shape=[1, 1])],
+        "bright",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 64, 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2, 64, 64])],
+        initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.checker.check_model(model, full_check=True)
+    path.write_bytes(model.SerializeToString())
+    path.with_suffix(".json").write_text('{"labels": ["dark", "bright"]}')
+    return path
+
+
 def make_slow_model(path: Path, size: int = 1024, rounds: int = 8) -> Path:
     """A 3-class segmenter with a costly side branch that depends on the input (so ONNX
     Runtime cannot fold it away): ``rounds`` matmuls of ``size``², ~2·size³ flops each."""

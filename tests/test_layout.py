@@ -33,6 +33,7 @@ LAYERS = {
     "constants": 1,
     "pipeline_file": 1,
     "signals": 1,
+    "web": 1,
     "settings": 2,
     "httpd": 2,
     "sinks": 2,

@@ -18,6 +18,10 @@ can share a Redis without touching each other's data:
 - ``output:<sha1>``      an output path claimed by a job: "<job id> <path relative to the output
   root>". A job writes only outputs it claimed; it expires with the job.
 - ``events``             stream of every state change (capped: history, not work).
+- ``workers``            sorted set: names of ``worker serve`` processes, scored by their last
+  heartbeat; entries a day old are dropped by the next heartbeat of any worker.
+- ``worker:<name>``      a worker's presence (JSON: host, pid, slots, running jobs, fps), set
+  each heartbeat and expiring after two leases: what ``worker dashboard`` lists.
 - ``monitor:events``     stream of ``worker monitor`` events (camera states, watch rules),
   field ``event`` (JSON); capped like ``events``.
 """
@@ -106,6 +110,13 @@ class Keys:
     @property
     def events(self) -> str:
         return f"{self.prefix}events"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}workers"
+
+    def worker(self, name: str) -> str:
+        return f"{self.prefix}worker:{name}"
 
     @property
     def monitor_events(self) -> str:

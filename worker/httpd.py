@@ -1,17 +1,15 @@
-"""The one HTTP server a long-running command starts: ``/metrics`` in the Prometheus text
-format and ``/healthz`` as JSON, for ``worker serve`` and ``worker monitor`` alike."""
+"""``/metrics`` in the Prometheus text format and ``/healthz`` as JSON, for ``worker serve`` and
+``worker monitor`` alike; the monitor adds its pages to the same server (``worker.web``)."""
 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from worker.errors import WorkerError
+from worker.web.server import Request, Response, Router, WebServer
 
 __all__ = ["Health", "serve_http"]
 
@@ -20,40 +18,24 @@ Health = Callable[[], tuple[bool, dict[str, Any]]]
 
 
 def serve_http(
-    port: int, exposition: Callable[[], bytes], health: Health, host: str = ""
-) -> ThreadingHTTPServer:
-    """``/metrics`` (Prometheus text format) and ``/healthz`` (200 when ``health`` says ok,
-    else 503) on ``host:port`` (``""``: all interfaces), in a daemon thread."""
+    port: int,
+    exposition: Callable[[], bytes],
+    health: Health,
+    host: str = "",
+    router: Router | None = None,
+) -> WebServer:
+    """``/metrics`` and ``/healthz`` (200 when ``health`` says ok, else 503) on ``host:port``
+    (``""``: all interfaces), plus ``router``'s pages if given, in a daemon thread."""
+    routes = router or Router()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._send(200, CONTENT_TYPE_LATEST, exposition())
-            elif path in ("/healthz", "/health"):
-                ok, state = health()
-                self._send(200 if ok else 503, "application/json", json.dumps(state).encode())
-            else:
-                self._send(404, "text/plain", b"not found: try /metrics or /healthz\n")
+    def metrics(_: Request) -> Response:
+        return Response(200, exposition(), CONTENT_TYPE_LATEST)
 
-        def _send(self, code: int, ctype: str, body: bytes) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def healthz(_: Request) -> Response:
+        ok, state = health()
+        return Response(200 if ok else 503, json.dumps(state).encode(), "application/json")
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # a scrape every few seconds is not news
-
-    try:
-        server = ThreadingHTTPServer((host, port), Handler)
-    except OSError as e:
-        where = f"{host}:{port}" if host else f"port {port}"
-        raise WorkerError(
-            f"setting WORKER_METRICS_PORT/WORKER_METRICS_HOST: cannot listen on {where} "
-            f"({e.strerror or e})"
-        ) from None
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="worker-metrics", daemon=True).start()
-    return server
+    routes.add("/metrics", metrics)
+    routes.add("/healthz", healthz)
+    routes.add("/health", healthz)
+    return WebServer(routes, port, host, what="setting WORKER_METRICS_PORT/WORKER_METRICS_HOST")

@@ -258,6 +258,13 @@ class Settings(BaseSettings):
     reconnect_base_s: float = Field(0.5, gt=0, description="first reconnect delay; doubles")
     reconnect_max_s: float = Field(30.0, gt=0, description="longest reconnect delay")
     reconnect_attempts: int = Field(0, ge=0, description="failed connects in a row; 0: forever")
+    ui: bool = Field(True, description="monitor: the camera and event pages on the metrics port")
+    ui_fps: float = Field(5.0, gt=0, le=60, description="live view: frames per second at most")
+    jpeg_quality: int = Field(80, ge=10, le=100, description="live view: JPEG quality")
+
+    # The queue's pages (worker dashboard): read-only, so local by default.
+    dashboard_host: str = Field("127.0.0.1", description="address 'worker dashboard' listens on")
+    dashboard_port: int = Field(9410, ge=1, le=65535, description="port of 'worker dashboard'")
 
     #: The pipeline file these settings were read with, if any (to name it in later errors).
     _pipeline: Path | None = PrivateAttr(None)

@@ -125,6 +125,8 @@ def monitor_options(s: Settings) -> MonitorOptions:
         fps=s.fps,
         draw_zones=s.draw_zones,
         snapshots=s.snapshots,
+        ui_fps=s.ui_fps,
+        jpeg_quality=s.jpeg_quality,
         connect=ConnectOptions(
             open_timeout_s=s.open_timeout_s,
             read_timeout_s=s.read_timeout_s,
@@ -149,6 +151,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from worker.httpd import serve_http
     from worker.live.metrics import MonitorMetrics
     from worker.live.monitor import Monitor
+    from worker.live.pages import monitor_routes
     from worker.sinks import open_sinks
     from worker.stages.options import configured_model, rules_for, zones_for
 
@@ -204,9 +207,17 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         monitor.start()
         if settings.metrics_port:
             metrics = MonitorMetrics(monitor)
+            pages = monitor_routes(monitor) if settings.ui else None
             http = serve_http(
-                settings.metrics_port, metrics.exposition, metrics.health, settings.metrics_host
+                settings.metrics_port,
+                metrics.exposition,
+                metrics.health,
+                settings.metrics_host,
+                router=pages,
             )
+            if pages is not None:
+                host = settings.metrics_host or "localhost"
+                log.info("monitor: cameras at http://%s:%d/", host, http.port)
         started = time.monotonic()
         next_stats = started + _STATS_EVERY_S
         while not stop.wait(0.2):

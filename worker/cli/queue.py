@@ -65,6 +65,10 @@ def add_queue_parsers(sub: Any) -> None:
 
     sub.add_parser("check", help="exit 0 if this host's worker heartbeat is fresh (liveness)")
 
+    d = sub.add_parser("dashboard", help="read-only web page over the queue, jobs and workers")
+    d.add_argument("--host", dest="dashboard_host", help="listen address (127.0.0.1)")
+    d.add_argument("--port", type=int, dest="dashboard_port", help="listen port (9410)")
+
 
 def _settings(**cli: Any) -> Settings:
     return load_settings(**cli)
@@ -244,6 +248,48 @@ def _cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from worker.queue.connection import TRANSIENT, describe_url
+    from worker.queue.dashboard import dashboard_routes
+    from worker.web import WebServer
+
+    settings = _settings(dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
+    q = _queue(settings)
+    where = describe_url(settings.redis_url.get_secret_value())
+    try:
+        q.client.ping()
+    except TRANSIENT as e:  # the page says so too, and recovers when Redis is back
+        print(f"note: Redis at {where} unreachable for now ({e})", file=sys.stderr)
+    server = WebServer(
+        dashboard_routes(q, settings.output_root),
+        settings.dashboard_port,
+        settings.dashboard_host,
+        what="setting WORKER_DASHBOARD_HOST/WORKER_DASHBOARD_PORT",
+    )
+    host = settings.dashboard_host
+    shown = f"[{host}]" if ":" in host else (host or "localhost")
+    print(
+        f"dashboard: http://{shown}:{server.port}/ (queue '{settings.queue}' on {where}); "
+        "Ctrl-C stops it",
+        file=sys.stderr,
+        flush=True,
+    )
+    stop = threading.Event()
+    stops = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in stops}
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from worker.queue.metrics import read_heartbeats
 
@@ -268,4 +314,5 @@ QUEUE_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "requeue": _cmd_requeue,
     "purge": _cmd_purge,
     "check": _cmd_check,
+    "dashboard": _cmd_dashboard,
 }

@@ -22,6 +22,7 @@ import queue
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ from worker.stages.infer import Inferencer, infer_frames
 from worker.stages.runner import default_batch
 from worker.stages.speed import Speed
 from worker.stages.writer import Annotator
+from worker.web.mjpeg import Broadcast
 
 __all__ = ["Monitor", "MonitorOptions"]
 
@@ -48,6 +50,8 @@ log = logging.getLogger(__name__)
 
 _POLL_S = 0.1
 _DRAIN_S = 30.0  # how long stop() lets inference and writers finish what they hold
+#: Events kept in memory for ``/events``.
+RECENT_EVENTS = 200
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,8 @@ class MonitorOptions:
     fps: float | None = None  # run at most this many frames per second of each camera
     draw_zones: bool = True
     snapshots: bool = True  # events: a JPEG of the peak frame, beside the recordings
+    ui_fps: float = 5.0  # the live view: annotated frames per second, while someone watches
+    jpeg_quality: int = 80
     connect: ConnectOptions = field(default_factory=ConnectOptions)
     speed: Speed = field(default_factory=Speed)
 
@@ -88,9 +94,15 @@ class _Cam:
         self.counters = Counters()
         self.latency = LatencyStats()
         self.state: CameraState = "connecting"
+        # Silent past the read timeout, and not live again since: while it reconnects
+        # (backoff, connecting) it is still a stalled camera to whoever looks at it.
+        self.stalled = False
         self.detail = ""
         self.since = time.monotonic()
         self.last_frame_at: float | None = None
+        self.frame_hw: tuple[int, int] | None = None  # of the newest processed frame
+        self.last_event: dict[str, Any] | None = None  # the newest watch event
+        self.view = Broadcast(opts.ui_fps, opts.jpeg_quality)
         self.out = DropQueue(opts.writer_queue, on_drop)
         self.recorder: SegmentRecorder | None = None
         if opts.record is not None:
@@ -130,6 +142,8 @@ class Monitor:
         self._on_event = on_event
         self._event_lock = threading.Lock()
         self.events = 0
+        #: The newest events, for the pages (the sink has them all).
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
         self.batch = default_batch(model, o.batch)
         self.calls = 0  # model runs; frames per run = self.infer.frames / calls
         self.cams = {
@@ -178,20 +192,31 @@ class Monitor:
         if cam.state == "failed":
             return  # final: what its source does while stopping after it is not news
         cam.state, cam.detail, cam.since = state, detail, time.monotonic()
+        if state in ("stalled", "live"):
+            cam.stalled = state == "stalled"
         level = logging.WARNING if state in ("stalled", "backoff", "failed") else logging.INFO
         log.log(level, "camera %s: %s%s", name, state, f" ({detail})" if detail else "")
         self._emit({"type": "camera", "camera": name, "state": state, "detail": detail})
 
     def _emit(self, event: dict[str, Any]) -> None:
-        if self._on_event is None:
-            return
         event.setdefault("time", round(time.time(), 3))
         with self._event_lock:
             self.events += 1
+            self.recent.append(event)
+            cam = self.cams.get(str(event.get("camera")))
+            if cam is not None and event.get("type") == "watch":
+                cam.last_event = event
+            if self._on_event is None:
+                return
             try:
                 self._on_event(event)
             except Exception as e:  # an events sink must not stop the cameras
                 log.warning("events: could not write an event (%s: %s)", type(e).__name__, e)
+
+    def recent_events(self, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` events, newest first."""
+        with self._event_lock:
+            return list(self.recent)[::-1][:limit]
 
     def _fail(self, stage: str, e: BaseException) -> None:
         self._failures.append((stage, e))
@@ -298,6 +323,8 @@ class Monitor:
 
                         if cam.recorder is not None:
                             cam.recorder.write(item, picture())
+                        cam.frame_hw = item.frame.image.shape[:2]
+                        cam.view.offer(picture)
                     except Exception as e:
                         # This camera's stream or recording, not the others': it alone stops.
                         broken = True
@@ -380,6 +407,7 @@ class Monitor:
                 "url": cam.camera.shown,
                 "state": cam.state,
                 "detail": cam.detail,
+                "stalled": cam.stalled,
                 "state_for_s": round(now - cam.since, 3),
                 **cam.counters.snapshot(),
                 "connections": cam.source.generation if cam.source else 0,
@@ -416,6 +444,8 @@ class Monitor:
         stuck = [t.name for t in threads if t is not None and t.is_alive()]
         seconds = time.monotonic() - (self.started_at or time.monotonic())
         self._on_event = None  # a camera thread outliving stop() must not write to a closed sink
+        for cam in self.cams.values():
+            cam.view.close()  # the pages' streams end with the monitor
         if self._failures:
             stage, err = self._failures[0]
             if isinstance(err, WorkerError):

@@ -127,6 +127,11 @@ class LatencyStats:
             out.append(("+Inf", self.count))
             return out, self.count, self.sum
 
+    def recent(self) -> list[float]:
+        """The most recent values, oldest first, in seconds."""
+        with self._lock:
+            return list(self._recent)
+
     def percentiles_ms(self, ps: tuple[int, ...] = (50, 90, 99)) -> dict[str, float]:
         """Over the recent values, in milliseconds; empty before the first frame."""
         with self._lock:

@@ -57,6 +57,7 @@ from worker.queue.jobs import (
 )
 from worker.queue.leases import Consumer, Delivery, Lease, Outcome
 from worker.queue.metrics import Heartbeat, Metrics, heartbeat_health, heartbeat_path
+from worker.queue.presence import publish, withdraw
 from worker.settings import Settings
 from worker.stages import run_file
 from worker.stages.options import RunOptions, extras_for, run_options
@@ -162,6 +163,8 @@ class Server:
         self._connected_since: float | None = None
         self._sweep_at = 0.0
         self._gauges_at = 0.0
+        self._present_at = 0.0
+        self._started_wall = time.time()
 
     # ------------------------------------------------------------------------------ control
 
@@ -222,6 +225,8 @@ class Server:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             self.heartbeat.remove()
+            with contextlib.suppress(*TRANSIENT):
+                withdraw(self.queue.client, self.queue.keys, self.consumer.name)
         log.info("worker %s: stopped", self.consumer.name)
         return 0
 
@@ -297,6 +302,9 @@ class Server:
         if now - self._gauges_at >= _GAUGES_EVERY_S:
             self._refresh_gauges()
             self._gauges_at = now
+        if now - self._present_at >= s.heartbeat_s:
+            self._publish_presence()
+            self._present_at = now
         took = False
         while self._free and not self._stopping.is_set():
             d = self.consumer.take(claim_stale=settled)
@@ -343,6 +351,21 @@ class Server:
                 r.stop("shutdown")
         if now >= self._hand_back_at + _ABANDON_AFTER_S:
             self._abandon.set()
+
+    def _publish_presence(self) -> None:
+        """For ``worker dashboard``: alive, and what it runs."""
+        running = {job_id: r.progress() for job_id, r in self._running.items()}
+        publish(
+            self.queue.client,
+            self.queue.keys,
+            self.consumer.name,
+            self.settings.lease_s,
+            slots=self.settings.concurrency,
+            running=running,
+            fps=round(sum(p["fps"] for p in running.values()), 2),
+            stopping=self._stopping.is_set(),
+            started=self._started_wall,
+        )
 
     def _refresh_gauges(self) -> None:
         for state, n in self.queue.depth().items():

@@ -1,0 +1,219 @@
+"""The pages as a person sees them, in a real browser (Chromium, through Selenium): the camera
+grid of ``worker monitor`` against real RTSP cameras, its events with snapshots and
+recordings, and ``worker dashboard`` over a real Redis with a real ``worker serve``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from browser_harness import browser, screenshot
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+
+from factory import make_bright_model, make_slow_model
+from queue_harness import Rig, WorkerProc, free_port, wait_for
+from rtsp_harness import RtspServer
+
+pytestmark = pytest.mark.timeout(240)
+
+SECRET = "hunter2-s3cret"
+READ_TIMEOUT_S = 2.0
+
+
+def env(**settings: str) -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
+    e.update({f"WORKER_{k.upper()}": v for k, v in settings.items()})
+    return e
+
+
+def get_json(port: int, path: str) -> Any:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return json.loads(r.read())
+    except OSError:
+        return None
+
+
+def js(b: Any, script: str, *args: Any) -> Any:
+    return b.execute_script(script, *args)
+
+
+# What a person sees of a camera's card: its picture's natural size, a sample of its pixels
+# (through a canvas: the picture is an MJPEG stream from our own origin), its state.
+_PICTURE = """
+const img = document.querySelector(`.card[data-camera="${arguments[0]}"] .view img`);
+if (!img || !img.complete || !img.naturalWidth) return null;
+const c = document.createElement("canvas");
+c.width = 32; c.height = 24;
+const g = c.getContext("2d");
+g.drawImage(img, 0, 0, 32, 24);
+return {w: img.naturalWidth, h: img.naturalHeight,
+        pixels: Array.from(g.getImageData(0, 0, 32, 24).data.filter((_, i) => i % 4 === 0))};
+"""
+_STATE = """
+const s = document.querySelector(`.card[data-camera="${arguments[0]}"] .state`);
+return s ? s.textContent : null;
+"""
+
+
+def test_camera_grid_events_and_recordings_in_a_browser(tmp_path: Path) -> None:
+    port = free_port()
+    # The test camera's ball spends ~6 s of every ~10 in the left half: events come and go.
+    make_bright_model(tmp_path / "bright.onnx")
+    with RtspServer(fps=15) as yard, RtspServer(fps=15) as gate:
+        assert gate.proc is not None
+        cameras = {"yard": yard.url_with("admin", SECRET), "gate": gate.url_with("op", SECRET)}
+        w = WorkerProc(
+            tmp_path,
+            env(cameras=json.dumps(cameras), read_timeout_s=str(READ_TIMEOUT_S)),
+            "monitor", "--model", "bright.onnx", "--record", "rec", "--segment-seconds", "2",
+            "--zone", "left=0,0 0.5,0 0.5,1 0,1", "--watch", "left:bright>0.01@2 end=0.3s",
+            "--metrics-port", str(port),
+            name="monitor",
+        )  # fmt: skip
+        try:
+            wait_for(lambda: get_json(port, "/healthz"), "the monitor's pages")
+            with browser(tmp_path) as b:
+                b.get(f"http://127.0.0.1:{port}/")
+                # The live picture: the frame's own size, and it moves.
+                first = wait_for(lambda: js(b, _PICTURE, "yard"), "the yard's live picture")
+                assert (first["w"], first["h"]) == (320, 240)
+                wait_for(
+                    lambda: (p := js(b, _PICTURE, "yard")) and p["pixels"] != first["pixels"],
+                    "the yard's picture to change",
+                )
+                wait_for(lambda: js(b, _PICTURE, "gate"), "the gate's live picture")
+                wait_for(lambda: js(b, _STATE, "yard") == "live", "the yard's card to say live")
+                facts = b.find_element(By.CSS_SELECTOR, '.card[data-camera="yard"] .facts').text
+                assert "processed" in facts and "p99" in facts and "dropped" in facts
+                # The zone is drawn over the picture, and hovering reads off where the pointer
+                # is, in the fractions a zone is written in.
+                card = b.find_element(By.CSS_SELECTOR, '.card[data-camera="yard"]')
+                assert len(card.find_elements(By.CSS_SELECTOR, "svg polygon")) == 1
+                img = card.find_element(By.CSS_SELECTOR, ".view img")
+                ActionChains(b).move_to_element(img).perform()  # its centre
+                coords = card.find_element(By.CSS_SELECTOR, ".coords").text
+                x, y = (float(v.strip(" xy")) for v in coords.split(","))
+                assert abs(x - 0.5) < 0.02 and abs(y - 0.5) < 0.02, coords
+                screenshot(b, tmp_path / "monitor.png")
+
+                # A camera that goes silent says so within its read timeout (+ a refresh).
+                os.kill(gate.proc.pid, signal.SIGSTOP)
+                silent = time.monotonic()
+                try:
+                    wait_for(
+                        lambda: js(b, _STATE, "gate") == "stalled",
+                        "the gate's card to say stalled",
+                        timeout=READ_TIMEOUT_S + 10,
+                    )
+                    took = time.monotonic() - silent
+                    assert took <= READ_TIMEOUT_S + 2.5, f"stalled shown after {took:.1f} s"
+                    assert js(b, _STATE, "yard") == "live"
+                    screenshot(b, tmp_path / "monitor-stalled.png")
+                finally:
+                    os.kill(gate.proc.pid, signal.SIGCONT)
+
+                # An event: its snapshot shows, and its recording plays from the event.
+                b.get(f"http://127.0.0.1:{port}/events")
+                link = wait_for(
+                    lambda: b.find_elements(By.CSS_SELECTOR, "a[data-recording]"),
+                    "an event with its recording",
+                )[0]
+                thumb = wait_for(
+                    lambda: js(
+                        b,
+                        "const i = document.querySelector('img.thumb');"
+                        "return i && i.complete && i.naturalWidth ? i.naturalWidth : null;",
+                    ),
+                    "an event's snapshot",
+                )
+                assert thumb == 320
+                link.click()
+                started = wait_for(
+                    lambda: js(
+                        b,
+                        "const v = document.getElementById('recording');"
+                        "return v.readyState >= 2 && !v.paused ? v.currentTime + 1e-9 : null;",
+                    ),
+                    "the recording to play",
+                )
+                wait_for(
+                    lambda: (
+                        js(b, "return document.getElementById('recording').currentTime") > started
+                    ),
+                    "the recording's time to advance",
+                )
+                assert js(b, "return document.getElementById('recording').error") is None
+                screenshot(b, tmp_path / "events.png")
+
+                # No credential anywhere a browser can see.
+                seen = [b.page_source]
+                b.get(f"http://127.0.0.1:{port}/")
+                wait_for(lambda: js(b, _PICTURE, "yard"), "the grid again")
+                seen.append(b.page_source)
+                for path in ("/api/cameras", "/api/events", "/healthz", "/metrics"):
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}") as r:
+                        seen.append(r.read().decode())
+                assert not any(SECRET in text or "admin:" in text for text in seen)
+            w.signal(signal.SIGTERM)
+            assert w.wait() == 0, w.text()
+        finally:
+            w.close()
+    assert SECRET not in w.text()
+
+
+def test_dashboard_shows_a_job_progress_then_done_with_its_chart(rig: Rig) -> None:
+    make_slow_model(rig.root / "models" / "slow.onnx")  # ~0.1 s a frame: progress to watch
+    q = rig.queue()
+    port = free_port()
+    dash = WorkerProc(rig.root, rig.env, "dashboard", "--port", str(port), name="dashboard")
+    rig.procs.append(dash)
+    wait_for(lambda: get_json(port, "/healthz"), "the dashboard to answer")
+    rig.worker(name="w1")
+    job_id, _ = q.submit(q.make_spec(input="long.mp4", model="slow.onnx", max_frames=50))
+    row = f'tr[data-job="{job_id}"]'
+
+    def done_count() -> int | None:
+        text = js(b, f"const p = document.querySelector('{row} [data-progress]');"
+                     "return p ? p.textContent : null;")  # fmt: skip
+        if not text or "/" not in text:
+            return None
+        return int(text.split("/")[0])
+
+    with browser(rig.root) as b:
+        b.get(f"http://127.0.0.1:{port}/")
+        wait_for(lambda: b.find_elements(By.CSS_SELECTOR, row), "the job in the list")
+        before = wait_for(done_count, "the job's progress")
+        wait_for(lambda: (n := done_count()) is not None and n > before, "the progress to move")
+        bar = js(b, f"return document.querySelector('{row} .bar > span').style.width")
+        assert bar.endswith("%") and 0 < float(bar[:-1]) < 100
+        workers = b.find_elements(By.CSS_SELECTOR, "tr[data-worker]")
+        assert len(workers) == 1 and "s ago" in workers[0].text
+        screenshot(b, rig.root / "dashboard-running.png")
+        wait_for(
+            lambda: (
+                js(b, f"return document.querySelector('{row} [data-state]').textContent") == "done"
+            ),
+            "the job to show done",
+            timeout=120,
+        )
+        b.find_element(By.CSS_SELECTOR, f'{row} a[data-view="{job_id}"]').click()
+        lines = wait_for(lambda: b.find_elements(By.CSS_SELECTOR, "#chart polyline"), "the chart")
+        assert len(lines) >= 2  # a line per label
+        points = lines[0].get_attribute("points") or ""
+        assert len(points.split()) >= 10
+        wait_for(
+            lambda: js(b, "return document.getElementById('video').readyState >= 1"),
+            "the job's video to load",
+        )
+        assert js(b, "return document.getElementById('video').duration") > 1.5
+        counts = b.find_element(By.CSS_SELECTOR, '[data-count="done"] b').text
+        assert counts == "1"
+        screenshot(b, rig.root / "dashboard.png")

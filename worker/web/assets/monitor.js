@@ -1,0 +1,82 @@
+// The camera grid: one card per camera with its live picture (MJPEG), state, rates, drops,
+// latency, last event, and its zones drawn over the picture. The facts refresh every second
+// with fetch(); the picture streams by itself. Hovering the picture shows the fractional
+// position under the pointer, to read zone coordinates off the image.
+"use strict";
+const cards = new Map();
+const rates = new Map();  // camera -> {t, processed}: processed frames per second
+
+function zonesSvg(zones) {
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", "0 0 1 1");
+  svg.setAttribute("preserveAspectRatio", "none");
+  for (const z of zones) {
+    const poly = document.createElementNS(svg.namespaceURI, "polygon");
+    poly.setAttribute("points", z.points.map((p) => p.join(",")).join(" "));
+    poly.setAttribute("fill", "rgba(0,255,255,.08)");
+    poly.setAttribute("stroke", "#0ff");
+    poly.setAttribute("stroke-width", "0.004");
+    poly.setAttribute("vector-effect", "non-scaling-stroke");
+    const title = document.createElementNS(svg.namespaceURI, "title");
+    title.textContent = z.name;
+    poly.append(title);
+    svg.append(poly);
+  }
+  return svg;
+}
+
+function card(name, cam) {
+  const img = el("img", { alt: `${name} live`, src: `/cameras/${encodeURIComponent(name)}/live.mjpg` });
+  const coords = el("span", { class: "coords", text: "x –, y –" });
+  const view = el("div", { class: "view" }, img, zonesSvg(cam.zones || []), coords);
+  view.addEventListener("mousemove", (e) => {
+    const r = img.getBoundingClientRect();
+    const x = (e.clientX - r.left) / r.width, y = (e.clientY - r.top) / r.height;
+    coords.textContent = `x ${x.toFixed(3)}, y ${y.toFixed(3)}`;
+  });
+  const state = el("span", { class: "state" });
+  const facts = el("dl", { class: "facts" });
+  const c = el("div", { class: "card", "data-camera": name },
+    el("h2", {}, el("span", { text: name }), state), view, facts);
+  return { c, state, facts, img };
+}
+
+function render(cams) {
+  const grid = document.getElementById("cameras");
+  const now = performance.now() / 1000;
+  for (const [name, cam] of Object.entries(cams)) {
+    let k = cards.get(name);
+    if (!k) { k = card(name, cam); cards.set(name, k); grid.append(k.c); }
+    // A camera that went silent stays "stalled" while it reconnects, until it is live again.
+    const reconnecting = cam.stalled && (cam.state === "backoff" || cam.state === "connecting");
+    const state = reconnecting ? "stalled" : cam.state;
+    k.state.textContent = state;
+    k.state.className = `state ${state}`;
+    k.state.title = reconnecting ? `reconnecting (${cam.state})` : cam.detail || "";
+    const prev = rates.get(name);
+    let fps = null;
+    if (prev && now > prev.t) fps = (cam.processed - prev.processed) / (now - prev.t);
+    rates.set(name, { t: now, processed: cam.processed });
+    const drops = Object.entries(cam.dropped_by_reason || {}).map(([r, n]) => `${r} ${n}`).join(", ");
+    const ev = cam.last_event;
+    const facts = [
+      ["processed", `${cam.processed} (${fps === null ? "–" : fps.toFixed(1)} fps)`],
+      ["received", `${cam.received}`], ["skipped", `${cam.skipped || 0}`],
+      ["dropped", `${cam.dropped}${drops ? ` (${drops})` : ""}`],
+      ["latency", `p50 ${fmt.ms(cam.latency_ms.p50)} · p99 ${fmt.ms(cam.latency_ms.p99)}`],
+      ["detail", reconnecting ? `reconnecting (${cam.state}${cam.detail ? ": " + cam.detail : ""})` : cam.detail || "–"],
+      ["last event", ev ? `${ev.event} ${ev.zone ? ev.zone + ":" : ""}${ev.label || ev.state || ""} ${fmt.time(ev.time)}` : "–"],
+    ];
+    k.facts.replaceChildren(...facts.flatMap(([a, b]) => [el("dt", { text: a }), el("dd", { "data-fact": a, text: b })]));
+  }
+}
+
+async function refresh() {
+  try {
+    const data = await getJSON("/api/cameras");
+    render(data.cameras);
+    setStatus(`updated ${new Date().toLocaleTimeString()}`);
+  } catch (e) { setStatus(`cannot reach the monitor (${e.message})`); }
+}
+refresh();
+setInterval(refresh, 1000);
