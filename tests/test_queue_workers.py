@@ -160,7 +160,9 @@ def test_cancel_stops_a_running_job_within_seconds(rig: Rig) -> None:
     st = q.status(job_id)
     assert st["state"] == "cancelled" and st["progress"]["done"] < LONG["frames"]
     assert outputs_of(rig, job_id) == []  # nothing published, no temporaries left
-    assert state_of(q, next_id) == "done"  # the worker went on with the next job
+    # The worker went on with the next job (once seen in CI: exited with it queued; the log
+    # and the queue's history say what happened if it comes back).
+    assert state_of(q, next_id) == "done", (w.text(), q.events(), q.status(next_id))
     assert took < 10.0, took  # a heartbeat (0.2 s) or two, and the stages' stop
 
 
