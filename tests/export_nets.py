@@ -170,3 +170,47 @@ def shape_branch() -> ShapeBranch:
 
 def broken_factory() -> nn.Module:
     raise RuntimeError("cannot build: config file missing")
+
+
+# ------------------------------------------------------- networks export must judge fairly
+
+
+class HighLogits(nn.Module):
+    """A valid eval-mode segmenter whose logits reach ~1e4 on noise: in float32 a batch of 2
+    rounds differently from a batch of 1 (by ~1e-3 here), which is arithmetic, not training
+    mode; and ONNX Runtime differs from PyTorch by as much, relatively tiny."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.a = nn.Conv2d(3, 64, 3, padding=1)
+        self.b = nn.Conv2d(64, 64, 3, padding=1)
+        self.c = nn.Conv2d(64, 4, 1)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1 * 8)
+            self.c.weight.mul_(20)
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y: torch.Tensor = self.c(torch.relu(self.b(torch.relu(self.a(x)))))
+        return y
+
+
+def high_logits() -> HighLogits:
+    return HighLogits()
+
+
+class ValueBranch(Classifier):
+    """Python control flow on the pixel values: the trace keeps the branch noise takes, so
+    bright images get other answers from the export than from PyTorch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)
+        if float(x.mean()) > 1.0:
+            y = -y
+        return y
+
+
+def value_branch() -> ValueBranch:
+    return ValueBranch()

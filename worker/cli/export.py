@@ -54,8 +54,18 @@ def add_arguments(e: argparse.ArgumentParser) -> None:
     e.add_argument("--activation", choices=["auto", "softmax", "sigmoid", "none"])
     e.add_argument("--samples", type=Path, help="folder of images to verify on, besides noise")
     e.add_argument(
-        "--tolerance", type=float, default=1e-3, help="max abs difference allowed (1e-3)"
-    )
+        "--rtol", type=float, default=1e-3,
+        help="outputs match within atol + rtol x |PyTorch's output| (1e-3)",
+    )  # fmt: skip
+    e.add_argument(
+        "--atol", "--tolerance", dest="atol", type=float, default=1e-5,
+        help="absolute part of that (1e-5); --tolerance is the old name",
+    )  # fmt: skip
+    e.add_argument(
+        "--min-agreement", dest="min_agreement", type=float, default=0.99,
+        help="share of top-1 labels or mask pixels that must match, on the samples if given "
+        "(0.99)",
+    )  # fmt: skip
     e.add_argument("--no-simplify", action="store_true", help="skip onnxslim/onnxsim")
     e.add_argument("--input-name", default="image")
     e.add_argument("--output-name", default="output")
@@ -157,7 +167,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         labels=_labels(args.labels) if args.labels is not None else None,
         card=_card_flags(args),
         samples=args.samples,
-        tolerance=args.tolerance,
+        rtol=args.rtol,
+        atol=args.atol,
+        min_agreement=args.min_agreement,
         simplify=not args.no_simplify,
         factory_kwargs=kwargs,
         trust_weights=args.trust_weights,

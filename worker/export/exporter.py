@@ -19,9 +19,10 @@ import re
 import sys
 import tempfile
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import onnx
 
@@ -155,8 +156,11 @@ def export_onnx(
         return onnx.load(str(path))
 
 
-def simplify(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None, list[str]]:
-    """(model, the simplifier used or None, warnings): onnxslim, else onnxsim, if installed."""
+def simplify(
+    proto: onnx.ModelProto,
+) -> tuple[onnx.ModelProto, str | None, list[str], dict[str, Any] | None]:
+    """(model, the simplifier used or None, warnings, what it removed): onnxslim (the
+    ``export`` extra), else onnxsim, if installed."""
     for name in ("onnxslim", "onnxsim"):
         try:
             lib = importlib.import_module(name)
@@ -170,11 +174,25 @@ def simplify(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None, list[
                 if not ok:
                     raise RuntimeError("its own check of the result failed")
         except Exception as e:
-            return proto, None, [f"{name} failed ({first_line(e)}); kept the graph as exported"]
+            return (
+                proto,
+                None,
+                [f"{name} failed ({first_line(e)}); kept the graph as exported"],
+                None,
+            )
         if isinstance(out, onnx.ModelProto):
-            return out, name, []
-        return proto, None, [f"{name} returned {type(out).__name__}; kept the graph as exported"]
-    return proto, None, []
+            return out, name, [], removed_nodes(proto, out)
+        note = f"{name} returned {type(out).__name__}; kept the graph as exported"
+        return proto, None, [note], None
+    return proto, None, [], None
+
+
+def removed_nodes(before: onnx.ModelProto, after: onnx.ModelProto) -> dict[str, Any]:
+    """Node counts before and after, and per operator how many fewer (top-level graph)."""
+    a = Counter(n.op_type for n in before.graph.node)
+    b = Counter(n.op_type for n in after.graph.node)
+    fewer = {op: a[op] - b.get(op, 0) for op in sorted(a) if a[op] > b.get(op, 0)}
+    return {"nodes_before": sum(a.values()), "nodes_after": sum(b.values()), "removed": fewer}
 
 
 def warning_lines(caught: list[warnings.WarningMessage]) -> list[str]:
