@@ -316,6 +316,45 @@ def test_worker_run_with_exported_classifier_matches_pytorch(
             assert abs(entry["score"] - float(p[entry["index"]])) < 1e-4, (got, p)
 
 
+def test_an_exported_model_describes_itself_without_its_card(
+    classifier: Exported, tmp_path: Path
+) -> None:
+    # Its card (bgr, letterbox, its own mean and std, labels) travels in the model's metadata
+    # too: the model file alone gives the same answers as with its card beside it.
+    import shutil
+
+    with_card, alone = tmp_path / "with", tmp_path / "alone"
+    for d in (with_card, alone):
+        d.mkdir()
+        shutil.copy(classifier.model, d / "m.onnx")
+        make_video(d / "clip.mp4", frames=8, width=96, height=72)
+    shutil.copy(classifier.model.with_suffix(".json"), with_card / "m.json")
+    outs = []
+    for d in (with_card, alone):
+        proc = worker(d, "run", "--input", "clip.mp4", "--model", "m.onnx")
+        assert proc.returncode == 0, proc.stderr
+        outs.append((d / "clip.classify.jsonl").read_text())
+    assert outs[0] == outs[1]
+    assert json.loads(outs[1].splitlines()[0])["top"][0]["label"] in export_nets.CLASSIFY_LABELS
+
+    proc = worker(alone, "inspect", "m.onnx")
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    assert seen["card"] is None
+    assert seen["effective_card"]["color_order"] == "bgr"
+    assert seen["effective_card"]["resize"] == "letterbox"
+    sources = seen["card_sources"]
+    assert sources["labels"] == sources["mean"] == "model metadata"
+    assert sources["threshold"] == "default"
+    # A card file still wins, field by field; the rest still comes from the metadata.
+    (alone / "m.json").write_text(json.dumps({"labels": ["a", "b", "c", "d"]}))
+    seen = json.loads(worker(alone, "inspect", "m.onnx").stdout)
+    assert seen["effective_card"]["labels"] == ["a", "b", "c", "d"]
+    assert seen["card_sources"]["labels"] == "card file"
+    assert seen["card_sources"]["mean"] == "model metadata"
+    assert seen["effective_card"]["mean"] == [0.5, 0.5, 0.5]
+
+
 def test_channels_last_input_is_exported_as_nhwc(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

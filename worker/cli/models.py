@@ -20,7 +20,8 @@ __all__ = ["cmd_models", "describe_entry"]
 
 def describe_entry(entry: Any) -> dict[str, Any]:
     """One ``RepoEntry`` as a row: name, task, input size, labels, card or inferred."""
-    from worker.models import load_card, read_graph
+    from worker.models import read_graph
+    from worker.models.card import card_from_metadata, resolve_card
 
     row: dict[str, Any] = {
         "name": entry.name,
@@ -30,7 +31,11 @@ def describe_entry(entry: Any) -> dict[str, Any]:
     }
     try:
         g = read_graph(entry.path)
-        card = load_card(entry.card)
+        props = {p.key: p.value for p in g.proto.metadata_props}
+        embedded = card_from_metadata(props, entry.path)
+        card = resolve_card(entry.card, embedded=embedded).card
+        if entry.card is None and embedded:
+            row["card"] = "model metadata"
     except WorkerError as e:
         return {**row, "task": None, "input_size": None, "labels": None, "error": str(e)}
     out = g.output.shape

@@ -30,7 +30,7 @@ from worker.errors import ExportError, ModelError, VerificationError
 from worker.export.checkpoint import build_network, check_eval_mode, load_weights
 from worker.export.exporter import export_onnx, first_line, opset_range, simplify, warning_lines
 from worker.export.verify import Check, ShapeMismatch, random_images, read_samples, verify
-from worker.models.card import ModelCard
+from worker.models.card import METADATA_KEY, ModelCard
 from worker.models.model import load_model
 from worker.models.repository import card_path_for
 from worker.ops.preprocess import InputPlan, preprocess
@@ -400,9 +400,12 @@ def _export_and_verify(req: ExportRequest, base: ModelCard, torch_version: str) 
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset != req.opset:
         raise ExportError(f"the exported model declares opset {opset}, not {req.opset}")
+    card = _card(base, task, req)
     onnx.helper.set_model_props(
         proto,
         {
+            # The card travels inside the model too: a model file alone still runs right.
+            METADATA_KEY: json.dumps(card, separators=(",", ":")),
             "exported_by": "video-worker export",
             "torch": torch_version,
             "factory": req.factory,
@@ -418,7 +421,6 @@ def _export_and_verify(req: ExportRequest, base: ModelCard, torch_version: str) 
     except Exception as e:
         raise ExportError(f"the exported model fails onnx.checker: {first_line(e)}") from e
 
-    card = _card(base, task, req)
     model_file = AtomicFile(req.output, "--output")
     try:
         card_file = AtomicFile(card_path_for(req.output), "card")

@@ -1,7 +1,8 @@
 """The model card: what the graph cannot say (labels, colours, preprocessing).
 
 A card is ``card.json`` in the model's folder (``<model>.json`` beside a bare model), or a
-path given with ``--card``. Every field is
+path given with ``--card``; a model exported by ``worker export`` also carries its card in its
+own metadata (``METADATA_KEY``), which a card file overrides field by field. Every field is
 optional; anything missing is inferred from the graph or defaulted (see ``worker.models.model``).
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -17,7 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from worker.errors import CardError
 from worker.messages import plain, tuple_length
 
-__all__ = ["ModelCard", "load_card"]
+__all__ = [
+    "METADATA_KEY",
+    "ModelCard",
+    "ResolvedCard",
+    "card_from_metadata",
+    "load_card",
+    "resolve_card",
+]
 
 Channel = Annotated[float, Field(allow_inf_nan=False)]
 Rgb = tuple[
@@ -66,35 +75,94 @@ def _problems(e: ValidationError) -> str:
     return "; ".join(said)
 
 
+#: The key of an ONNX model's ``metadata_props`` that carries its card as JSON (written by
+#: ``worker export``; Ultralytics keeps its model's names and sizes there the same way), so a
+#: model file describes itself when no card travels with it.
+METADATA_KEY = "video_worker.card"
+
+
+@dataclass(frozen=True)
+class ResolvedCard:
+    card: ModelCard
+    #: field -> where its value came from: "overrides" (a pipeline's [card]), "card file",
+    #: "model metadata" or "default".
+    sources: dict[str, str]
+
+
+def _read_card_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise CardError(f"model card '{path}': cannot read ({e.strerror or e})") from e
+    except UnicodeDecodeError:
+        raise CardError(f"model card '{path}': not UTF-8 text; expected JSON") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CardError(f"model card '{path}': not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise CardError(f"model card '{path}': expected a JSON object, got {type(data).__name__}")
+    try:
+        return ModelCard.model_validate(data).model_dump(exclude_unset=True)
+    except ValidationError as e:
+        raise CardError(f"model card '{path}': {_problems(e)}") from e
+
+
+def card_from_metadata(props: Mapping[str, str], model: Path) -> dict[str, Any]:
+    """The card fields a model carries in its metadata (``METADATA_KEY``); {} if none."""
+    text = props.get(METADATA_KEY)
+    if text is None:
+        return {}
+    where = f"model '{model}': its embedded card (metadata '{METADATA_KEY}')"
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CardError(f"{where}: not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise CardError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    try:
+        return ModelCard.model_validate(data).model_dump(exclude_unset=True)
+    except ValidationError as e:
+        raise CardError(f"{where}: {_problems(e)}") from e
+
+
+def resolve_card(
+    path: Path | None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    overrides_from: str = "",
+    embedded: Mapping[str, Any] | None = None,
+) -> ResolvedCard:
+    """The card in effect, field by field: ``overrides`` (a pipeline file's ``[card]``) over
+    the card file ``path`` over the model's ``embedded`` card over the defaults; with where
+    each field came from. Errors name the file or source and the offending field."""
+    layers = [
+        ("model metadata", dict(embedded or {})),
+        ("card file", _read_card_file(path) if path is not None else {}),
+    ]
+    merged: dict[str, Any] = {}
+    sources = {name: "default" for name in ModelCard.model_fields}
+    for source, fields in layers:
+        merged.update(fields)
+        sources.update({name: source for name in fields})
+    if overrides:
+        try:
+            card = ModelCard.model_validate({**merged, **overrides})
+        except ValidationError as e:
+            raise CardError(f"{overrides_from or 'card overrides'}: {_problems(e)}") from e
+        sources.update({name: "overrides" for name in overrides})
+    else:
+        try:
+            card = ModelCard.model_validate(merged)
+        except ValidationError as e:  # two valid layers that clash (none do today)
+            raise CardError(f"model card: {_problems(e)}") from e
+    return ResolvedCard(card, sources)
+
+
 def load_card(
     path: Path | None, overrides: Mapping[str, Any] | None = None, *, overrides_from: str = ""
 ) -> ModelCard:
     """Read and validate a card (``None``: no card file), with ``overrides`` (field by field,
     from a pipeline file's ``[card]`` table) on top; errors name the file or the source of the
     overrides and the offending field."""
-    base: dict[str, Any] = {}
-    if path is not None:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as e:
-            raise CardError(f"model card '{path}': cannot read ({e.strerror or e})") from e
-        except UnicodeDecodeError:
-            raise CardError(f"model card '{path}': not UTF-8 text; expected JSON") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise CardError(f"model card '{path}': not valid JSON ({e})") from e
-        if not isinstance(data, dict):
-            raise CardError(
-                f"model card '{path}': expected a JSON object, got {type(data).__name__}"
-            )
-        try:
-            base = ModelCard.model_validate(data).model_dump(exclude_unset=True)
-        except ValidationError as e:
-            raise CardError(f"model card '{path}': {_problems(e)}") from e
-    if not overrides:
-        return ModelCard.model_validate(base)
-    try:
-        return ModelCard.model_validate({**base, **overrides})
-    except ValidationError as e:
-        raise CardError(f"{overrides_from or 'card overrides'}: {_problems(e)}") from e
+    return resolve_card(path, overrides, overrides_from=overrides_from).card

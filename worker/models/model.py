@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 
 from worker.errors import CardError, ModelError
-from worker.models.card import ModelCard, load_card
+from worker.models.card import ModelCard, card_from_metadata, resolve_card
 from worker.models.engine import Engine
 from worker.models.graph import GraphInfo, read_graph
 from worker.models.palette import voc_palette
@@ -56,6 +56,8 @@ class Model:
     background: int | None
     output_shape: tuple[int, ...]  # as seen on the probe run, batch first
     notes: list[str] = field(default_factory=list)
+    #: card field -> where it came from: overrides, card file, model metadata or default
+    card_sources: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -108,6 +110,9 @@ class Model:
                 "threshold": self.threshold,
                 "background": self.background,
             },
+            # Where each card field came from; "default" fields are inferred from the graph
+            # (task, labels, input size) or the card's defaults.
+            "card_sources": self.card_sources,
             "notes": self.notes,
         }
 
@@ -202,7 +207,9 @@ def load_model(
     g = read_graph(path)
     beside = card_path_for(path)
     card_path: Path | None = card if card is not None else beside if beside.is_file() else None
-    c = load_card(card_path, overrides, overrides_from=overrides_from)
+    embedded = card_from_metadata({p.key: p.value for p in g.proto.metadata_props}, path)
+    resolved = resolve_card(card_path, overrides, overrides_from=overrides_from, embedded=embedded)
+    c = resolved.card
     hw = _input_hw(g, c)
     # Weights in external files are found relative to the model's path, so ORT needs the path.
     external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in g.proto.graph.initializer)
@@ -266,4 +273,5 @@ def load_model(
         background=background,
         output_shape=shape,
         notes=notes,
+        card_sources=resolved.sources,
     )
