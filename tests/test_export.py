@@ -37,6 +37,7 @@ from worker.cli.main import main
 from worker.errors import ExportError
 from worker.export.checkpoint import load_weights, read_state_dict
 from worker.models import load_model
+from worker.models.repository import card_path_for
 from worker.ops import preprocess, segment
 from worker.stages import Annotator, Answer, Frame, plan_for
 
@@ -353,6 +354,40 @@ def test_an_exported_model_describes_itself_without_its_card(
     assert seen["card_sources"]["labels"] == "card file"
     assert seen["card_sources"]["mean"] == "model metadata"
     assert seen["effective_card"]["mean"] == [0.5, 0.5, 0.5]
+
+
+def test_antialias_interpolation_is_torchvision_s_resize() -> None:
+    # torchvision's Resize antialiases by default; cv2's linear resize does not: a model
+    # trained on one and fed the other sees other pixels.
+    import torch.nn.functional as F
+
+    from factory import detailed
+    from worker.ops.preprocess import resize_antialias
+
+    frame = detailed(3, 1280, 720)
+    t = torch.from_numpy(frame).permute(2, 0, 1)[None].float()
+    for hw in ((512, 512), (224, 224), (360, 640)):
+        want = F.interpolate(t, size=hw, mode="bilinear", antialias=True, align_corners=False)
+        want_u8 = want.round().clamp(0, 255)[0].permute(1, 2, 0).numpy().astype(np.int16)
+        got = resize_antialias(frame, hw).astype(np.int16)
+        assert np.abs(got - want_u8).max() <= 1, hw  # rounding only
+        linear = cv2.resize(frame, hw[::-1], interpolation=cv2.INTER_LINEAR).astype(np.int16)
+        assert np.abs(linear - want_u8).max() > 20, hw  # what the card field is for
+
+
+def test_export_records_the_interpolation_the_model_was_trained_with(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    weights = save(export_nets.randomized(export_nets.classifier(), 5), tmp_path / "w.pth")
+    args = export_args(weights, "classifier", "--interpolation", "antialias")
+    code, _, err = cli(args, capfd)
+    assert code == 0, err
+    card_file = card_path_for(tmp_path / "out" / "model.onnx")
+    assert json.loads(card_file.read_text())["interpolation"] == "antialias"
+    card_file.unlink()  # the metadata says it too
+    model = load_model(tmp_path / "out" / "model.onnx", provider="cpu")
+    assert model.interpolation == "antialias"
+    assert model.card_sources["interpolation"] == "model metadata"
 
 
 def test_channels_last_input_is_exported_as_nhwc(

@@ -99,6 +99,13 @@ FORMS = [
         Form("classify_softmax", "NHWC", "uint8", batch=2, classes=5, seed=7),
         id="classify_softmax-nhwc-u8-b2",
     ),
+    pytest.param(
+        Form("logits", seed=9, card={"interpolation": "antialias"}), id="logits-antialias"
+    ),
+    pytest.param(
+        Form("logits", seed=10, card={"resize": "letterbox", "interpolation": "area"}),
+        id="logits-letterbox-area",
+    ),
 ]
 
 

@@ -51,6 +51,11 @@ def add_arguments(e: argparse.ArgumentParser) -> None:
     e.add_argument("--std", help="3 values (default ImageNet)")
     e.add_argument("--resize", choices=["stretch", "letterbox", "center_crop"])
     e.add_argument("--crop-from", type=int, help="center_crop: shorter side resized to this")
+    e.add_argument(
+        "--interpolation", choices=["linear", "area", "antialias"],
+        help="how the model was trained to see resized images: antialias for torchvision's "
+        "Resize (its default), linear for cv2 (default linear)",
+    )  # fmt: skip
     e.add_argument("--activation", choices=["auto", "softmax", "sigmoid", "none"])
     e.add_argument("--samples", type=Path, help="folder of images to verify on, besides noise")
     e.add_argument(

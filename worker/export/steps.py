@@ -46,7 +46,16 @@ Array = np.ndarray[Any, Any]
 Dim = Literal["batch", "height", "width"]
 DIMS: tuple[Dim, ...] = ("batch", "height", "width")
 #: Card fields a user sets with flags; the rest of the card follows from the model.
-CARD_FLAGS = ("color_order", "scale", "mean", "std", "resize", "crop_from", "activation")
+CARD_FLAGS = (
+    "color_order",
+    "scale",
+    "mean",
+    "std",
+    "resize",
+    "interpolation",
+    "crop_from",
+    "activation",
+)
 
 
 @dataclass(frozen=True)
@@ -216,7 +225,7 @@ def _card(base: ModelCard, task: str, req: ExportRequest) -> dict[str, Any]:
     )
     if {"height", "width"} & req.dynamic:
         card["input_size"] = list(req.hw)  # the graph cannot say: the export size
-    for name in ("crop_from", "activation"):
+    for name in ("interpolation", "crop_from", "activation"):
         if name in req.card:
             card[name] = getattr(base, name)
     return card
@@ -335,6 +344,7 @@ def _export_and_verify(req: ExportRequest, base: ModelCard, torch_version: str) 
         std=base.std,
         resize=base.resize,
         crop_from=base.crop_from,
+        interpolation=base.interpolation,
     )
     dummy = torch.from_numpy(preprocess(random_images(req.input_shape[0], req.hw, 1), plan))
     try:

@@ -47,6 +47,7 @@ class ModelCard(BaseModel):
     mean: tuple[Channel, Channel, Channel] = (0.485, 0.456, 0.406)
     std: tuple[Channel, Channel, Channel] = (0.229, 0.224, 0.225)
     resize: Literal["stretch", "letterbox", "center_crop"] = "stretch"
+    interpolation: Literal["linear", "area", "antialias"] = "linear"
     input_size: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] | None = None
     crop_from: Annotated[int, Field(ge=1)] | None = None
     activation: Literal["auto", "softmax", "sigmoid", "none"] = "auto"

@@ -49,6 +49,7 @@ class Model:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     resize: Literal["stretch", "letterbox", "center_crop"]
+    interpolation: Literal["linear", "area", "antialias"]
     input_hw: tuple[int, int]
     crop_from: int
     activation: Literal["softmax", "sigmoid", "none"]
@@ -103,6 +104,7 @@ class Model:
                 "mean": list(self.mean),
                 "std": list(self.std),
                 "resize": self.resize,
+                "interpolation": self.interpolation,
                 "input_size": list(self.input_hw),
                 "crop_from": self.crop_from,
                 "activation": self.activation,
@@ -266,6 +268,7 @@ def load_model(
         mean=c.mean,
         std=c.std,
         resize=c.resize,
+        interpolation=c.interpolation,
         input_hw=hw,
         crop_from=c.crop_from or max(hw),
         activation=activation,

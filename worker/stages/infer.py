@@ -49,6 +49,7 @@ def plan_for(model: Model) -> InputPlan:
         std=model.std,
         resize=model.resize,
         crop_from=model.crop_from,
+        interpolation=model.interpolation,
     )
 
 
@@ -73,7 +74,10 @@ def fuse_spec(model: Model, *, top_k: int = 5, resize_in_graph: bool = False) ->
         # Only a classifier's graph holds a TopK: a segmenter's is the same whatever top_k says,
         # so a worker running jobs with different top_k reuses its session.
         top_k=top_k if model.kind == "scores" else 0,
-        resize_in_graph=resize_in_graph and model.resize == "stretch",
+        # ONNX Resize is plain linear: another filter stays on the host.
+        resize_in_graph=resize_in_graph
+        and model.resize == "stretch"
+        and model.interpolation == "linear",
     )
 
 
@@ -241,7 +245,8 @@ class Inferencer:
                 raise ModelError("frames of one batch differ in size")
             np.stack(chunk, out=buf)
             return buf
-        return warp(chunk, self.plan.hw, self.plan.resize, self.plan.crop_from, out=buf)
+        p = self.plan
+        return warp(chunk, p.hw, p.resize, p.crop_from, out=buf, interpolation=p.interpolation)
 
     def run_staged(self, x: Array) -> list[Array]:
         """One model run on a staged batch; the outputs as host arrays."""
