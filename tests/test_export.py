@@ -390,6 +390,49 @@ def test_export_records_the_interpolation_the_model_was_trained_with(
     assert model.card_sources["interpolation"] == "model metadata"
 
 
+@pytest.mark.parametrize(
+    ("flags", "precision", "ops"),
+    [
+        (["--half"], "float16", {"Cast"}),
+        (["--quantize", "int8"], "int8", {"QuantizeLinear", "DequantizeLinear"}),
+    ],
+)
+def test_half_and_int8_exports_answer_like_float32(
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    flags: list[str],
+    precision: str,
+    ops: set[str],
+) -> None:
+    from factory import detailed
+
+    weights = save(export_nets.randomized(export_nets.segmenter(), 3), tmp_path / "w.pth")
+    (tmp_path / "samples").mkdir()
+    for i in range(6):
+        cv2.imwrite(str(tmp_path / "samples" / f"{i}.png"), detailed(i, 160, 120))
+    args = export_args(weights, "segmenter", "--samples", str(tmp_path / "samples"), *flags)
+    code, out, err = cli(args, capfd)
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["precision"] == precision
+    reduced = r["reduced_precision"]
+    samples = [c for c in reduced["verification"] if c["inputs"] == "samples"]
+    assert samples and samples[0]["mask_agreement"] >= 0.99
+    proto = onnx.load(str(tmp_path / "out" / "model.onnx"))
+    assert ops <= {n.op_type for n in proto.graph.node}
+    # Inputs and outputs stay float32: the worker's fused graph wraps it as before.
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    if precision == "float16":
+        kinds = {t.data_type for t in proto.graph.initializer}
+        assert onnx.TensorProto.FLOAT16 in kinds
+        assert reduced["bytes"] < reduced["float32_bytes"]
+    assert any(p.key == "video_worker.card" for p in proto.metadata_props)
+    video = make_video(tmp_path / "clip.mp4", frames=6, width=96, height=72)
+    proc = worker(tmp_path, "run", "--input", video.name, "--model", "out/model.onnx")
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_channels_last_input_is_exported_as_nhwc(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -603,6 +646,9 @@ def test_disagreement_above_tolerance_fails_and_writes_nothing(
         (["--task", "segment"], ["--task segment needs"]),
         (["--samples", "empty"], ["--samples 'empty': no images"]),
         (["--samples", "garbage"], ["cannot read image", "x.png"]),
+        (["--quantize", "int8"], ["--quantize int8 needs --samples"]),
+        (["--rtol", "-1"], ["--rtol -1", "0 or more"]),
+        (["--min-agreement", "1.5"], ["--min-agreement 1.5", "at most 1"]),
     ],
 )
 def test_bad_request_is_one_error_line(

@@ -72,6 +72,14 @@ def add_arguments(e: argparse.ArgumentParser) -> None:
         "(0.99)",
     )  # fmt: skip
     e.add_argument("--no-simplify", action="store_true", help="skip onnxslim/onnxsim")
+    e.add_argument(
+        "--half", action="store_true",
+        help="float16 weights and activations (for GPUs), checked against float32",
+    )  # fmt: skip
+    e.add_argument(
+        "--quantize", choices=["int8"],
+        help="static int8 (QDQ), calibrated on --samples, checked against float32",
+    )  # fmt: skip
     e.add_argument("--input-name", default="image")
     e.add_argument("--output-name", default="output")
     e.add_argument("--debug", action="store_true", default=None, help="tracebacks on errors")
@@ -176,6 +184,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         atol=args.atol,
         min_agreement=args.min_agreement,
         simplify=not args.no_simplify,
+        half=args.half,
+        quantize=args.quantize,
         factory_kwargs=kwargs,
         trust_weights=args.trust_weights,
         input_name=args.input_name,

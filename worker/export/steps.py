@@ -74,6 +74,8 @@ class ExportRequest:
     atol: float = 1e-5
     min_agreement: float = 0.99  # the worker's answers (top-1, mask pixels) that must match
     simplify: bool = True
+    half: bool = False  # float16 weights and activations (inputs and outputs stay float32)
+    quantize: Literal["int8"] | None = None  # static QDQ, calibrated on the samples
     factory_kwargs: Mapping[str, Any] = field(default_factory=dict)
     trust_weights: bool = False
     input_name: str = "image"
@@ -112,6 +114,13 @@ def _validate(req: ExportRequest) -> ModelCard:
             raise ExportError(f"{flag} {value:g}: expected a number, 0 or more")
     if req.rtol == 0 and req.atol == 0:
         raise ExportError("--rtol and --atol are both 0: give at least one a positive value")
+    if req.half and req.quantize:
+        raise ExportError("--half and --quantize: choose one")
+    if req.quantize and req.samples is None:
+        raise ExportError(
+            "--quantize int8 needs --samples DIR: images like the ones the model will see, "
+            "to calibrate the int8 ranges"
+        )
     if not 0 < req.min_agreement <= 1:
         raise ExportError(
             f"--min-agreement {req.min_agreement:g}: expected a fraction above 0, at most 1"
@@ -306,6 +315,70 @@ def _verify_as_worker_reads(
     return checks
 
 
+def _reduce(
+    req: ExportRequest,
+    proto: onnx.ModelProto,
+    model_path: Path,
+    card_path: Path,
+    module: nn.Module,
+    images: list[Array],
+) -> dict[str, Any]:
+    """Replace the verified float32 model at ``model_path`` by its float16 or int8 version,
+    and verify that against PyTorch by the worker's answers. Returns the report's part."""
+    from worker.export.precision import to_half, to_int8
+    from worker.stages.infer import plan_for
+
+    fp32_bytes = model_path.stat().st_size
+    if req.half:
+        small = to_half(proto)
+    else:
+        model = load_model(model_path, card=card_path, provider="cpu")
+        plan = plan_for(model)
+        batches = []
+        for img in images:
+            x = preprocess([img], plan)
+            if model.batch is not None and model.batch > 1:
+                x = np.repeat(x, model.batch, axis=0)
+            batches.append(x)
+        small = to_int8(proto, req.input_name, batches)
+    # The card travels inside this one too.
+    for prop in proto.metadata_props:
+        if not any(p.key == prop.key for p in small.metadata_props):
+            small.metadata_props.append(prop)
+    model_path.write_bytes(small.SerializeToString())
+    what = "--half" if req.half else "--quantize int8"
+    try:
+        model = load_model(model_path, card=card_path, provider="cpu")
+    except ModelError as e:
+        raise ExportError(f"{what}: worker run would refuse the converted model: {e}") from e
+    import torch
+
+    def reference(x: Array) -> Array:
+        with torch.inference_mode():
+            out: Array = module(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+        return out
+
+    checks = verify(model, reference, _verify_shapes(req), images, rtol=req.rtol, atol=req.atol)
+    judged = [c for c in checks if c.inputs == "samples"] or checks
+    low = [c for c in judged if c.agreement < req.min_agreement]
+    if low:
+        worst = "; ".join(
+            f"{c.measure} agreement {c.agreement:.1%} on {c.inputs} inputs shaped "
+            f"{list(c.shape)} (max abs diff {c.max_abs_diff:.3g})"
+            for c in low
+        )
+        raise VerificationError(
+            f"verification failed: the {what} model answers unlike PyTorch's float32 one: "
+            f"{worst}, below --min-agreement {req.min_agreement:g}"
+        )
+    return {
+        "against": "PyTorch float32, by the worker's answers (--min-agreement)",
+        "bytes": model_path.stat().st_size,
+        "float32_bytes": fp32_bytes,
+        "verification": [c.to_dict() for c in checks],
+    }
+
+
 def export_model(req: ExportRequest) -> dict[str, Any]:
     """Run the whole export; returns the report ``worker export`` prints. Raises
     ``ExportError`` (``VerificationError`` for answers too far apart) with the reason."""
@@ -440,9 +513,11 @@ def _export_and_verify(req: ExportRequest, base: ModelCard, torch_version: str) 
     try:
         model_file.temp.write_bytes(proto.SerializeToString())
         card_file.temp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-        checks = _verify_as_worker_reads(
-            req, model_file.temp, card_file.temp, module, [img for _, img in samples]
-        )
+        images = [img for _, img in samples]
+        checks = _verify_as_worker_reads(req, model_file.temp, card_file.temp, module, images)
+        reduced: dict[str, Any] | None = None
+        if req.half or req.quantize:
+            reduced = _reduce(req, proto, model_file.temp, card_file.temp, module, images)
     except BaseException:
         model_file.discard()
         card_file.discard()
@@ -478,6 +553,8 @@ def _export_and_verify(req: ExportRequest, base: ModelCard, torch_version: str) 
         "atol": req.atol,
         "min_agreement": req.min_agreement,
         "verification": [c.to_dict() for c in checks],
+        "precision": "float16" if req.half else "int8" if req.quantize else "float32",
+        "reduced_precision": reduced,
         "samples": [str(p) for p, _ in samples],
         "warnings": notes,
     }
