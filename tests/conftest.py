@@ -12,11 +12,16 @@ from queue_harness import RedisServer, Rig, worker_env
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+def _clean_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
     # Settings read WORKER_* and ./.env: a developer's own settings must not leak into tests.
     for key in list(os.environ):
         if key.startswith("WORKER_"):
             monkeypatch.delenv(key)
+    # The fused-graph cache of each test is its own (and never the developer's ~/.cache).
+    # (Beside the test's folder, not in it: tests look at what a run leaves there.)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
     monkeypatch.chdir(tmp_path)
     yield
 

@@ -15,6 +15,7 @@ import json
 import os
 import pty
 import select
+import shutil
 import signal
 import struct
 import subprocess
@@ -192,6 +193,39 @@ def test_sample_then_run_writes_video_and_json_lines(tmp_path: Path) -> None:
     assert all(set(r["coverage"]) <= {"background", "sky", "ground", "robot"} for r in records)
     assert frames[0][1].shape == (48, 64, 3)
     assert part_files(tmp_path) == []
+
+
+def test_a_second_start_reuses_the_fused_graph_and_a_damaged_one_is_rebuilt(
+    tmp_path: Path,
+) -> None:
+    cache = Path(os.environ["XDG_CACHE_HOME"]) / "video-worker"
+    make_video(tmp_path / "clip.mp4", frames=6)
+    outputs = []
+    for _ in range(2):
+        proc = worker(tmp_path, "run", "--input", "clip.mp4", "--quiet", "--output", "none")
+        summary_of(proc)
+        outputs.append((tmp_path / "clip.segment.jsonl").read_text())
+        if len(outputs) == 1:
+            entries = sorted(cache.iterdir())
+            assert [p.suffix for p in entries] == [".json", ".onnx"]  # one graph, whole
+            written = {p: p.stat().st_mtime_ns for p in entries}
+    assert outputs[0] == outputs[1]
+    onnx_file = next(p for p in written if p.suffix == ".onnx")
+    assert onnx_file.stat().st_mtime_ns == written[onnx_file]  # read, not built again
+    # A damaged entry is noticed (its checksum), rebuilt and replaced; the run is as before.
+    onnx_file.write_bytes(onnx_file.read_bytes()[:100])
+    proc = worker(tmp_path, "run", "--input", "clip.mp4", "--quiet", "--output", "none")
+    summary_of(proc)
+    assert (tmp_path / "clip.segment.jsonl").read_text() == outputs[0]
+    assert onnx_file.stat().st_size > 100
+    # Off by setting: nothing read or written.
+    shutil.rmtree(cache)
+    proc = worker(
+        tmp_path, "run", "--input", "clip.mp4", "--quiet", "--output", "none",
+        env={"WORKER_FUSE_CACHE": "false"},
+    )  # fmt: skip
+    summary_of(proc)
+    assert not cache.exists()
 
 
 def test_classify_task_names_its_outputs(tmp_path: Path) -> None:

@@ -152,12 +152,16 @@ class Settings(BaseSettings):
     provider: Provider = Field("auto", description="auto: CUDA when it really loads, else CPU")
     batch: int = Field(0, ge=0, le=256, description="frames per inference call; 0: per provider")
     threads: int = Field(0, ge=0, le=256, description="ONNX Runtime intra-op threads; 0: auto")
-    queue_size: int = Field(8, ge=1, le=1024, description="frames held between two stages")
+    queue_size: int = Field(4, ge=1, le=1024, description="frames held between two stages")
     max_frames: int | None = Field(None, ge=1, description="stop after this many frames")
 
     # How fast (worker/stages/speed.py). CUDA/TensorRT fields act only where CUDA really loads.
     fuse: bool = Field(True, description="uint8-in/uint8-out graph around the model")
     resize_in_graph: bool = Field(False, description="stretch: resize on the device, not host")
+    fuse_cache: bool = Field(True, description="keep fused graphs on disk: faster next start")
+    cache_dir: Path | None = Field(
+        None, description="where; default $XDG_CACHE_HOME/video-worker (~/.cache/video-worker)"
+    )
     batch_wait_ms: float = Field(40.0, ge=0, le=10_000, description="live: max wait for a batch")
     decode_threads: int = Field(0, ge=0, le=64, description="decoder threads; 0: one per core")
     hw_decode: Literal["auto", "cuda", "off"] = Field("auto", description="NVDEC decoding")

@@ -82,7 +82,7 @@ def bits_dtype(classes: int) -> np.dtype[Any]:
 
 @dataclass(frozen=True)
 class FusedGraph:
-    proto: onnx.ModelProto
+    proto: onnx.ModelProto | None  # None when it came from the disk cache as bytes
     spec: FuseSpec
     input_name: str
     output_names: tuple[str, ...]

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import onnx
 
 from worker.errors import CardError, ModelError
 from worker.models.card import ModelCard, card_from_metadata, resolve_card
@@ -139,12 +138,11 @@ def _probe(g: GraphInfo, engine: Engine, hw: tuple[int, int]) -> tuple[int, ...]
     n = g.batch or 1
     shape = (n, 3, *hw) if g.layout == "NCHW" else (n, *hw, 3)
     try:
-        out = engine.run(np.zeros(shape, dtype=g.input.dtype))
+        return engine.output_shape(np.zeros(shape, dtype=g.input.dtype))
     except Exception as e:
         raise ModelError(
             f"model '{g.path}': ONNX Runtime failed on a blank input shaped {list(shape)}: {e}"
         ) from e
-    return tuple(int(d) for d in out.shape)
 
 
 def _kind(g: GraphInfo, task: Task | None, card: ModelCard, shape: tuple[int, ...]) -> Kind:
@@ -213,10 +211,9 @@ def load_model(
     resolved = resolve_card(card_path, overrides, overrides_from=overrides_from, embedded=embedded)
     c = resolved.card
     hw = _input_hw(g, c)
-    # Weights in external files are found relative to the model's path, so ORT needs the path.
-    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in g.proto.graph.initializer)
-    source = str(path) if external else g.proto.SerializeToString()
-    engine = Engine(source, provider=provider, threads=threads, name=str(path))
+    # ONNX Runtime reads the file itself (the bytes just checked; weights in external files
+    # are found relative to it): serialising the parsed protobuf again took longer.
+    engine = Engine(str(path), provider=provider, threads=threads, name=str(path))
     shape = _probe(g, engine, hw)
     kind = _kind(g, task, c, shape)
     labels = _labels(g, kind, c, shape)

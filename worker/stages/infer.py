@@ -18,12 +18,14 @@ import logging
 import threading
 import weakref
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from worker.errors import ModelError
-from worker.models import Engine, Model
+from worker.models import Engine, Model, fused_cache
 from worker.models.engine import EngineOptions
 from worker.models.fuse import FusedGraph, FuseError, FuseSpec, fuse
 from worker.ops.postprocess import classify, segment, shown_from_bits
@@ -102,16 +104,37 @@ def _trt_profile(g: FusedGraph, batch: int) -> tuple[str, str, str] | None:
     return (f"{name}:1x{h}x{w}x3", f"{name}:{batch}x{h}x{w}x3", f"{name}:{batch}x{h}x{w}x3")
 
 
-def _build_fused(model: Model, spec: FuseSpec, options: EngineOptions, batch: int) -> _Built:
-    g = fuse(model.graph.proto, spec)
-    try:
-        data = g.proto.SerializeToString()
-    except ValueError as e:  # protobuf refuses messages over 2 GB
-        raise FuseError(f"the fused graph cannot be serialised ({e})") from e
+def _cached_key(model: Model, spec: FuseSpec, cache_dir: str | None) -> str | None:
+    if cache_dir is None:
+        return None
+    external = any(
+        t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.proto.graph.initializer
+    )
+    return None if external else fused_cache.entry_key(model.path, spec)
+
+
+def _build_fused(
+    model: Model, spec: FuseSpec, options: EngineOptions, batch: int, cache_dir: str | None
+) -> _Built:
+    key = _cached_key(model, spec, cache_dir)
+    hit = fused_cache.load(Path(cache_dir), key) if cache_dir and key else None
+    if hit is not None:
+        data, names = hit
+        g = FusedGraph(None, spec, str(names["input_name"]), tuple(names["output_names"]))
+    else:
+        g = fuse(model.graph.proto, spec)
+        assert g.proto is not None
+        try:
+            data = g.proto.SerializeToString()
+        except ValueError as e:  # protobuf refuses messages over 2 GB
+            raise FuseError(f"the fused graph cannot be serialised ({e})") from e
+        g = replace(g, proto=None)  # the session has it from here; the protobuf can go
     if options.tensorrt:
         options = replace(options, trt_profile=_trt_profile(g, batch or 8))
     try:
         engine = model.engine.derive(data, name=f"{model.path} (fused)", options=options)
+        if hit is not None and not engine.graph_capture:
+            return _Built(engine, g, None)  # it ran when it was cached (same versions)
         # One run on a blank batch: a graph ONNX Runtime accepts but cannot run must fall back
         # now, not fail a run that the plain path would finish.
         # (CUDA graphs capture the first shape they see: probe with the one the run uses.)
@@ -125,6 +148,9 @@ def _build_fused(model: Model, spec: FuseSpec, options: EngineOptions, batch: in
     got = [(tuple(o.shape), o.dtype) for o in outs]
     if got != want:
         raise FuseError(f"the fused graph gives {got}, expected {want}")
+    if hit is None and cache_dir and key:
+        names = {"input_name": g.input_name, "output_names": list(g.output_names)}
+        fused_cache.store(Path(cache_dir), key, data, names)
     return _Built(engine, g, None)
 
 
@@ -138,7 +164,7 @@ def _build(model: Model, top_k: int, speed: Speed, batch: int) -> _Built:
         why = "switched off (fuse = false)"
         if speed.fuse:
             try:
-                built = _build_fused(model, spec, speed.engine, batch)
+                built = _build_fused(model, spec, speed.engine, batch, speed.cache_dir)
             except FuseError as e:
                 why = str(e)
                 log.warning(

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from worker.models.engine import EngineOptions
+from worker.models.fused_cache import default_cache_dir
 from worker.settings import Settings
 
 __all__ = ["Encoder", "HwDecode", "Speed"]
@@ -31,6 +32,8 @@ class Speed:
     hw_decode: HwDecode = "auto"  # auto: NVDEC when a CUDA device opens, else software
     encoder: Encoder = "auto"  # auto: NVENC when it opens, else libx264
     engine: EngineOptions = field(default_factory=EngineOptions)
+    # Fused graphs kept here between runs (``worker.models.fused_cache``); None: not kept.
+    cache_dir: str | None = None
 
     @classmethod
     def from_settings(cls, s: Settings) -> Speed:
@@ -42,6 +45,7 @@ class Speed:
             decode_threads=s.decode_threads,
             hw_decode=s.hw_decode,
             encoder=s.encoder,
+            cache_dir=str(s.cache_dir or default_cache_dir()) if s.fuse_cache else None,
             engine=EngineOptions(
                 cudnn_conv_algo_search=s.cudnn_conv_algo_search,
                 gpu_mem_limit=s.gpu_mem_limit,
