@@ -376,8 +376,7 @@ def test_metrics_can_listen_on_one_address() -> None:
     try:
         assert server.server_address[0] == "127.0.0.1"
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
 
 
 # ------------------------------------------------------------------------- promises kept

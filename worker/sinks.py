@@ -77,22 +77,19 @@ class JsonlEvents:
         return {"to": str(self.path), "written": self.written}
 
 
-class RedisEvents:
-    def __init__(self, url: str, queue: str, *, buffer: int = 10_000) -> None:
-        import redis
+class _Outbox:
+    """Events waiting for a sender thread of their own (``_send_loop``): ``write`` never
+    blocks; when ``buffer`` events wait, the oldest makes room and is counted lost."""
 
-        self.key = Keys(queue).monitor_events
+    def _open_outbox(self, buffer: int, thread_name: str) -> None:
         self.written = 0
         self.lost = 0
-        self._client = redis.Redis.from_url(
-            url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=10
-        )
-        self._pending: deque[str] = deque()
+        self._pending: deque[bytes] = deque()
         self._buffer = buffer
         self._cv = threading.Condition()
         self._closing = False
         self._down = False
-        self._thread = threading.Thread(target=self._send_loop, name="events-redis", daemon=True)
+        self._thread = threading.Thread(target=self._send_loop, name=thread_name, daemon=True)
         self._thread.start()
 
     def write(self, event: dict[str, Any]) -> None:
@@ -100,8 +97,22 @@ class RedisEvents:
             if len(self._pending) >= self._buffer:
                 self._pending.popleft()
                 self.lost += 1
-            self._pending.append(json.dumps(event, separators=(",", ":")))
+            self._pending.append(json.dumps(event, separators=(",", ":")).encode())
             self._cv.notify()
+
+    def _send_loop(self) -> None:
+        raise NotImplementedError
+
+
+class RedisEvents(_Outbox):
+    def __init__(self, url: str, queue: str, *, buffer: int = 10_000) -> None:
+        import redis
+
+        self.key = Keys(queue).monitor_events
+        self._client = redis.Redis.from_url(
+            url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=10
+        )
+        self._open_outbox(buffer, "events-redis")
 
     def _send_loop(self) -> None:
         import redis
@@ -162,7 +173,7 @@ def open_events(spec: str, redis_url: str, queue: str) -> EventSink:
     return JsonlEvents(Path(spec))
 
 
-class Webhook:
+class Webhook(_Outbox):
     """HTTP POST of each event's JSON to ``url``, from a thread of its own."""
 
     def __init__(
@@ -179,27 +190,11 @@ class Webhook:
                 f"setting WORKER_WEBHOOK: expected an http:// or https:// URL (got '{redact(url)}')"
             )
         self.url = url
-        self.written = 0
-        self.lost = 0
         self.retries = 0
         self._timeout_s = timeout_s
         self._retry = (retry_base_s, retry_max_s)
-        self._pending: deque[bytes] = deque()
-        self._buffer = buffer
-        self._cv = threading.Condition()
-        self._closing = False
         self._give_up_at = float("inf")  # set by close(): the end of the last tries
-        self._down = False
-        self._thread = threading.Thread(target=self._send_loop, name="events-webhook", daemon=True)
-        self._thread.start()
-
-    def write(self, event: dict[str, Any]) -> None:
-        with self._cv:
-            if len(self._pending) >= self._buffer:
-                self._pending.popleft()
-                self.lost += 1
-            self._pending.append(json.dumps(event, separators=(",", ":")).encode())
-            self._cv.notify()
+        self._open_outbox(buffer, "events-webhook")
 
     def _post(self, body: bytes) -> int:
         req = urllib.request.Request(

@@ -242,7 +242,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             with contextlib.suppress(WorkerError):
                 monitor.stop()
         if http is not None:
-            http.shutdown()
+            http.close()
         if sink is not None:
             sink.close()
         for sig, handler in previous.items():

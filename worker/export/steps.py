@@ -29,7 +29,15 @@ from pydantic import ValidationError
 from worker.errors import ExportError, ModelError, VerificationError
 from worker.export.checkpoint import build_network, check_eval_mode, load_weights
 from worker.export.exporter import export_onnx, first_line, opset_range, simplify, warning_lines
-from worker.export.verify import Check, ShapeMismatch, random_images, read_samples, verify
+from worker.export.verify import (
+    Check,
+    Reference,
+    ShapeMismatch,
+    random_images,
+    read_samples,
+    sample_input,
+    verify,
+)
 from worker.models.card import METADATA_KEY, ModelCard
 from worker.models.model import load_model
 from worker.models.repository import card_path_for
@@ -244,6 +252,18 @@ def _describe(name: str, shape: tuple[int, ...], axes: Mapping[int, str]) -> str
     return f"{name}[{','.join(axes.get(i, str(d)) for i, d in enumerate(shape))}]"
 
 
+def _reference(module: nn.Module) -> Reference:
+    """PyTorch's answer to a preprocessed batch, as numpy: what the export is checked against."""
+    import torch
+
+    def reference(x: Array) -> Array:
+        with torch.inference_mode():
+            out: Array = module(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+        return out
+
+    return reference
+
+
 def _verify_as_worker_reads(
     req: ExportRequest,
     model_path: Path,
@@ -252,8 +272,6 @@ def _verify_as_worker_reads(
     samples: list[Array],
 ) -> list[Check]:
     """Load the written files as ``worker run`` does and compare with PyTorch."""
-    import torch
-
     final_card = card_path_for(req.output)
     try:
         model = load_model(model_path, card=card_path, provider="cpu")
@@ -262,15 +280,10 @@ def _verify_as_worker_reads(
         text = text.replace(str(card_path), str(final_card))
         raise ExportError(f"worker run would refuse the exported model: {text}") from e
 
-    def reference(x: Array) -> Array:
-        with torch.inference_mode():
-            out: Array = module(torch.from_numpy(np.ascontiguousarray(x))).numpy()
-        return out
-
     traced = tuple(req.input_shape)
     try:
         checks = verify(
-            model, reference, _verify_shapes(req), samples, rtol=req.rtol, atol=req.atol
+            model, _reference(module), _verify_shapes(req), samples, rtol=req.rtol, atol=req.atol
         )
     except ShapeMismatch as e:
         hint = ""
@@ -326,21 +339,13 @@ def _reduce(
     """Replace the verified float32 model at ``model_path`` by its float16 or int8 version,
     and verify that against PyTorch by the worker's answers. Returns the report's part."""
     from worker.export.precision import to_half, to_int8
-    from worker.stages.infer import plan_for
 
     fp32_bytes = model_path.stat().st_size
     if req.half:
         small = to_half(proto)
     else:
         model = load_model(model_path, card=card_path, provider="cpu")
-        plan = plan_for(model)
-        batches = []
-        for img in images:
-            x = preprocess([img], plan)
-            if model.batch is not None and model.batch > 1:
-                x = np.repeat(x, model.batch, axis=0)
-            batches.append(x)
-        small = to_int8(proto, req.input_name, batches)
+        small = to_int8(proto, req.input_name, [sample_input(model, img) for img in images])
     # The card travels inside this one too.
     for prop in proto.metadata_props:
         if not any(p.key == prop.key for p in small.metadata_props):
@@ -351,14 +356,9 @@ def _reduce(
         model = load_model(model_path, card=card_path, provider="cpu")
     except ModelError as e:
         raise ExportError(f"{what}: worker run would refuse the converted model: {e}") from e
-    import torch
-
-    def reference(x: Array) -> Array:
-        with torch.inference_mode():
-            out: Array = module(torch.from_numpy(np.ascontiguousarray(x))).numpy()
-        return out
-
-    checks = verify(model, reference, _verify_shapes(req), images, rtol=req.rtol, atol=req.atol)
+    checks = verify(
+        model, _reference(module), _verify_shapes(req), images, rtol=req.rtol, atol=req.atol
+    )
     judged = [c for c in checks if c.inputs == "samples"] or checks
     low = [c for c in judged if c.agreement < req.min_agreement]
     if low:

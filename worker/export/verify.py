@@ -34,7 +34,9 @@ __all__ = [
     "compare",
     "random_images",
     "read_samples",
+    "sample_input",
     "verify",
+    "within",
 ]
 
 Array = np.ndarray[Any, Any]
@@ -112,20 +114,24 @@ class ShapeMismatch(ExportError):
     """The two outputs differ in shape: not a rounding matter."""
 
 
+def within(ref: Array, out: Array, rtol: float, atol: float) -> bool:
+    """Every element within ``atol + rtol * max(|ref|, mean |ref|)`` (float64 arrays of one
+    shape; a NaN anywhere fails). The floor at the output's mean magnitude is for elements near
+    zero: float32 rounding grows with the values summed into an element, not with the element
+    itself (a logit of 0.1 among logits of 1e4 carries their rounding)."""
+    if not ref.size:
+        return True
+    scale = np.maximum(np.abs(ref), float(np.mean(np.abs(ref))))
+    return bool((np.abs(ref - out) <= atol + rtol * scale).all())
+
+
 def all_close(ref: Array, out: Array, rtol: float, atol: float) -> bool:
-    """Every element within ``atol + rtol * max(|ref|, mean |ref|)``; NaN only where the other
-    is NaN too. The floor at the output's mean magnitude is for elements near zero: float32
-    rounding grows with the values summed into an element, not with the element itself (a
-    logit of 0.1 among logits of 1e4 carries their rounding)."""
+    """``within``, where NaN matches NaN (and only NaN)."""
     a, b = ref.astype(np.float64), out.astype(np.float64)
     both_nan = np.isnan(a) & np.isnan(b)
     if bool((np.isnan(a) ^ np.isnan(b)).any()):
         return False
-    a, b = np.where(both_nan, 0.0, a), np.where(both_nan, 0.0, b)
-    if not a.size:
-        return True
-    scale = np.maximum(np.abs(a), float(np.mean(np.abs(a))))
-    return bool((np.abs(a - b) <= atol + rtol * scale).all())
+    return within(np.where(both_nan, 0.0, a), np.where(both_nan, 0.0, b), rtol, atol)
 
 
 def compare(
@@ -197,6 +203,14 @@ def _run(model: Model, reference: Reference, x: Array, what: str) -> tuple[Array
     return ref, out
 
 
+def sample_input(model: Model, image: Array) -> Array:
+    """One image as ``worker run`` feeds it to ``model`` (a fixed batch filled with it)."""
+    x = preprocess([image], plan_for(model))
+    if model.batch is not None and model.batch > 1:
+        x = np.repeat(x, model.batch, axis=0)
+    return x
+
+
 def verify(
     model: Model,
     reference: Reference,
@@ -226,9 +240,7 @@ def verify(
         diffs, agrees, closes = [], [], []
         tally = _Tally({}, {}) if measure == "mask" else None
         for img in samples:
-            x = preprocess([img], plan)
-            if model.batch is not None and model.batch > 1:
-                x = np.repeat(x, model.batch, axis=0)  # a fixed batch: fill it with the image
+            x = sample_input(model, img)
             ref, out = _run(model, reference, x, "a sample image")
             diff, agree, close = _compare_at(model, ref, out, rtol, atol, tally, x.shape)
             diffs.append(diff)

@@ -90,31 +90,9 @@ class ResolvedCard:
     sources: dict[str, str]
 
 
-def _read_card_file(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise CardError(f"model card '{path}': cannot read ({e.strerror or e})") from e
-    except UnicodeDecodeError:
-        raise CardError(f"model card '{path}': not UTF-8 text; expected JSON") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise CardError(f"model card '{path}': not valid JSON ({e})") from e
-    if not isinstance(data, dict):
-        raise CardError(f"model card '{path}': expected a JSON object, got {type(data).__name__}")
-    try:
-        return ModelCard.model_validate(data).model_dump(exclude_unset=True)
-    except ValidationError as e:
-        raise CardError(f"model card '{path}': {_problems(e)}") from e
-
-
-def card_from_metadata(props: Mapping[str, str], model: Path) -> dict[str, Any]:
-    """The card fields a model carries in its metadata (``METADATA_KEY``); {} if none."""
-    text = props.get(METADATA_KEY)
-    if text is None:
-        return {}
-    where = f"model '{model}': its embedded card (metadata '{METADATA_KEY}')"
+def _fields(text: str, where: str) -> dict[str, Any]:
+    """The card fields set in ``text`` (JSON); ``CardError`` naming ``where`` if they are not
+    a valid card."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -125,6 +103,24 @@ def card_from_metadata(props: Mapping[str, str], model: Path) -> dict[str, Any]:
         return ModelCard.model_validate(data).model_dump(exclude_unset=True)
     except ValidationError as e:
         raise CardError(f"{where}: {_problems(e)}") from e
+
+
+def _read_card_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise CardError(f"model card '{path}': cannot read ({e.strerror or e})") from e
+    except UnicodeDecodeError:
+        raise CardError(f"model card '{path}': not UTF-8 text; expected JSON") from None
+    return _fields(text, f"model card '{path}'")
+
+
+def card_from_metadata(props: Mapping[str, str], model: Path) -> dict[str, Any]:
+    """The card fields a model carries in its metadata (``METADATA_KEY``); {} if none."""
+    text = props.get(METADATA_KEY)
+    if text is None:
+        return {}
+    return _fields(text, f"model '{model}': its embedded card (metadata '{METADATA_KEY}')")
 
 
 def resolve_card(

@@ -220,8 +220,7 @@ class Server:
             self._loop()
         finally:
             if http is not None:
-                http.shutdown()
-                http.server_close()
+                http.close()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             self.heartbeat.remove()

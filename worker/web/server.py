@@ -258,9 +258,3 @@ class WebServer:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
-
-    # The names ``serve`` and ``monitor`` used with the plain http.server object.
-    shutdown = close
-
-    def server_close(self) -> None:
-        pass
