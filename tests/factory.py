@@ -15,9 +15,16 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from worker.description import RunDescription
+
 Array = np.ndarray[Any, Any]
 
 # ----------------------------------------------------------------------------------- video
+
+
+def described(**options: Any) -> RunDescription:
+    """The default run description with ``options`` (flat setting names) laid over it."""
+    return RunDescription().overlay(options)
 
 
 def pattern(index: int, width: int, height: int) -> Array:

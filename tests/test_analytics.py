@@ -25,17 +25,17 @@ import cv2
 import numpy as np
 import pytest
 
-from factory import decode, make_model, make_video, walkers
+from factory import decode, described, make_model, make_video, walkers
+from mask_readers import read_bits_png, read_indexed_png, rle_decode
 from queue_harness import Rig
 from worker.models import demo_model_path, load_model
-from worker.ops.masks import read_bits_png, read_indexed_png, rle_decode
 from worker.ops.postprocess import MaskMap
 from worker.ops.preprocess import geometry
 from worker.ops.zones import Zone, ZoneSet
 from worker.sinks import Webhook
 from worker.stages import Inferencer
 from worker.stages.infer import infer_frames
-from worker.stages.runner import Extras, run_file
+from worker.stages.runner import run_file
 from worker.stages.sample import robot_scene, write_sample
 
 DOOR = "door=0.35,0.2 0.65,0.2 0.65,0.9 0.35,0.9"
@@ -142,9 +142,9 @@ def test_masks_read_back_to_the_mask_that_was_drawn(tmp_path: Path) -> None:
     video = tmp_path / "s.mp4"
     write_sample(video, seconds=0.4, width=320, height=180)
     model = load_model(demo_model_path("segment"), provider="cpu")
-    run_file(video, model, output=None, results=tmp_path / "r.jsonl",
-             extras=Extras(masks=tmp_path / "masks"))  # fmt: skip
-    run_file(video, model, output=None, results=tmp_path / "rle.jsonl", extras=Extras(masks="rle"))
+    run_file(video, model, described(masks=str(tmp_path / "masks")), output=None,
+             results=tmp_path / "r.jsonl")  # fmt: skip
+    run_file(video, model, described(masks="rle"), output=None, results=tmp_path / "rle.jsonl")
     (_, first), *_ = decode(video)
     answer = Inferencer(model)([first])[0]
     assert answer.class_map is not None
@@ -168,8 +168,8 @@ def test_multi_label_masks_round_trip(tmp_path: Path) -> None:
     video = make_video(tmp_path / "v.mp4", frames=3)
     model = load_model(make_model(tmp_path / "ml.onnx", output="logits",
                                   card={"multi_label": True}), provider="cpu")  # fmt: skip
-    run_file(video, model, output=None, results=tmp_path / "r.jsonl",
-             extras=Extras(masks=tmp_path / "m"))  # fmt: skip
+    run_file(video, model, described(masks=str(tmp_path / "m")), output=None,
+             results=tmp_path / "r.jsonl")  # fmt: skip
     bits = read_bits_png((tmp_path / "m" / "000000.png").read_bytes())
     answer = Inferencer(model)([decode(video)[0][1]])[0]
     assert answer.bits is not None

@@ -33,7 +33,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from factory import decode, make_model, make_video
+from factory import decode, described, make_model, make_video
 from worker.errors import StageError
 from worker.models import load_model
 from worker.stages import run_file
@@ -785,7 +785,8 @@ def test_stage_failure_in_process_raises_stage_error(tmp_path: Path) -> None:
     model = load_model(batch_one_only_model(tmp_path / "b1.onnx"), provider="cpu", threads=1)
     before = tree(tmp_path)
     with pytest.raises(StageError) as caught:
-        run_file(clip, model, output=tmp_path / "o.mp4", results=tmp_path / "o.jsonl", batch=4)
+        run_file(clip, model, described(batch=4), output=tmp_path / "o.mp4",
+                 results=tmp_path / "o.jsonl")  # fmt: skip
     assert caught.value.stage == "inference"
     assert caught.value.exit_code == 1
     assert caught.value.__cause__ is not None

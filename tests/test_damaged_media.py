@@ -27,6 +27,7 @@ from factory import (
     pattern,
     raw_frames,
 )
+from worker.description import Encode
 from worker.errors import InputError, InputNotFoundError
 from worker.stages.atomic import AtomicFile
 from worker.stages.frames import Frame
@@ -221,7 +222,7 @@ def test_packed_b_frames_encode_to_an_output_at_the_regular_rate(tmp_path: Path)
     source = VideoSource(make_packed_avi(tmp_path / "divx.avi", frames=20))
     try:
         target = AtomicFile(tmp_path / "out.mp4", "output")
-        writer = VideoWriter(target, source.info, preset="ultrafast", crf=18)
+        writer = VideoWriter(target, source.info, Encode(crf=18, encoder="libx264"))
         for f in source.frames():
             writer.write(f, f.image)
         writer.close()

@@ -71,7 +71,9 @@ def test_redis_events_beyond_the_buffer_are_counted_as_lost(tmp_path: Path) -> N
     for n in range(5):
         sink.write({"n": n})
     sink.close()
-    assert sink.describe() == {
+    described = sink.describe()
+    assert described.pop("retries") >= 1
+    assert described == {
         "to": f"redis stream {Keys('cams').monitor_events}",
         "written": 0,
         "lost": 5,  # 2 pushed out of the buffer, 3 unsent at close

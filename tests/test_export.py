@@ -39,7 +39,7 @@ from worker.export.checkpoint import load_weights, read_state_dict
 from worker.models import load_model
 from worker.models.repository import card_path_for
 from worker.ops import preprocess, segment
-from worker.stages import Annotator, Answer, Frame, plan_for
+from worker.stages import Answer, Frame, Recorder, plan_for
 
 NETS_DIR = Path(__file__).parent
 TIMEOUT_S = 90.0
@@ -287,8 +287,8 @@ def test_worker_run_with_exported_segmenter_matches_pytorch(
     model = load_model(segmenter.model, provider="cpu")  # graph + the card beside it
     x = preprocess([f.image for f in frames], plan_for(model))
     maps, _ = segment(torch_outputs(segmenter.net, x), model.kind, model.activation, 0.5)
-    annotate = Annotator(model, 0.5)  # maps the mask onto the frame as the worker does
-    expected = [annotate(f, Answer(class_map=m))[1] for f, m in zip(frames, maps, strict=True)]
+    recorder = Recorder(model, None)  # maps the mask onto the frame as the worker does
+    expected = [recorder.record(f, Answer(class_map=m)) for f, m in zip(frames, maps, strict=True)]
     assert len(records) == len(expected) == 8
     pixel = 1 / (96 * 72)
     for got, want in zip(records, expected, strict=True):

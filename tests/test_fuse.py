@@ -20,12 +20,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from factory import Output, make_model, make_video
+from worker.description import RunDescription, Speed
 from worker.models import Model, load_model
 from worker.models.fuse import FuseSpec, pre_graph
 from worker.ops.preprocess import preprocess
 from worker.stages.infer import Inferencer, fuse_spec, plan_for
 from worker.stages.runner import run_file
-from worker.stages.speed import Speed
 
 Array = np.ndarray[Any, Any]
 TIE = 1e-5
@@ -407,9 +407,8 @@ def test_fused_and_plain_runs_write_the_same_results(tmp_path: Path) -> None:
         "graph-resize": Speed(fuse=True, resize_in_graph=True),
     }.items():
         results = tmp_path / f"{name}.jsonl"
-        summary = run_file(
-            video, model, output=tmp_path / f"{name}.mp4", results=results, batch=3, speed=speed
-        )
+        run = RunDescription(speed=speed.model_copy(update={"batch": 3}))
+        summary = run_file(video, model, run, output=tmp_path / f"{name}.mp4", results=results)
         assert summary.pipeline["fused"] is (name != "plain")
         assert summary.pipeline["resize_in_graph"] is (name == "graph-resize")
         records[name] = results.read_text().splitlines()

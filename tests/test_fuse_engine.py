@@ -27,7 +27,8 @@ from worker.ops.postprocess import (
     shown_from_bits,
 )
 from worker.ops.preprocess import geometry, warp, warp_matrix
-from worker.stages.batching import END, collect
+from worker.stages.batching import collect
+from worker.stages.channels import END
 
 Array = np.ndarray[Any, Any]
 rng = np.random.default_rng(17)

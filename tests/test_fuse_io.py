@@ -16,14 +16,14 @@ import av
 import numpy as np
 import pytest
 
-from factory import decode, make_model, make_video
+from factory import decode, described, make_model, make_video
+from worker.description import Encode
 from worker.errors import InputError, OutputError
 from worker.models import load_model
 from worker.stages.atomic import AtomicFile
 from worker.stages.frames import Frame
 from worker.stages.runner import run_file
 from worker.stages.source import VideoSource, decode_threads
-from worker.stages.speed import Speed
 from worker.stages.writer import VideoWriter, nvenc_unavailable
 
 
@@ -86,7 +86,7 @@ def test_auto_encoder_falls_back_to_libx264(clip: Path, tmp_path: Path) -> None:
     source = VideoSource(clip)
     try:
         target = AtomicFile(tmp_path / "out.mp4", "output")
-        writer = VideoWriter(target, source.info, preset="ultrafast", crf=18, encoder="auto")
+        writer = VideoWriter(target, source.info, Encode(crf=18, encoder="auto"))
         assert writer.codec == ("h264_nvenc" if nvenc_unavailable() is None else "libx264")
         images = [f for f in source.frames()]
         for f in images:
@@ -111,11 +111,7 @@ def test_required_nvenc_fails_with_the_reason_where_absent(clip: Path, tmp_path:
     try:
         with pytest.raises(OutputError, match="h264_nvenc"):
             VideoWriter(
-                AtomicFile(tmp_path / "o.mp4", "output"),
-                source.info,
-                preset="ultrafast",
-                crf=18,
-                encoder="h264_nvenc",
+                AtomicFile(tmp_path / "o.mp4", "output"), source.info, Encode(encoder="h264_nvenc")
             )
     finally:
         source.close()
@@ -126,10 +122,9 @@ def test_a_run_reports_what_decoded_encoded_and_crossed(clip: Path, tmp_path: Pa
     summary = run_file(
         clip,
         model,
+        described(batch=4, hw_decode="auto", encoder="auto"),
         output=tmp_path / "o.mp4",
         results=tmp_path / "o.jsonl",
-        batch=4,
-        speed=Speed(hw_decode="auto", encoder="auto"),
     )
     p = summary.pipeline
     assert summary.frames == 9
@@ -143,7 +138,7 @@ def test_a_run_reports_what_decoded_encoded_and_crossed(clip: Path, tmp_path: Pa
 def test_frames_keep_their_timing_through_the_writer(clip: Path, tmp_path: Path) -> None:
     source = VideoSource(clip)
     target = AtomicFile(tmp_path / "t.mp4", "output")
-    writer = VideoWriter(target, source.info, preset="ultrafast", crf=18)
+    writer = VideoWriter(target, source.info, Encode(crf=18, encoder="libx264"))
     try:
         frames: list[Frame] = list(source.frames())
         for f in frames:

@@ -18,7 +18,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import torch
 
 from worker.models import MODEL_FILE
 
@@ -30,23 +29,27 @@ PACKAGE = REPO / "worker"
 LAYERS = {
     "errors": 0,
     "messages": 0,
+    "kinds": 0,
+    "retry": 0,
     "constants": 1,
     "pipeline_file": 1,
+    "roots": 1,
     "signals": 1,
     "web": 1,
-    "settings": 2,
-    "httpd": 2,
-    "sinks": 2,
-    "models": 3,
-    "ops": 3,
-    "stages": 4,
-    "live": 5,
-    "queue": 5,
-    "export": 5,
-    "cli": 6,
-    "__init__": 7,
-    "entry": 7,
-    "__main__": 8,
+    "description": 2,
+    "settings": 3,
+    "httpd": 3,
+    "sinks": 3,
+    "ops": 4,
+    "models": 5,
+    "stages": 6,
+    "live": 7,
+    "queue": 7,
+    "export": 7,
+    "cli": 8,
+    "__init__": 9,
+    "entry": 9,
+    "__main__": 10,
 }
 
 
@@ -159,6 +162,8 @@ def test_export_from_a_repository_with_its_own_models_package(tmp_path: Path) ->
     (repo / "models").mkdir(parents=True)
     (repo / "models" / "__init__.py").write_text("")
     (repo / "models" / "common.py").write_text(USER_MODELS)
+    import torch  # the export extra's: imported by the test that needs it, not the module
+
     torch.manual_seed(0)
     net = torch.nn.Sequential(
         torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 3, 1)

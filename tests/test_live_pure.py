@@ -1,48 +1,21 @@
-"""Live-stream logic checked without a camera: queues, counters, latency, URL redaction,
-backoff, segment names and what a recorder keeps (numpy images only, injected
-clocks, no network)."""
+"""Live-stream logic checked without a camera: counters, latency, URL redaction, segment
+names and what a recorder keeps (numpy images only, no network)."""
 
 from __future__ import annotations
 
-import queue
 import random
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
-from worker.live.camera import Backoff, Camera, redact
-from worker.live.queues import (
-    LATENCY_BUCKETS_S,
-    Counters,
-    DropQueue,
-    Ingress,
-    LatencyStats,
-    LiveFrame,
-)
+from worker.description import Encode
+from worker.live.camera import Camera, redact
+from worker.live.counters import LATENCY_BUCKETS_S, Counters, LatencyStats
 from worker.live.segments import SegmentRecorder, segment_name
-from worker.stages.frames import Frame
+from worker.stages.frames import Frame, Item
 
 URL = "rtsp://admin:hunter2@10.0.0.5:554/Streaming/101?token=abc"
-
-
-def live(camera: str, index: int, received_at: float = 0.0) -> LiveFrame:
-    image = np.full((2, 3, 3), index % 256, dtype=np.uint8)
-    frame = Frame(index=index, pts=index * 40, time=index * 0.04, image=image)
-    return LiveFrame(camera, frame, received_at, 1_700_000_000.0 + index, 1)
-
-
-class Drops:
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, int, str]] = []
-
-    def __call__(self, item: LiveFrame, reason: str) -> None:
-        self.seen.append((item.camera, item.frame.index, reason))
-
-
-def ids(items: list[LiveFrame]) -> list[tuple[str, int]]:
-    return [(f.camera, f.frame.index) for f in items]
 
 
 def test_counters_snapshot_sums_drops_by_reason() -> None:
@@ -93,78 +66,6 @@ def test_latency_percentiles_use_recent_window() -> None:
     assert p["max"] == 5000.0  # max is over all frames
 
 
-def test_drop_queue_drops_oldest_without_blocking() -> None:
-    # A full queue makes room by dropping its oldest item, reported to on_drop.
-    dropped: list[Any] = []
-    q = DropQueue(2, dropped.append)
-    for i in range(5):
-        q.put(i)
-    assert dropped == [0, 1, 2]
-    assert len(q) == 2
-    assert [q.get(0.01), q.get(0.01)] == [3, 4]
-    with pytest.raises(queue.Empty):
-        q.get(0.01)
-
-
-def test_ingress_full_camera_drops_its_oldest_only() -> None:
-    # A full camera queue drops that camera's oldest frame ("queue_full"), no other camera's.
-    drops = Drops()
-    ing = Ingress(2, None, drops, clock=lambda: 0.0)
-    for i in range(3):
-        ing.put(live("a", i))
-    ing.put(live("b", 0))
-    assert drops.seen == [("a", 0, "queue_full")]
-    assert len(ing) == 3
-    assert sorted(ids(ing.take(10, 0.0, 0.0))) == [("a", 1), ("a", 2), ("b", 0)]
-
-
-def test_ingress_round_robin_busy_camera_cannot_starve_quiet_one() -> None:
-    # A batch takes from every waiting camera before a second frame of any one camera.
-    ing = Ingress(10, None, Drops(), clock=lambda: 0.0)
-    for i in range(6):
-        ing.put(live("busy", i))
-    ing.put(live("quiet", 0))
-    batch = ids(ing.take(3, 0.0, 0.0))
-    assert ("quiet", 0) in batch
-    assert [i for cam, i in batch if cam == "busy"] == [0, 1]  # oldest first
-    assert len(ing) == 4
-
-
-def test_ingress_alternates_cameras_across_single_takes() -> None:
-    # With batch size 1 the first camera in turn rotates, so both cameras get served.
-    ing = Ingress(10, None, Drops(), clock=lambda: 0.0)
-    for i in range(4):
-        ing.put(live("busy", i))
-    for i in range(2):
-        ing.put(live("quiet", i))
-    got = [ids(ing.take(1, 0.0, 0.0)) for _ in range(4)]
-    assert all(len(g) == 1 for g in got)
-    assert [g[0][0] for g in got].count("quiet") == 2
-
-
-def test_ingress_drops_late_frames_by_injected_clock() -> None:
-    # Frames older than max_age_s (by the injected clock) are dropped as "late", not batched.
-    drops = Drops()
-    now = [100.0]
-    ing = Ingress(10, 1.0, drops, clock=lambda: now[0])
-    ing.put(live("a", 0, received_at=98.5))  # 1.5 s old: late
-    ing.put(live("a", 1, received_at=99.5))  # 0.5 s old: in time
-    ing.put(live("b", 0, received_at=90.0))
-    assert ids(ing.take(4, 0.0, 0.0)) == [("a", 1)]
-    assert sorted(drops.seen) == [("a", 0, "late"), ("b", 0, "late")]
-    assert len(ing) == 0
-    ing.put(live("a", 2, received_at=0.0))  # only late frames: an empty batch
-    assert ing.take(2, 0.0, 0.0) == []
-    assert drops.seen[-1] == ("a", 2, "late")
-
-
-def test_ingress_take_waits_are_bounded() -> None:
-    ing = Ingress(4, None, Drops())  # real monotonic clock: waits are 10 ms
-    assert ing.take(2, 0.01, 0.01) == []
-    ing.put(live("a", 0))
-    assert ids(ing.take(4, 0.01, 0.01)) == [("a", 0)]  # a partial batch after batch_wait_s
-
-
 def test_redact_hides_credentials_and_query_values() -> None:
     # No user, password or query value of a camera URL reaches logs, metrics or errors.
     shown = redact(URL)
@@ -201,25 +102,6 @@ def test_camera_shown_and_repr_hide_password() -> None:
     assert "door" in repr(cam)
 
 
-def test_backoff_is_exponential_and_capped_without_jitter() -> None:
-    b = Backoff(base_s=0.5, cap_s=5.0, jitter=0.0)
-    assert [b.delay(n) for n in range(6)] == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
-    assert b.delay(10_000) == 5.0
-
-
-def test_backoff_jitter_stays_in_range() -> None:
-    b = Backoff(base_s=0.5, cap_s=30.0, jitter=0.5)
-    rng = random.Random(1)
-    for n in range(12):
-        d = min(30.0, 0.5 * 2**n)
-        for _ in range(50):
-            v = b.delay(n, rng)
-            assert d * 0.5 <= v <= d <= 30.0
-    # Jitter exists: the same seed repeats a delay, another seed gives a different one.
-    assert b.delay(3, random.Random(1)) == b.delay(3, random.Random(1))
-    assert b.delay(3, random.Random(1)) != b.delay(3, random.Random(2))
-
-
 def test_segment_name_is_utc_with_ms() -> None:
     assert segment_name("door", 0.0) == "door-19700101T000000.000Z.mp4"
     assert segment_name("door", 1_700_000_000.25) == "door-20231114T221320.250Z.mp4"
@@ -239,11 +121,11 @@ def test_segment_names_sort_by_time() -> None:
 def test_segment_recorder_keeps_a_count_and_the_last_paths(tmp_path: Path) -> None:
     # A recorder runs for months: it counts its segments and keeps the newest five paths, not
     # a list that grows by one per segment (~525,000 a year at 60 s).
-    rec = SegmentRecorder(tmp_path, "door", seconds=1.0, preset="ultrafast", crf=40)
+    rec = SegmentRecorder(tmp_path, "door", seconds=1.0, encode=Encode(crf=40, encoder="libx264"))
     for i in range(40):  # each frame a second after the last: a segment each
         image = np.full((16, 16, 3), i * 6, dtype=np.uint8)
         frame = Frame(index=i, pts=i, time=float(i), image=image)
-        rec.write(LiveFrame("door", frame, float(i), 1_700_000_000.0 + i, 1), image)
+        rec.write(Item("door", frame, float(i), 1_700_000_000.0 + i, 1), image)
     rec.close()
     files = sorted((tmp_path / "door").iterdir())
     assert len(files) == rec.written == 40

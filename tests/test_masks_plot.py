@@ -12,16 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
+from mask_readers import read_bits_png, read_indexed_png, rle_decode
 from worker.models.palette import voc_palette
-from worker.ops.masks import (
-    bits_png,
-    indexed_png,
-    read_bits_png,
-    read_indexed_png,
-    rle,
-    rle_decode,
-    rle_per_label,
-)
+from worker.ops.masks import bits_png, indexed_png, rle, rle_per_label
 from worker.ops.plot import Panel, draw_panels, panels_png, run_picture, summary_png
 from worker.ops.postprocess import NO_CLASS
 

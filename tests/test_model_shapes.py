@@ -4,7 +4,7 @@ Each run is checked against an independent reference: the input decoded here wit
 ``worker.ops.preprocess`` for the model input, a plain ``onnxruntime.InferenceSession`` (not
 the worker's Engine) and straightforward numpy for the answer. Only the geometry that maps a
 model-resolution mask back onto the frame is taken from ``worker.ops`` (``restore``,
-``geometry(...).then_scale(...)``), exactly as ``worker.stages.writer.Annotator`` uses it.
+``geometry(...).then_scale(...)``), exactly as ``worker.stages.records.MaskMaps`` makes it.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from factory import Layout, Output, decode, make_model, make_video
+from factory import Layout, Output, decode, described, make_model, make_video
+from worker.description import Look
 from worker.models import Model, load_model
 from worker.ops import Blender, geometry, preprocess, restore
-from worker.stages import Annotator, Answer, Frame, RunSummary, plan_for, run_file
+from worker.stages import Answer, Frame, Recorder, RunSummary, painters_for, plan_for, run_file
 
 Array = np.ndarray[Any, Any]
 DType = Literal["float32", "float16", "uint8"]
@@ -95,7 +96,7 @@ class Expected:
 
 
 def to_frame(model: Model, small: Array, frame_hw: tuple[int, int], fill: int) -> Array:
-    """A model-output-resolution mask mapped onto the frame, as the Annotator maps it."""
+    """A model-output-resolution mask mapped onto the frame, as the frame loop maps it."""
     sh, sw = small.shape
     ih, iw = model.input_hw
     g = geometry(frame_hw, model.input_hw, model.resize, model.crop_from).then_scale(
@@ -205,11 +206,10 @@ def run_and_check(
     summary = run_file(
         video,
         model,
+        described(batch=batch, picture=False, **run_kwargs),
         output=output,
         results=results,
-        batch=batch,
         max_frames=max_frames,
-        **run_kwargs,
     )
     records = [json.loads(line) for line in results.read_text().splitlines()]
     outputs = decode(output)
@@ -515,9 +515,12 @@ def test_annotator_blend_is_the_integer_formula(tmp_path: Path, alpha: float) ->
     rng = np.random.default_rng(11)
     image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
     small = rng.choice(np.array([0, 1, 2, 3, 255], dtype=np.uint8), size=(32, 32))
-    image_out, record = Annotator(model, alpha)(
-        Frame(index=4, pts=400, time=0.16, image=image.copy()), Answer(class_map=small)
+    frame = Frame(index=4, pts=400, time=0.16, image=image.copy())
+    recorder = Recorder(model, None)
+    image_out = painters_for(model, Look(alpha=alpha), recorder).draw(
+        frame, Answer(class_map=small)
     )
+    record = recorder.record(frame, Answer(class_map=small))
 
     # A 32x32 stretch model on a 64x64 frame: each mask pixel covers a 2x2 block.
     full = small.repeat(2, axis=0).repeat(2, axis=1)

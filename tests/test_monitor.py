@@ -15,15 +15,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from factory import decode, make_model, make_slow_model
+from factory import decode, described, make_model, make_slow_model
 from queue_harness import RedisServer, wait_for
 from rtsp_harness import RtspServer, SilentServer
 from worker.constants import Keys
-from worker.live.camera import Backoff, Camera, ConnectOptions
+from worker.live.camera import Camera
 from worker.live.metrics import MonitorMetrics
-from worker.live.monitor import Monitor, MonitorOptions
+from worker.live.monitor import Monitor
 from worker.models import Model, demo_model_path, load_model
-from worker.ops.rules import parse_rule
 from worker.sinks import RedisEvents
 
 pytestmark = pytest.mark.timeout(180)
@@ -32,9 +31,9 @@ pytestmark = pytest.mark.timeout(180)
 LAST_SEGMENTS = 5
 
 #: Quick reconnects: the tests wait for them.
-FAST = ConnectOptions(
-    open_timeout_s=3.0, read_timeout_s=2.0, backoff=Backoff(base_s=0.2, cap_s=1.0)
-)
+FAST = {"open_timeout_s": 3.0, "read_timeout_s": 2.0, "reconnect_base_s": 0.2,
+        "reconnect_max_s": 1.0}  # fmt: skip
+READ_TIMEOUT_S = FAST["read_timeout_s"]
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +86,7 @@ def test_outage_of_one_camera_leaves_the_other_running_and_it_reconnects(
             monitors,
             [Camera("a", a.url), Camera("b", b.url)],
             demo,
-            MonitorOptions(connect=FAST, record=tmp_path / "rec", segment_s=60),
+            described(**FAST, record=tmp_path / "rec", segment_seconds=60),
             on_event=seen.append,
         )
         wait_for(lambda: stat(m, "a", "processed") >= 10, "camera a frames")
@@ -134,17 +133,16 @@ def test_a_camera_that_never_answers_does_not_hold_up_start(
     demo: Model, monitors: list[Monitor]
 ) -> None:
     with RtspServer() as live, SilentServer() as silent:
-        opts = ConnectOptions(open_timeout_s=6.0, read_timeout_s=2.0)
         m = start(
             monitors,
             [Camera("silent", silent.url), Camera("live", live.url)],
             demo,
-            MonitorOptions(connect=opts),
+            described(open_timeout_s=6.0, read_timeout_s=2.0),
         )
         began = time.monotonic()
         wait_for(lambda: stat(m, "live", "processed") >= 5, "the live camera", timeout=30)
         assert stat(m, "silent", "state") == "connecting"
-        assert time.monotonic() - began < opts.open_timeout_s
+        assert time.monotonic() - began < 6.0  # the open timeout
         wait_for(lambda: stat(m, "silent", "state") == "backoff", "the open timeout", timeout=30)
         assert "cannot open" in stat(m, "silent", "detail")
         summary = m.stop()
@@ -165,7 +163,7 @@ def test_overload_drops_oldest_frames_counts_them_and_keeps_latency_bounded(
             monitors,
             [Camera("cam", cam.url)],
             model,
-            MonitorOptions(connect=FAST, max_latency_s=max_latency),
+            described(**FAST, max_latency_ms=max_latency * 1000),
         )
         wait_for(lambda: stat(m, "cam", "processed") >= 20, "20 frames through the slow model")
         summary = m.stop()
@@ -198,15 +196,15 @@ def test_segments_split_without_losing_frames_and_events_reach_redis(
                 demo,
                 # Queues deep enough and no latency limit: nothing may be dropped, so every
                 # received frame must be in exactly one of the files.
-                MonitorOptions(
-                    connect=FAST,
+                described(
+                    **FAST,
                     record=tmp_path / "rec",
-                    segment_s=1.0,
+                    segment_seconds=1.0,
                     live_queue=64,
                     writer_queue=64,
-                    max_latency_s=None,
+                    max_latency_ms=1e9,
+                    watch=["background>0@2"],
                 ),
-                rules=[parse_rule("background>0@2", demo.labels)],
                 on_event=sink.write,
             )
             wait_for(lambda: stat(m, "door", "segments_written") >= 2, "two segments")
@@ -245,8 +243,7 @@ def test_classifier_scores_raise_watch_events(monitors: list[Monitor], tmp_path:
             monitors,
             [Camera("c", cam.url)],
             model,
-            MonitorOptions(connect=FAST),
-            rules=[parse_rule(f"{model.labels[0]}>0@1", model.labels)],
+            described(**FAST, watch=[f"{model.labels[0]}>0@1"]),
             on_event=seen.append,
         )
         wait_for(lambda: stat(m, "c", "processed") >= 5, "frames")
@@ -266,7 +263,7 @@ def test_a_camera_whose_recording_fails_stops_alone(
             monitors,
             [Camera("bad", bad.url), Camera("good", good.url)],
             demo,
-            MonitorOptions(connect=FAST, record=tmp_path / "rec", segment_s=60),
+            described(**FAST, record=tmp_path / "rec", segment_seconds=60),
         )
         wait_for(lambda: stat(m, "bad", "state") == "failed", "the bad camera to fail")
         assert "recording" in stat(m, "bad", "detail")
@@ -301,7 +298,7 @@ def test_a_frozen_camera_is_stalled_within_the_read_timeout_and_counts_no_stale_
         seen.append(e)
 
     with RtspServer() as cam:
-        m = start(monitors, [Camera("c", cam.url)], demo, MonitorOptions(connect=FAST),
+        m = start(monitors, [Camera("c", cam.url)], demo, described(**FAST),
                   on_event=on_event)  # fmt: skip
         monitor.append(m)
         wait_for(lambda: stat(m, "c", "processed") >= 5, "frames")
@@ -309,7 +306,7 @@ def test_a_frozen_camera_is_stalled_within_the_read_timeout_and_counts_no_stale_
         frozen = time.monotonic()
         cam.proc.send_signal(signal.SIGSTOP)  # connected, but no more data: a hung camera
         try:
-            wait_for(lambda: at_stall, "a stall", timeout=4 * FAST.read_timeout_s)
+            wait_for(lambda: at_stall, "a stall", timeout=4 * READ_TIMEOUT_S)
             stalled_after = at_stall["at"] - frozen
             last_frame_after = at_stall["at"] - at_stall["last_frame_age_s"] - frozen
             # While it stays frozen: reconnecting fails, and says why.
@@ -331,17 +328,17 @@ def test_a_frozen_camera_is_stalled_within_the_read_timeout_and_counts_no_stale_
     add_up(summary)
     print(
         f"\nstall reported {stalled_after:.2f} s after the freeze (read timeout "
-        f"{FAST.read_timeout_s:g} s); last frame {last_frame_after:+.3f} s from the freeze"
+        f"{READ_TIMEOUT_S:g} s); last frame {last_frame_after:+.3f} s from the freeze"
     )
     # FFmpeg checks the interrupt between 100 ms socket polls: the timeout is seen up to
     # 0.1 s late. Beyond that, the 10 % the issue allows.
-    assert stalled_after <= FAST.read_timeout_s * 1.1 + 0.1
+    assert stalled_after <= READ_TIMEOUT_S * 1.1 + 0.1
     # The last frame counted came at the freeze (one on its way then, 67 ms apart at 15 fps,
     # plus decoding), not a read timeout later.
     assert last_frame_after < 0.25
     assert received_while_frozen == at_stall["received"]
     stall = next(e for e in seen if e.get("state") == "stalled")
-    assert stall["detail"] == f"no data for {FAST.read_timeout_s:g} s"
+    assert stall["detail"] == f"no data for {READ_TIMEOUT_S:g} s"
     assert "timeout" in frozen_detail and "Invalid data" not in frozen_detail, frozen_detail
     logged = [r.getMessage() for r in caplog.records if "backoff (cannot open" in r.getMessage()]
     assert logged and all("open timeout" in line for line in logged), logged
@@ -363,7 +360,7 @@ def test_health_and_summary_keep_a_count_and_the_last_segments_not_every_path(
             monitors,
             [Camera("door", cam.url)],
             demo,
-            MonitorOptions(connect=FAST, record=tmp_path / "rec", segment_s=0.2),
+            described(**FAST, record=tmp_path / "rec", segment_seconds=0.2),
         )
         health = MonitorMetrics(m).health
         # Segments close one after another: once one more is on disk, the count includes these.

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from factory import make_model
+from worker.cli.common import configured_model
 from worker.errors import CardError, SettingsError
 from worker.settings import load_settings
-from worker.stages import configured_model
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "pipelines"

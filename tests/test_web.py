@@ -22,7 +22,8 @@ import pytest
 
 from factory import make_video
 from queue_harness import RedisServer, free_port, wait_for, worker_env
-from worker.live import Camera, Monitor, MonitorOptions
+from worker.description import RunDescription
+from worker.live import Camera, Monitor
 from worker.live.pages import event_links, monitor_routes, zone_outlines
 from worker.models import demo_model_path, load_model
 from worker.ops.zones import Zone, ZoneSet
@@ -73,12 +74,8 @@ def monitor_site(tmp_path: Path) -> Iterator[tuple[int, Path, bytes]]:
     (rec / "yard" / "yard-open.mp4.part").write_bytes(b"SECRET-BYTES")
     model = load_model(demo_model_path("segment"), provider="cpu")
     cams = [Camera("yard", f"rtsp://admin:{SECRET}@10.0.0.9/live?token={SECRET}")]
-    monitor = Monitor(
-        cams,
-        model,
-        MonitorOptions(record=rec),
-        zones={"yard": ZoneSet([Zone("door", ((10, 10), (100, 10), (100, 80)), "px")])},
-    )
+    door = {"name": "door", "points": [(10, 10), (100, 10), (100, 80)], "units": "px"}
+    monitor = Monitor(cams, model, RunDescription().overlay({"record": rec, "zones": [door]}))
     server = WebServer(monitor_routes(monitor), 0, "127.0.0.1")
     try:
         yield server.port, segment, secret.read_bytes()

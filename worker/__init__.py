@@ -3,11 +3,12 @@ and live cameras. ``worker`` is the distribution's one import name.
 
 Subpackages, from the bottom up (imports only point down; a test checks):
 
-- ``worker.errors`` (the error root), ``worker.constants`` (Redis keys), ``worker.settings``
+- ``worker.errors`` (the error root), ``worker.constants`` (Redis keys),
+  ``worker.description`` (how a video is processed, in sections), ``worker.settings``
   (every option, with pipeline files as one of its sources);
-- ``worker.models``: ONNX graphs, cards, the ONNX Runtime engine, the model repository;
 - ``worker.ops``: pure numpy pre/post-processing, mask maths and drawing;
-- ``worker.stages``: decode, infer, annotate/encode, and ``run_file`` wiring them;
+- ``worker.models``: ONNX graphs, cards, the ONNX Runtime engine, the model repository;
+- ``worker.stages``: decode, infer, the frame loop (record, paint, write), and ``run_file``;
 - ``worker.live`` (cameras: ``Monitor``), ``worker.queue`` (the Redis job queue),
   ``worker.export`` (PyTorch -> ONNX);
 - ``worker.cli``: the ``worker`` command.
@@ -19,28 +20,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from worker.errors import (
-    Cancelled,
-    CardError,
-    DependencyError,
-    ExportError,
-    InputError,
-    InputNotFoundError,
-    JobError,
-    JobNotFoundError,
-    LeaseLost,
-    ModelError,
-    OutputError,
-    ProviderError,
-    QueueError,
-    SettingsError,
-    Signalled,
-    StageError,
-    VerificationError,
-    WorkerError,
-)
+from worker import errors as _errors
+from worker.errors import *  # noqa: F403  (the error root and every error, as ``worker.X``)
 
 if TYPE_CHECKING:
+    from worker.description import RunDescription
     from worker.live import Monitor
     from worker.models import Model, load_model
     from worker.settings import Settings, load_settings
@@ -49,27 +33,11 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
-    "Cancelled",
-    "CardError",
-    "DependencyError",
-    "ExportError",
-    "InputError",
-    "InputNotFoundError",
-    "JobError",
-    "JobNotFoundError",
-    "LeaseLost",
+    *_errors.__all__,
     "Model",
-    "ModelError",
     "Monitor",
-    "OutputError",
-    "ProviderError",
-    "QueueError",
+    "RunDescription",
     "Settings",
-    "SettingsError",
-    "Signalled",
-    "StageError",
-    "VerificationError",
-    "WorkerError",
     "__version__",
     "load_model",
     "load_settings",
@@ -79,6 +47,7 @@ __all__ = [
 #: Imported when first asked for: the settings (pydantic) and the heavy entry points (ONNX
 #: Runtime, PyAV, OpenCV). ``import worker`` itself costs next to nothing.
 _LAZY = {
+    "RunDescription": "worker.description",
     "Settings": "worker.settings",
     "load_settings": "worker.settings",
     "Model": "worker.models",

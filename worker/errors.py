@@ -12,6 +12,7 @@ __all__ = [
     "CardError",
     "DependencyError",
     "ExportError",
+    "FuseError",
     "InputError",
     "InputNotFoundError",
     "JobError",
@@ -22,8 +23,10 @@ __all__ = [
     "ProviderError",
     "QueueError",
     "SettingsError",
+    "ShapeMismatch",
     "Signalled",
     "StageError",
+    "StaleHeartbeat",
     "VerificationError",
     "WorkerError",
 ]
@@ -54,6 +57,11 @@ class ModelError(WorkerError, ValueError):
 
 class CardError(ModelError):
     """The model card has unknown fields, wrong types or values that contradict the graph."""
+
+
+class FuseError(ModelError):
+    """The model cannot be wrapped in the fused uint8 graph (an old opset, weights in
+    external files, ONNX Runtime refusing the result): it runs unfused, with a warning."""
 
 
 class ProviderError(WorkerError, RuntimeError):
@@ -109,6 +117,10 @@ class VerificationError(ExportError):
     """The exported model's outputs differ from PyTorch's by more than the tolerance."""
 
 
+class ShapeMismatch(ExportError):
+    """The exported model's output and PyTorch's differ in shape: not a rounding matter."""
+
+
 # The job queue (worker/queue/).
 class JobError(WorkerError, ValueError):
     """A job is malformed or names a path outside the configured roots or a refused URL scheme."""
@@ -120,6 +132,12 @@ class JobNotFoundError(JobError, LookupError):
 
 class QueueError(WorkerError, ConnectionError):
     """Redis cannot be reached or refused us; the message never carries the password."""
+
+    exit_code = 1
+
+
+class StaleHeartbeat(WorkerError):
+    """``worker check``: no live worker here. Exit 1, as liveness probes expect."""
 
     exit_code = 1
 

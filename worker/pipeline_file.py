@@ -1,9 +1,9 @@
 """Pipeline files: one TOML file that describes a whole job or camera setup.
 
 A pipeline file holds settings by their names (the same names as ``WORKER_<NAME>`` without
-the prefix, in lower case), read through pydantic-settings' own TOML source, so it is
-validated exactly like flags and the environment (``extra="forbid"``: an unknown key is an
-error). Two tables read better than flat keys::
+the prefix, in lower case), read once by ``worker.settings.load_settings`` and given to the
+settings as one of their sources, so it is validated exactly like flags and the environment
+(``extra="forbid"``: an unknown key is an error). Three tables read better than flat keys::
 
     model = "demo-segment"
     record = "recordings"
@@ -13,6 +13,9 @@ error). Two tables read better than flat keys::
 
     [cameras]                   # name = URL; credentials only by reference: ${VAR}
     door = "rtsp://${DOOR_USER}:${DOOR_PASSWORD}@10.0.0.5/stream"
+
+    [camera_options.door]       # how this camera differs from the others
+    every = 2
 
 ``${NAME}`` in any string is replaced by the environment variable ``NAME``, ``${NAME:-text}``
 by ``text`` when it is unset or empty (as in a shell or a compose file), and ``$${`` writes a
@@ -30,16 +33,11 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from pydantic_settings import TomlConfigSettingsSource
+from typing import Any
 
 from worker.errors import SettingsError
 
-if TYPE_CHECKING:
-    from pydantic_settings import BaseSettings
-
-__all__ = ["PipelineSource", "read_pipeline"]
+__all__ = ["read_pipeline"]
 
 _REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)@")
@@ -109,14 +107,3 @@ def read_pipeline(path: Path) -> dict[str, Any]:
     if isinstance(card, dict):
         data["card_overrides"] = data.pop("card")
     return data
-
-
-class PipelineSource(TomlConfigSettingsSource):
-    """pydantic-settings' TOML source, reading through ``read_pipeline``."""
-
-    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
-        self.path = path
-        super().__init__(settings_cls, toml_file=path)
-
-    def _read_file(self, file_path: Any) -> dict[str, Any]:
-        return read_pipeline(Path(file_path))

@@ -1,8 +1,13 @@
 """Every option of the worker in one pydantic-settings class.
 
+``Settings`` embeds every section of the run description (``worker.description``: look,
+encode, analytics, speed, live), so each of those options is declared once, there, and its
+flat name is the setting's; the rest (what to run, where results go, the queue, cameras, the
+pages) is declared here. ``settings.run`` is the run description they make.
+
 Precedence, highest first: CLI flags (passed as init arguments) > environment variables
 (``WORKER_*``) > a pipeline file (``--pipeline``, see ``worker.pipeline_file``) > a ``.env``
-file in the working directory > the defaults below. Unknown keys in a pipeline file, unknown
+file in the working directory > the defaults. Unknown keys in a pipeline file, unknown
 ``WORKER_*`` entries in ``.env`` and unknown init arguments are errors (``extra="forbid"``):
 a misspelt option must not be silently ignored. Errors say in plain words which flag,
 variable or file key is wrong and what was expected (``worker.messages``).
@@ -10,104 +15,47 @@ variable or file key is wrong and what was expected (``worker.messages``).
 
 from __future__ import annotations
 
-import math
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
+from worker.description import (
+    CAMERA_NAME,
+    Analytics,
+    Encode,
+    Live,
+    Look,
+    RunDescription,
+    Speed,
+    check_partial,
+)
 from worker.errors import SettingsError
+from worker.kinds import Task
 from worker.messages import plain, redact, tuple_length
-from worker.pipeline_file import PipelineSource, read_pipeline
+from worker.pipeline_file import read_pipeline
 
-__all__ = ["CAMERA_NAME", "ENV_PREFIX", "Settings", "WatchSpec", "ZoneSpec", "load_settings"]
+__all__ = ["ENV_PREFIX", "Settings", "load_settings"]
 
 ENV_PREFIX = "WORKER_"
-#: Camera names become folder and file names (so no leading dot: not "..", not hidden) and
-#: metric labels.
-CAMERA_NAME = re.compile(r"^(?!\.)[A-Za-z0-9_.-]{1,64}$")
 
-Provider = Literal["auto", "cuda", "cpu"]
-Task = Literal["segment", "classify"]
-#: The pipeline file of the ``load_settings`` call being made (a classmethod builds the
-#: sources, so the path cannot be an argument).
-_PIPELINE: ContextVar[Path | None] = ContextVar("pipeline", default=None)
+#: The pipeline file of the ``load_settings`` call being made and what it holds (a
+#: classmethod builds the sources, so they cannot be arguments): the file is read once, by
+#: ``load_settings``, and handed to its source here.
+_PIPELINE: ContextVar[tuple[Path, dict[str, Any]] | None] = ContextVar("pipeline", default=None)
 #: Fields whose values are never shown, not even in an error.
 _SECRET_FIELDS = ("redis_url", "cameras", "webhook")
-
-
-class ZoneSpec(BaseModel):
-    """A named polygon: points as fractions of the frame (0..1), or pixels with ``units``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str
-    points: list[tuple[float, float]] = Field(min_length=3, max_length=256)
-    units: Literal["fraction", "px"] = "fraction"
-    camera: str | None = Field(None, description="monitor: this camera only; else every one")
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not CAMERA_NAME.match(v):
-            raise ValueError(
-                f"zone name '{v}': expected 1-64 letters, digits, '_', '-' or '.', not "
-                "starting with '.'"
-            )
-        return v
-
-    @field_validator("points")
-    @classmethod
-    def _numbers(cls, v: list[tuple[float, float]]) -> list[tuple[float, float]]:
-        if any(not (math.isfinite(x) and math.isfinite(y)) for x, y in v):
-            raise ValueError("points must be finite numbers")
-        return v
-
-    @model_validator(mode="after")
-    def _fractions(self) -> ZoneSpec:
-        if self.units == "fraction":
-            for x, y in self.points:
-                if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
-                    raise ValueError(
-                        f"zone '{self.name}': point ({x:g}, {y:g}) is outside 0..1; give "
-                        'fractions of the width and height, or units = "px"'
-                    )
-        return self
-
-
-class WatchSpec(BaseModel):
-    """A watch rule written as a table (a pipeline file's ``[[watch]]``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    label: str = Field(min_length=1)
-    above: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
-    zone: str | None = None
-    frames: int = Field(1, ge=1)
-    start_s: float = Field(0.0, ge=0.0, allow_inf_nan=False)
-    end_s: float = Field(0.0, ge=0.0, allow_inf_nan=False)
-    min_s: float = Field(0.0, ge=0.0, allow_inf_nan=False)
-    loiter_s: float = Field(0.0, ge=0.0, allow_inf_nan=False)
 
 
 class _WorkerDotEnv(DotEnvSettingsSource):
@@ -123,13 +71,14 @@ class _WorkerDotEnv(DotEnvSettingsSource):
         }
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, Look, Encode, Analytics, Speed, Live):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_file=".env",
         env_file_encoding="utf-8",
         extra="forbid",
         validate_default=True,
+        frozen=True,
     )
 
     # What to run.
@@ -143,45 +92,15 @@ class Settings(BaseSettings):
         description="card fields that override the model's card (a [card] table in a pipeline)",
     )
     task: Task | None = Field(None, description="override the task read from the card/graph")
+    max_frames: int | None = Field(None, ge=1, description="stop after this many frames")
 
     # Where results go.
     output: Path | None = Field(None, description="annotated video; default <input>.<task>.mp4")
     results: Path | None = Field(None, description="JSON lines; default <input>.<task>.jsonl")
-
-    # How to run.
-    provider: Provider = Field("auto", description="auto: CUDA when it really loads, else CPU")
-    batch: int = Field(0, ge=0, le=256, description="frames per inference call; 0: per provider")
-    threads: int = Field(0, ge=0, le=256, description="ONNX Runtime intra-op threads; 0: auto")
-    queue_size: int = Field(4, ge=1, le=1024, description="frames held between two stages")
-    max_frames: int | None = Field(None, ge=1, description="stop after this many frames")
-
-    # How fast (worker/stages/speed.py). CUDA/TensorRT fields act only where CUDA really loads.
-    fuse: bool = Field(True, description="uint8-in/uint8-out graph around the model")
-    resize_in_graph: bool = Field(False, description="stretch: resize on the device, not host")
-    fuse_cache: bool = Field(True, description="keep fused graphs on disk: faster next start")
-    cache_dir: Path | None = Field(
-        None, description="where; default $XDG_CACHE_HOME/video-worker (~/.cache/video-worker)"
+    events: str | None = Field(None, description="events to a .jsonl path or 'redis'")
+    webhook: SecretStr | None = Field(
+        None, description="events also POSTed as JSON to this http(s) URL; never printed"
     )
-    batch_wait_ms: float = Field(40.0, ge=0, le=10_000, description="live: max wait for a batch")
-    decode_threads: int = Field(0, ge=0, le=64, description="decoder threads; 0: one per core")
-    hw_decode: Literal["auto", "cuda", "off"] = Field("auto", description="NVDEC decoding")
-    encoder: Literal["auto", "libx264", "h264_nvenc"] = Field("auto", description="auto: NVENC")
-    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "HEURISTIC"
-    gpu_mem_limit: int = Field(0, ge=0, description="CUDA arena limit in bytes; 0: none")
-    cuda_graph: bool = Field(False, description="CUDA graphs (fixed shapes, one thread)")
-    tensorrt: bool = Field(False, description="try the TensorRT provider before CUDA")
-    trt_fp16: bool = Field(False, description="TensorRT: allow fp16 kernels")
-    trt_cache: Path | None = Field(None, description="TensorRT engine/timing cache folder")
-
-    # How it looks.
-    alpha: float = Field(0.5, ge=0.0, le=1.0, description="mask opacity over the frame")
-    top_k: int = Field(5, ge=1, le=100, description="classify: labels reported per frame")
-    # ultrafast: x264 at ~2.5 ms of CPU per 720p frame instead of ~9 (veryfast), files ~3x larger.
-    preset: Literal[
-        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
-        "veryslow", "placebo",
-    ] = Field("ultrafast", description="libx264 preset")  # fmt: skip
-    crf: int = Field(23, ge=0, le=51, description="libx264 constant rate factor")
 
     # How it talks.
     quiet: bool = Field(False, description="no progress bar")
@@ -230,41 +149,18 @@ class Settings(BaseSettings):
         None, description="one fixed heartbeat file instead (a single worker per host)"
     )
 
-    # Live cameras (worker monitor).
+    # Live cameras (worker monitor); how each is processed is in the ``Live`` section.
     cameras: dict[str, SecretStr] = Field(
         default_factory=dict,
         description='named cameras, JSON {"name": "rtsp://user:pw@host/path"}; never printed',
     )
-    record: Path | None = Field(None, description="monitor: folder for segmented recordings")
-    segment_seconds: float = Field(60.0, gt=0, le=86_400, description="length of a recording")
-    events: str | None = Field(None, description="events to a .jsonl path or 'redis'")
-    webhook: SecretStr | None = Field(
-        None, description="events also POSTed as JSON to this http(s) URL; never printed"
+    camera_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per camera, options of its own (look, encode, analytics): a "
+        "[camera_options.NAME] table in a pipeline file",
     )
-    watch: list[str | WatchSpec] = Field(
-        default_factory=list,
-        description="rules: [ZONE:]LABEL>THRESHOLD[@FRAMES] [start=S end=S min=S loiter=S]",
-    )
-    zones: list[ZoneSpec] = Field(default_factory=list, description="named polygons")
-    draw_zones: bool = Field(True, description="draw zone outlines and names in the video")
-    snapshots: bool = Field(True, description="events: a JPEG of the peak frame")
-    every: int = Field(1, ge=1, le=100_000, description="process every Nth frame")
-    fps: float | None = Field(None, gt=0, description="process at most F frames per second")
-    masks: str | None = Field(
-        None, description="'png' (a folder beside the outputs), a folder path, or 'rle'"
-    )
-    picture: bool = Field(True, description="files: a summary PNG of the run beside the results")
-    max_latency_ms: float = Field(500.0, gt=0, description="older frames are dropped, not run")
     duration: float | None = Field(None, gt=0, description="monitor: stop after this many s")
-    live_queue: int = Field(2, ge=1, le=256, description="frames per camera awaiting inference")
-    open_timeout_s: float = Field(10.0, gt=0, description="camera: connect and first answer")
-    read_timeout_s: float = Field(5.0, gt=0, description="camera: silence that counts as stall")
-    reconnect_base_s: float = Field(0.5, gt=0, description="first reconnect delay; doubles")
-    reconnect_max_s: float = Field(30.0, gt=0, description="longest reconnect delay")
-    reconnect_attempts: int = Field(0, ge=0, description="failed connects in a row; 0: forever")
     ui: bool = Field(True, description="monitor: the camera and event pages on the metrics port")
-    ui_fps: float = Field(5.0, gt=0, le=60, description="live view: frames per second at most")
-    jpeg_quality: int = Field(80, ge=10, le=100, description="live view: JPEG quality")
 
     # The queue's pages (worker dashboard): read-only, so local by default.
     dashboard_host: str = Field("127.0.0.1", description="address 'worker dashboard' listens on")
@@ -276,6 +172,11 @@ class Settings(BaseSettings):
     @property
     def pipeline(self) -> Path | None:
         return self._pipeline
+
+    @property
+    def run(self) -> RunDescription:
+        """How a video is processed, as these settings describe it."""
+        return RunDescription.of(self)
 
     @field_validator("input", mode="before")
     @classmethod
@@ -295,9 +196,9 @@ class Settings(BaseSettings):
             return text.split("://", 1)[1]
         return v
 
-    @field_validator("cameras")
+    @field_validator("cameras", "camera_options")
     @classmethod
-    def _camera_names(cls, v: dict[str, SecretStr]) -> dict[str, SecretStr]:
+    def _camera_names(cls, v: dict[str, Any]) -> dict[str, Any]:
         for name in v:
             if not CAMERA_NAME.match(name):
                 raise ValueError(
@@ -305,6 +206,11 @@ class Settings(BaseSettings):
                     "not starting with '.'"
                 )
         return v
+
+    @field_validator("camera_options")
+    @classmethod
+    def _camera_options(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        return {name: check_partial(opts, f"camera '{name}'") for name, opts in v.items()}
 
     @classmethod
     def settings_customise_sources(
@@ -317,14 +223,14 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Spelled out rather than inherited so the precedence is visible here.
         pipeline = _PIPELINE.get()
-        from_file = () if pipeline is None else (PipelineSource(settings_cls, pipeline),)
+        from_file = () if pipeline is None else (InitSettingsSource(settings_cls, pipeline[1]),)
         dotenv = _WorkerDotEnv(settings_cls)
         return init_settings, env_settings, *from_file, dotenv, file_secret_settings
 
 
 @contextmanager
-def _pipeline(path: Path | None) -> Iterator[None]:
-    token = _PIPELINE.set(path)
+def _pipeline(path: Path | None, data: dict[str, Any]) -> Iterator[None]:
+    token = _PIPELINE.set(None if path is None else (path, data))
     try:
         yield
     finally:
@@ -352,7 +258,7 @@ def load_settings(pipeline: Path | None = None, **cli: Any) -> Settings:
     given = {k: v for k, v in cli.items() if v is not None}
     from_file = read_pipeline(pipeline) if pipeline is not None else {}
     try:
-        with _pipeline(pipeline):
+        with _pipeline(pipeline, from_file):
             settings = Settings(**given)
         settings._pipeline = pipeline
         return settings

@@ -12,20 +12,23 @@ active exception``, SIGABRT, exit 134. So:
 - while threads run, ``stop_on_signals`` turns these signals into a stop request (an event the
   threads poll) and remembers the first; the caller joins its threads, then reports it.
   A second signal asks the same again: it cannot cut the clean stop short.
+
+Every command that runs threads (``run``, ``monitor``, ``serve``, ``dashboard``) handles
+signals through ``on_signals`` here, and nowhere else: one place says what a signal does.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
 from worker.errors import Signalled
 
-__all__ = ["HANDLED", "Caught", "install_startup_handlers", "stop_on_signals"]
+__all__ = ["HANDLED", "Caught", "install_startup_handlers", "on_signals", "stop_on_signals"]
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -55,23 +58,36 @@ class Caught:
 
 
 @contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[Caught]:
-    """Within the block, SIGINT/SIGTERM/SIGHUP set ``stop`` instead of raising. Only the main
-    thread can handle signals: elsewhere (a queued job's thread) this does nothing, and the
-    process's own handlers (``worker serve``'s) stay in charge."""
-    caught = Caught()
+def on_signals(handler: Callable[[int], None]) -> Iterator[None]:
+    """Within the block, SIGINT/SIGTERM/SIGHUP call ``handler(signum)`` instead of raising;
+    the handlers before are back after it. Only the main thread can handle signals: elsewhere
+    (a queued job's thread) this does nothing, and the process's own handlers stay in
+    charge."""
     if threading.current_thread() is not threading.main_thread():
-        yield caught
+        yield
         return
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        handler(signum)
+
+    previous: dict[int, Any] = {sig: signal.signal(sig, on_signal) for sig in HANDLED}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[Caught]:
+    """Within the block, SIGINT/SIGTERM/SIGHUP set ``stop`` instead of raising; the first of
+    them is remembered in what the block gets (``Caught``)."""
+    caught = Caught()
+
+    def on_signal(signum: int) -> None:
         if caught.signum is None:
             caught.signum = signum
         stop.set()
 
-    previous: dict[int, Any] = {sig: signal.signal(sig, on_signal) for sig in HANDLED}
-    try:
+    with on_signals(on_signal):
         yield caught
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

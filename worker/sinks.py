@@ -26,6 +26,7 @@ from typing import IO, Any, Protocol
 from worker.constants import EVENTS_MAXLEN, Keys
 from worker.errors import OutputError, SettingsError
 from worker.messages import redact
+from worker.retry import backoff
 
 __all__ = [
     "EventSink",
@@ -77,19 +78,43 @@ class JsonlEvents:
         return {"to": str(self.path), "written": self.written}
 
 
-class _Outbox:
-    """Events waiting for a sender thread of their own (``_send_loop``): ``write`` never
-    blocks; when ``buffer`` events wait, the oldest makes room and is counted lost."""
+class _Unavailable(Exception):
+    """The receiver cannot take events now (down, unreachable, a 5xx): keep them, retry."""
 
-    def _open_outbox(self, buffer: int, thread_name: str) -> None:
+
+class _Outbox:
+    """Events waiting for a sender thread of their own: ``write`` never blocks; when
+    ``buffer`` events wait, the oldest makes room and is counted lost. The thread hands them to
+    ``_deliver`` (up to ``batch`` at a time) and, while the receiver is away
+    (``_Unavailable``), keeps them and tries again after a backoff; ``close`` keeps trying for
+    ``drain_s``, then counts what is left as lost."""
+
+    #: Named in the log lines and the summary.
+    what = "events"
+    batch = 1
+
+    def __init__(
+        self,
+        *,
+        buffer: int = 10_000,
+        retry_base_s: float = 0.5,
+        retry_max_s: float = 30.0,
+        drain_s: float = _DRAIN_S,
+    ) -> None:
         self.written = 0
         self.lost = 0
+        self.retries = 0
         self._pending: deque[bytes] = deque()
         self._buffer = buffer
+        self._retry = (retry_base_s, retry_max_s)
+        self._drain_s = drain_s
         self._cv = threading.Condition()
         self._closing = False
+        self._give_up_at = float("inf")  # set by close(): the end of the last tries
         self._down = False
-        self._thread = threading.Thread(target=self._send_loop, name=thread_name, daemon=True)
+        self._thread = threading.Thread(
+            target=self._send_loop, name=f"events-{self.what.lower()}", daemon=True
+        )
         self._thread.start()
 
     def write(self, event: dict[str, Any]) -> None:
@@ -100,11 +125,91 @@ class _Outbox:
             self._pending.append(json.dumps(event, separators=(",", ":")).encode())
             self._cv.notify()
 
+    def _deliver(self, batch: list[bytes]) -> int:
+        """Send ``batch``; how many of them the receiver refused (lost, not retried).
+        Raises ``_Unavailable`` when it cannot take them now."""
+        raise NotImplementedError
+
     def _send_loop(self) -> None:
+        failures = 0
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: bool(self._pending) or self._closing)
+                if not self._pending:
+                    return
+                batch = list(self._pending)[: self.batch]
+            try:
+                refused = self._deliver(batch)
+            except _Unavailable as e:
+                failures += 1
+                if not self._wait_after(failures, str(e)):
+                    return  # stopping, the receiver still away: close() counts the rest lost
+                continue
+            if self._down:
+                log.warning("events: %s is back; sending the events kept meanwhile", self.what)
+                self._down = False
+            failures = 0
+            with self._cv:
+                for body in batch:  # unless write() pushed them out meanwhile
+                    if self._pending and self._pending[0] is body:
+                        self._pending.popleft()
+                self.written += len(batch) - refused
+                self.lost += refused
+
+    def _wait_after(self, failures: int, why: str) -> bool:
+        """Wait before the next try; False once closing has run out of time to try."""
+        if not self._down:
+            log.warning("events: %s unavailable (%s); keeping events to retry", self.what, why)
+            self._down = True
+        self.retries += 1
+        base, cap = self._retry
+        with self._cv:
+            left = self._give_up_at - time.monotonic()
+            if left <= 0:
+                return False
+            self._cv.wait(min(backoff(failures, base, cap, jitter=False), left))
+        return True
+
+    def close(self, drain_s: float | None = None) -> None:
+        """Deliver what is left, trying for up to ``drain_s``; what is still unsent then is
+        counted as lost."""
+        drain = self._drain_s if drain_s is None else drain_s
+        with self._cv:
+            self._closing = True
+            self._give_up_at = time.monotonic() + drain
+            self._cv.notify()
+        self._thread.join(drain + 6.0)
+        with self._cv:
+            unsent = len(self._pending)
+            self._pending.clear()
+        self.lost += unsent
+        if self.lost:
+            log.warning("events: %d events could not be sent to the %s", self.lost, self.what)
+        self._closed()
+
+    def _closed(self) -> None:
+        """After the sender thread ended: let go of the connection."""
+
+    def describe(self) -> dict[str, Any]:
+        with self._cv:
+            unsent = len(self._pending)
+        return {
+            "to": self._where(),
+            "written": self.written,
+            "lost": self.lost + unsent,
+            "retries": self.retries,
+        }
+
+    def _where(self) -> str:
         raise NotImplementedError
 
 
 class RedisEvents(_Outbox):
+    """Each event as an entry of the monitor's events stream in Redis."""
+
+    what = "Redis"
+    batch = 1000  # one pipeline of XADDs
+
     def __init__(self, url: str, queue: str, *, buffer: int = 10_000) -> None:
         import redis
 
@@ -112,55 +217,26 @@ class RedisEvents(_Outbox):
         self._client = redis.Redis.from_url(
             url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=10
         )
-        self._open_outbox(buffer, "events-redis")
+        # Closing sends what is left while Redis answers, and stops at its first failure.
+        super().__init__(buffer=buffer, retry_base_s=1.0, retry_max_s=1.0, drain_s=0.0)
 
-    def _send_loop(self) -> None:
+    def _deliver(self, batch: list[bytes]) -> int:
         import redis
 
-        while True:
-            with self._cv:
-                self._cv.wait_for(lambda: bool(self._pending) or self._closing)
-                if not self._pending:
-                    return
-                batch = list(self._pending)
-            try:
-                pipe = self._client.pipeline(transaction=False)
-                for e in batch:
-                    pipe.xadd(self.key, {"event": e}, maxlen=EVENTS_MAXLEN, approximate=True)
-                pipe.execute()
-            except redis.RedisError as e:
-                if not self._down:
-                    log.warning("events: Redis unavailable (%s); keeping events to retry", e)
-                    self._down = True
-                with self._cv:
-                    if self._closing:
-                        return
-                    self._cv.wait(1.0)
-                continue
-            if self._down:
-                log.warning("events: Redis is back; sending the events kept meanwhile")
-                self._down = False
-            with self._cv:
-                for _ in batch:
-                    self._pending.popleft()
-                self.written += len(batch)
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for e in batch:
+                pipe.xadd(self.key, {"event": e}, maxlen=EVENTS_MAXLEN, approximate=True)
+            pipe.execute()
+        except redis.RedisError as e:
+            raise _Unavailable(str(e)) from e
+        return 0
 
-    def close(self) -> None:
-        with self._cv:
-            self._closing = True
-            self._cv.notify()
-        self._thread.join(5.0)
-        with self._cv:
-            unsent = len(self._pending)
-        if unsent or self.lost:
-            log.warning("events: %d events could not be sent to Redis", unsent + self.lost)
+    def _closed(self) -> None:
         self._client.close()
 
-    def describe(self) -> dict[str, Any]:
-        with self._cv:
-            unsent = len(self._pending)
-        lost = self.lost + unsent
-        return {"to": f"redis stream {self.key}", "written": self.written, "lost": lost}
+    def _where(self) -> str:
+        return f"redis stream {self.key}"
 
 
 def open_events(spec: str, redis_url: str, queue: str) -> EventSink:
@@ -176,6 +252,8 @@ def open_events(spec: str, redis_url: str, queue: str) -> EventSink:
 class Webhook(_Outbox):
     """HTTP POST of each event's JSON to ``url``, from a thread of its own."""
 
+    what = "webhook"
+
     def __init__(
         self,
         url: str,
@@ -190,91 +268,27 @@ class Webhook(_Outbox):
                 f"setting WORKER_WEBHOOK: expected an http:// or https:// URL (got '{redact(url)}')"
             )
         self.url = url
-        self.retries = 0
         self._timeout_s = timeout_s
-        self._retry = (retry_base_s, retry_max_s)
-        self._give_up_at = float("inf")  # set by close(): the end of the last tries
-        self._open_outbox(buffer, "events-webhook")
+        super().__init__(buffer=buffer, retry_base_s=retry_base_s, retry_max_s=retry_max_s)
 
-    def _post(self, body: bytes) -> int:
+    def _deliver(self, batch: list[bytes]) -> int:
+        (body,) = batch
         req = urllib.request.Request(
             self.url, data=body, method="POST", headers={"Content-Type": "application/json"}
         )
-        with urllib.request.urlopen(req, timeout=self._timeout_s) as r:
-            return int(r.status)
+        try:
+            with urllib.request.urlopen(req, timeout=self._timeout_s):
+                return 0
+        except urllib.error.HTTPError as e:
+            if e.code < 500:  # the receiver refuses this event: retrying will not help
+                log.warning("events: webhook refused an event (HTTP %d); dropped", e.code)
+                return 1
+            raise _Unavailable(f"HTTP {e.code}") from e
+        except (OSError, ValueError) as e:  # refused, unreachable, timeout, bad answer
+            raise _Unavailable(str(getattr(e, "reason", e))) from e
 
-    def _send_loop(self) -> None:
-        failures = 0
-        while True:
-            with self._cv:
-                self._cv.wait_for(lambda: bool(self._pending) or self._closing)
-                if not self._pending:
-                    return
-                if time.monotonic() >= self._give_up_at:
-                    return  # stopping, the receiver still away: close() counts the rest lost
-                body = self._pending[0]
-            try:
-                self._post(body)
-            except urllib.error.HTTPError as e:
-                if e.code < 500:  # the receiver refuses this event: retrying will not help
-                    log.warning("events: webhook refused an event (HTTP %d); dropped", e.code)
-                    self._done(body, sent=False)
-                    continue
-                failures = self._failed(failures, f"HTTP {e.code}")
-                continue
-            except (OSError, ValueError) as e:  # refused, unreachable, timeout, bad answer
-                failures = self._failed(failures, str(getattr(e, "reason", e)))
-                continue
-            if self._down:
-                log.warning("events: webhook is back; sending the events kept meanwhile")
-                self._down = False
-            failures = 0
-            self._done(body, sent=True)
-
-    def _done(self, body: bytes, *, sent: bool) -> None:
-        with self._cv:
-            if self._pending and self._pending[0] is body:
-                self._pending.popleft()
-            if sent:
-                self.written += 1
-            else:
-                self.lost += 1
-
-    def _failed(self, failures: int, why: str) -> int:
-        if not self._down:
-            log.warning("events: webhook unavailable (%s); keeping events to retry", why)
-            self._down = True
-        self.retries += 1
-        base, cap = self._retry
-        with self._cv:
-            left = self._give_up_at - time.monotonic()
-            self._cv.wait(max(0.0, min(cap, base * 2**failures, left)))
-        return failures + 1
-
-    def close(self, drain_s: float = _DRAIN_S) -> None:
-        """Deliver what is left, trying for up to ``drain_s``; what is still unsent then is
-        counted as lost."""
-        with self._cv:
-            self._closing = True
-            self._give_up_at = time.monotonic() + drain_s
-            self._cv.notify()
-        self._thread.join(drain_s + self._timeout_s + 1)
-        with self._cv:
-            unsent = len(self._pending)
-            self._pending.clear()
-        if unsent or self.lost:
-            log.warning("events: %d events could not be sent to the webhook", unsent + self.lost)
-        self.lost += unsent
-
-    def describe(self) -> dict[str, Any]:
-        with self._cv:
-            unsent = len(self._pending)
-        return {
-            "to": f"webhook {redact(self.url)}",
-            "written": self.written,
-            "lost": self.lost + unsent,
-            "retries": self.retries,
-        }
+    def _where(self) -> str:
+        return f"webhook {redact(self.url)}"
 
 
 class Fanout:

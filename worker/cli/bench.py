@@ -119,15 +119,12 @@ def _throughput(infer: Any, frames: list[Any], batch: int, seconds: float) -> fl
 def _precision(model: Any, frames: list[Any], batch: int, top_k: int) -> Precision:
     import numpy as np
 
-    from worker.models.engine import EngineOptions
+    from worker.description import Speed
     from worker.ops.preprocess import preprocess
     from worker.stages.infer import Inferencer, plan_for
-    from worker.stages.speed import Speed
 
-    plain = Inferencer(
-        model, top_k=top_k, speed=Speed(fuse=False, engine=EngineOptions(io_binding=False))
-    )
-    fast = Inferencer(model, top_k=top_k, speed=Speed(fuse=True), batch=batch)
+    plain = Inferencer(model, top_k=top_k, speed=Speed(fuse=False, io_binding=False))
+    fast = Inferencer(model, top_k=top_k, speed=Speed(fuse=True, fuse_cache=False), batch=batch)
     step = model.batch or batch
     a, b = [], []
     for s in range(0, len(frames), step):
@@ -168,11 +165,10 @@ def _precision(model: Any, frames: list[Any], batch: int, top_k: int) -> Precisi
 
 
 def bench(args: argparse.Namespace) -> BenchResult:
+    from worker.description import Speed
     from worker.models import demo_model_path, load_model
-    from worker.models.engine import EngineOptions
     from worker.stages.infer import Inferencer
     from worker.stages.runner import default_batch
-    from worker.stages.speed import Speed
 
     path = args.model or demo_model_path(args.task or "segment")
     frames, where = _frames(args.input, max(args.frames, 1))
@@ -201,7 +197,7 @@ def bench(args: argparse.Namespace) -> BenchResult:
         for batch in batches:
             for binding in (True, False):
                 for fused in (True, False):
-                    speed = Speed(fuse=fused, engine=EngineOptions(io_binding=binding))
+                    speed = Speed(fuse=fused, io_binding=binding, fuse_cache=False)
                     infer = Inferencer(model, speed=speed, batch=batch)
                     fps = _throughput(infer, frames, batch, args.seconds)
                     n = max(infer.frames, 1)

@@ -1,82 +1,40 @@
-"""Command-line flags that several subcommands share, declared once so their names, types and
-help agree (each is also a setting: flags only override ``WORKER_*``)."""
+"""The flag table: every command-line flag that sets a setting, in groups the subcommands
+share, so a flag's name, type, choices and help agree wherever it appears.
+
+A flag's type and help come from its setting's declaration (``worker.description`` or
+``worker.settings``); the table says only which flag sets which setting, and how (a value, a
+switch on or off, a repeatable value). Flags override ``WORKER_*`` variables and pipeline
+files; a flag not given is ``None`` and leaves them be (``settings_args``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import typing
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from worker.errors import SettingsError
+from worker.settings import Settings
 
 __all__ = [
-    "add_analytics_flags",
-    "add_look_flags",
-    "add_model_flags",
+    "ANALYTICS",
+    "ENCODE",
+    "EVENTS",
+    "FILE_OUTPUTS",
+    "LOOK",
+    "MODEL",
+    "Flag",
+    "add_flags",
     "add_pipeline_flag",
-    "analytics_cli",
+    "settings_args",
 ]
 
 
-def add_pipeline_flag(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument(
-        "--pipeline",
-        type=Path,
-        metavar="FILE.toml",
-        help=f"a pipeline file describing {what}; flags and WORKER_* variables override it",
-    )
-
-
-def add_model_flags(p: argparse.ArgumentParser, *, batch_help: str) -> None:
-    """Which model, on what, how: --model --card --task --provider --batch --threads."""
-    p.add_argument(
-        "--model",
-        type=Path,
-        help="model name in the repository (WORKER_MODEL_ROOT, default ./models) or .onnx path "
-        "(default: the demo model)",
-    )
-    p.add_argument("--card", type=Path, help="model card JSON (default: the model's own card)")
-    p.add_argument("--task", choices=["segment", "classify"])
-    p.add_argument("--provider", choices=["auto", "cuda", "cpu"])
-    p.add_argument("--batch", type=int, help=batch_help)
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (0: auto)")
-
-
-def add_look_flags(p: argparse.ArgumentParser) -> None:
-    """How the annotated video looks: --alpha --top-k --preset --crf."""
-    p.add_argument("--alpha", type=float, help="mask opacity, 0..1")
-    p.add_argument("--top-k", type=int, dest="top_k", help="classify: labels per frame")
-    p.add_argument("--preset", help="libx264 preset (default ultrafast)")
-    p.add_argument("--crf", type=int, help="libx264 quality, 0..51 (default 23)")
-
-
-def add_analytics_flags(p: argparse.ArgumentParser) -> None:
-    """Zones, watch rules, events and frame-rate control, for files and cameras alike."""
-    p.add_argument(
-        "--zone", action="append", dest="zone_flags", metavar="NAME=X,Y X,Y X,Y[ px]",
-        help="a named polygon, points as fractions of width,height (or pixels with ' px'); "
-        "repeat per zone",
-    )  # fmt: skip
-    p.add_argument(
-        "--no-zones", action="store_false", dest="draw_zones", default=None,
-        help="do not draw the zones in the video",
-    )  # fmt: skip
-    p.add_argument(
-        "--watch", action="append", metavar="[ZONE:]LABEL>THRESHOLD[@N] [end=2s ...]",
-        help="an event rule: start after N frames (and start=S s) above, end after end=S s "
-        "below, drop shorter than min=S, loiter=S in the zone; repeat per rule",
-    )  # fmt: skip
-    p.add_argument("--events", help="events to a .jsonl file, or 'redis' (WORKER_REDIS_URL)")
-    p.add_argument("--webhook", help="events also POSTed as JSON to this http(s) URL")
-    p.add_argument(
-        "--no-snapshots", action="store_false", dest="snapshots", default=None,
-        help="no JPEG of an event's peak frame",
-    )  # fmt: skip
-    p.add_argument("--every", type=int, help="process every Nth frame only")
-    p.add_argument("--fps", type=float, help="process at most F frames per second")
-
-
 def _zone(text: str) -> dict[str, object]:
+    """``--zone NAME=X,Y X,Y X,Y[ px]`` as a zone setting."""
     name, sep, rest = text.partition("=")
     tokens = rest.split()
     units = "fraction"
@@ -94,10 +52,116 @@ def _zone(text: str) -> dict[str, object]:
     return {"name": name, "points": points, "units": units}
 
 
-def analytics_cli(args: argparse.Namespace) -> dict[str, Any]:
-    """The analytics flags as settings (``zones`` from ``--zone``), the rest left as given."""
-    cli = dict(vars(args))
-    zone_flags = cli.pop("zone_flags", None)
-    if zone_flags:
-        cli["zones"] = [_zone(z) for z in zone_flags]
-    return cli
+@dataclass(frozen=True)
+class Flag:
+    """``--flag`` sets the setting ``setting``: with a value (``value``, read as ``type``), to
+    true or false (``on``, ``off``), or once per repetition into a list (``append``, each
+    value read by ``parse``)."""
+
+    setting: str
+    name: str | None = None  # default: --the-setting
+    kind: Literal["value", "on", "off", "append"] = "value"
+    help: str | None = None  # default: the setting's description
+    metavar: str | None = None
+    parse: Callable[[str], Any] | None = None
+    type: Callable[[str], Any] | None = None  # default: from the setting's annotation
+
+    @property
+    def flag(self) -> str:
+        return self.name or "--" + self.setting.replace("_", "-")
+
+
+MODEL = (
+    Flag("model", help="model name in the repository (WORKER_MODEL_ROOT, default ./models) or "
+         ".onnx path (default: the demo model)"),
+    Flag("card", help="model card JSON (default: the model's own card)"),
+    Flag("task"),
+    Flag("provider"),
+    Flag("batch"),
+    Flag("threads"),
+)  # fmt: skip
+LOOK = (
+    Flag("alpha"),
+    Flag("top_k"),
+    Flag("line_width"),
+    Flag("draw_zones", "--no-zones", "off", help="do not draw the zones in the video"),
+)
+ENCODE = (
+    Flag("preset", help="libx264 preset (default ultrafast)"),
+    Flag("crf"),
+)
+ANALYTICS = (
+    Flag("zones", "--zone", "append", metavar="NAME=X,Y X,Y X,Y[ px]", parse=_zone,
+         help="a named polygon, points as fractions of width,height (or pixels with ' px'); "
+         "repeat per zone"),
+    Flag("watch", kind="append", metavar="[ZONE:]LABEL>THRESHOLD[@N] [end=2s ...]",
+         help="an event rule: start after N frames (and start=S s) above, end after end=S s "
+         "below, drop shorter than min=S, loiter=S in the zone; repeat per rule"),
+    Flag("snapshots", "--no-snapshots", "off", help="no JPEG of an event's peak frame"),
+    Flag("every", help="process every Nth frame only"),
+    Flag("fps", help="process at most F frames per second"),
+)  # fmt: skip
+FILE_OUTPUTS = (
+    Flag("masks", help="'png' (a folder beside the results), a folder, or 'rle' (in the JSON)"),
+    Flag("picture", "--no-picture", "off", help="no summary PNG beside the results"),
+)
+EVENTS = (
+    Flag("events", help="events to a .jsonl file, or 'redis' (WORKER_REDIS_URL)"),
+    Flag("webhook", help="events also POSTed as JSON to this http(s) URL"),
+)
+
+
+def _value_type(annotation: Any) -> tuple[Callable[[str], Any] | None, list[str] | None]:
+    """(the type a flag's text becomes, its choices) for a setting's annotation."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is Literal:
+        return None, [str(a) for a in typing.get_args(annotation)]
+    if args and typing.get_origin(annotation) is not None and len(args) == 1:
+        return _value_type(args[0])
+    if annotation in (int, float, Path):
+        return annotation, None
+    return None, None
+
+
+def add_flags(p: argparse.ArgumentParser, *groups: Iterable[Flag]) -> None:
+    for group in groups:
+        for f in group:
+            field = Settings.model_fields[f.setting]
+            help_ = f.help or field.description or ""
+            if f.kind in ("on", "off"):
+                action = "store_true" if f.kind == "on" else "store_false"
+                p.add_argument(f.flag, action=action, dest=f.setting, default=None, help=help_)
+                continue
+            if f.kind == "append":
+                p.add_argument(f.flag, action="append", dest=f.setting, metavar=f.metavar,
+                               help=help_)  # fmt: skip
+                continue
+            kind, choices = _value_type(field.annotation)
+            said = "default" in help_ or "0:" in help_
+            if field.default not in (None, 0) and not callable(field.default) and not said:
+                help_ += f" (default {field.default})"
+            p.add_argument(f.flag, dest=f.setting, type=f.type or kind or str, choices=choices,
+                           metavar=f.metavar, help=help_)  # fmt: skip
+
+
+def add_pipeline_flag(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--pipeline",
+        type=Path,
+        metavar="FILE.toml",
+        help=f"a pipeline file describing {what}; flags and WORKER_* variables override it",
+    )
+
+
+def settings_args(args: argparse.Namespace, *groups: Iterable[Flag]) -> dict[str, Any]:
+    """The flags of ``groups`` that were given, as settings (repeated values parsed)."""
+    out: dict[str, Any] = {}
+    for group in groups:
+        for f in group:
+            value = getattr(args, f.setting, None)
+            if value is None:
+                continue
+            if f.parse is not None:
+                value = [f.parse(v) for v in value]
+            out[f.setting] = value
+    return out

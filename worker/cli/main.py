@@ -20,15 +20,20 @@ from pathlib import Path
 from typing import NoReturn
 
 from worker.cli.flags import (
-    add_analytics_flags,
-    add_look_flags,
-    add_model_flags,
+    ANALYTICS,
+    ENCODE,
+    EVENTS,
+    FILE_OUTPUTS,
+    LOOK,
+    MODEL,
+    Flag,
+    add_flags,
     add_pipeline_flag,
-    analytics_cli,
+    settings_args,
 )
 from worker.cli.queue import QUEUE_COMMANDS, add_queue_parsers
 from worker.errors import Cancelled, OutputError, WorkerError
-from worker.settings import Settings, load_settings
+from worker.settings import load_settings
 
 __all__ = ["main"]
 
@@ -39,6 +44,23 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One line, like every other error we print; `--help` still shows the full usage.
         self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
+#: What to run and where results go (``worker run``).
+RUN_FLAGS = (
+    # Read as text: Path("rtsp://host/x") would become "rtsp:/host/x" before it is checked.
+    Flag("input", type=str),
+    Flag("output", help="annotated video (default: <input>.<task>.mp4; 'none': no video, "
+         "results and events only; a FIFO or /dev/null is written straight through)"),
+    Flag("results", help="JSON lines (default: <input>.<task>.jsonl; '-': stdout, and the "
+         "summary goes to stderr)"),
+)  # fmt: skip
+RUN_CONTROL = (
+    Flag("max_frames"),
+    Flag("queue_size"),
+    Flag("quiet", kind="on", help="no progress bar"),
+    Flag("debug", kind="on", help="tracebacks on errors"),
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,30 +75,7 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="process a video file: annotated video + JSON lines")
     add_pipeline_flag(r, "the run (input, model, outputs, options)")
-    # Text, not Path: Path("rtsp://host/x") would become "rtsp:/host/x" before we see it.
-    r.add_argument("--input", help="video file to process")
-    r.add_argument(
-        "--output", type=Path, help="annotated video (default: <input>.<task>.mp4; 'none': no "
-        "video, results and events only; a FIFO or /dev/null is written straight through)",
-    )  # fmt: skip
-    r.add_argument(
-        "--results", type=Path, help="JSON lines (default: <input>.<task>.jsonl; '-': stdout, "
-        "and the summary goes to stderr)",
-    )  # fmt: skip
-    add_model_flags(r, batch_help="frames per inference call (0: per provider)")
-    add_look_flags(r)
-    add_analytics_flags(r)
-    r.add_argument(
-        "--masks", help="'png' (a folder beside the results), a folder, or 'rle' (in the JSON)"
-    )
-    r.add_argument(
-        "--no-picture", action="store_false", dest="picture", default=None,
-        help="no summary PNG beside the results",
-    )  # fmt: skip
-    r.add_argument("--max-frames", type=int, dest="max_frames", help="stop after N frames")
-    r.add_argument("--queue-size", type=int, dest="queue_size", help="frames between stages")
-    r.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
-    r.add_argument("--debug", action="store_true", default=None, help="tracebacks on errors")
+    add_flags(r, RUN_FLAGS, MODEL, LOOK, ENCODE, ANALYTICS, FILE_OUTPUTS, EVENTS, RUN_CONTROL)
 
     i = sub.add_parser("inspect", help="show what the worker reads from a model and its card")
     i.add_argument("model", type=Path, help="model name in the repository, or .onnx path")
@@ -122,17 +121,15 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _settings_from(args: argparse.Namespace) -> Settings:
-    skip = {"command", "pipeline"}
-    cli = {k: v for k, v in analytics_cli(args).items() if k not in skip}
-    return load_settings(getattr(args, "pipeline", None), **cli)
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
+    from worker.cli.common import configured_model
+    from worker.sinks import open_sinks
     from worker.stages import probe, run_file
-    from worker.stages.options import configured_model, extras_for, run_options
 
-    settings = _settings_from(args)
+    flags = settings_args(
+        args, RUN_FLAGS, MODEL, LOOK, ENCODE, ANALYTICS, FILE_OUTPUTS, EVENTS, RUN_CONTROL
+    )
+    settings = load_settings(args.pipeline, **flags)
     if settings.input is None:
         raise WorkerError("--input is required (or set WORKER_INPUT)")
     inp = settings.input
@@ -144,19 +141,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
         None if no_video else (settings.output or inp.with_name(f"{inp.stem}.{model.task}.mp4"))
     )
     results = settings.results or inp.with_name(f"{inp.stem}.{model.task}.jsonl")
-    extras, sink = extras_for(settings, model, results=results, output=output)
+    run = settings.run
+    sink = None
+    if run.analytics.watch and (settings.events or settings.webhook):
+        webhook = settings.webhook.get_secret_value() if settings.webhook else None
+        sink = open_sinks(
+            settings.events, webhook, settings.redis_url.get_secret_value(), settings.queue
+        )
     # With the JSON lines on stdout (--results -), the summary goes to stderr.
     summary_to = sys.stderr if str(results) == "-" else sys.stdout
     try:
         summary = run_file(
             inp,
             model,
+            run,
             output=output,
             results=results,
             max_frames=settings.max_frames,
+            emit=sink.write if sink is not None else None,
+            events_file=not settings.events,
             progress=not settings.quiet and sys.stderr.isatty(),
-            extras=extras,
-            **run_options(settings),
         )
     finally:
         if sink is not None:

@@ -16,31 +16,52 @@ import argparse
 import contextlib
 import json
 import logging
-import signal
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from worker.cli.flags import (
-    add_analytics_flags,
-    add_look_flags,
-    add_model_flags,
+    ANALYTICS,
+    ENCODE,
+    EVENTS,
+    LOOK,
+    MODEL,
+    Flag,
+    add_flags,
     add_pipeline_flag,
-    analytics_cli,
+    settings_args,
 )
+from worker.description import CAMERA_NAME
 from worker.errors import OutputError, SettingsError, StageError, WorkerError
-from worker.settings import CAMERA_NAME, Settings, load_settings
+from worker.settings import Settings, load_settings
+from worker.signals import stop_on_signals
 
 if TYPE_CHECKING:
-    from worker.live import Camera, MonitorOptions
+    from worker.live import Camera, Monitor
+    from worker.web import WebServer
 
-__all__ = ["add_monitor_parser", "cameras_from", "cmd_monitor", "monitor_options"]
+__all__ = ["add_monitor_parser", "cameras_from", "cmd_monitor"]
 
 log = logging.getLogger(__name__)
 
 _SCHEMES = ("rtsp://", "rtsps://")
 _STATS_EVERY_S = 60.0
+
+
+#: How the cameras are recorded, how long the monitor runs, how it is watched.
+LIVE = (
+    Flag("record", help="folder for annotated recordings"),
+    Flag("segment_seconds"),
+    Flag("max_latency_ms"),
+    Flag("duration"),
+    Flag("live_queue"),
+    Flag("reconnect_attempts", help="give a camera up after N failed connects in a row "
+         "(0: never)"),
+    Flag("metrics_port", help="/metrics, /healthz and the pages (0: off)"),
+    Flag("quiet", kind="on", help="warnings only"),
+    Flag("debug", kind="on", help="tracebacks on errors"),
+)  # fmt: skip
+_GROUPS = (MODEL, LOOK, ENCODE, ANALYTICS, EVENTS, LIVE)
 
 
 def add_monitor_parser(sub: Any) -> None:
@@ -50,26 +71,7 @@ def add_monitor_parser(sub: Any) -> None:
         "--input", action="append", dest="inputs", metavar="[NAME=]URL",
         help="rtsp:// camera; repeat per camera (default: the WORKER_CAMERAS setting)",
     )  # fmt: skip
-    add_model_flags(m, batch_help="frames per inference call, across cameras")
-    m.add_argument("--record", type=Path, help="folder for annotated recordings")
-    m.add_argument(
-        "--segment-seconds", type=float, dest="segment_seconds", help="recording length (60)"
-    )
-    add_analytics_flags(m)
-    m.add_argument(
-        "--max-latency-ms", type=float, dest="max_latency_ms",
-        help="frames older than this when inference is free are dropped (500)",
-    )  # fmt: skip
-    m.add_argument("--duration", type=float, help="stop after this many seconds")
-    m.add_argument("--live-queue", type=int, dest="live_queue", help="frames held per camera")
-    m.add_argument(
-        "--reconnect-attempts", type=int, dest="reconnect_attempts",
-        help="give a camera up after N failed connects in a row (0: never)",
-    )  # fmt: skip
-    m.add_argument("--metrics-port", type=int, dest="metrics_port", help="0: off")
-    add_look_flags(m)
-    m.add_argument("--quiet", action="store_true", default=None, help="warnings only")
-    m.add_argument("--debug", action="store_true", default=None, help="tracebacks on errors")
+    add_flags(m, *_GROUPS)
 
 
 def cameras_from(inputs: list[str] | None, settings: Settings) -> list[Camera]:
@@ -105,38 +107,6 @@ def cameras_from(inputs: list[str] | None, settings: Settings) -> list[Camera]:
     return cameras
 
 
-def monitor_options(s: Settings) -> MonitorOptions:
-    from worker.live.camera import Backoff, ConnectOptions
-    from worker.live.monitor import MonitorOptions
-    from worker.stages.speed import Speed
-
-    return MonitorOptions(
-        batch=s.batch,
-        batch_wait_s=s.batch_wait_ms / 1000,
-        max_latency_s=s.max_latency_ms / 1000,
-        live_queue=s.live_queue,
-        alpha=s.alpha,
-        top_k=s.top_k,
-        preset=s.preset,
-        crf=s.crf,
-        record=s.record,
-        segment_s=s.segment_seconds,
-        every=s.every,
-        fps=s.fps,
-        draw_zones=s.draw_zones,
-        snapshots=s.snapshots,
-        ui_fps=s.ui_fps,
-        jpeg_quality=s.jpeg_quality,
-        connect=ConnectOptions(
-            open_timeout_s=s.open_timeout_s,
-            read_timeout_s=s.read_timeout_s,
-            backoff=Backoff(base_s=s.reconnect_base_s, cap_s=s.reconnect_max_s),
-            max_attempts=s.reconnect_attempts,
-        ),
-        speed=Speed.from_settings(s),
-    )
-
-
 def _log_stats(stats: dict[str, dict[str, Any]]) -> None:
     for name, s in stats.items():
         lat = s["latency_ms"]
@@ -147,16 +117,53 @@ def _log_stats(stats: dict[str, dict[str, Any]]) -> None:
         )  # fmt: skip
 
 
-def cmd_monitor(args: argparse.Namespace) -> int:
+def _pages(monitor: Monitor, settings: Settings) -> WebServer | None:
+    """``/metrics``, ``/healthz`` and (unless switched off) the pages, if they have a port."""
     from worker.httpd import serve_http
     from worker.live.metrics import MonitorMetrics
-    from worker.live.monitor import Monitor
     from worker.live.pages import monitor_routes
-    from worker.sinks import open_sinks
-    from worker.stages.options import configured_model, rules_for, zones_for
 
-    cli = {k: v for k, v in analytics_cli(args).items() if k not in ("command", "inputs")}
-    settings = load_settings(**cli)
+    if not settings.metrics_port:
+        return None
+    metrics = MonitorMetrics(monitor)
+    pages = monitor_routes(monitor) if settings.ui else None
+    http = serve_http(
+        settings.metrics_port,
+        metrics.exposition,
+        metrics.health,
+        settings.metrics_host,
+        router=pages,
+    )
+    if pages is not None:
+        host = settings.metrics_host or "localhost"
+        log.info("monitor: cameras at http://%s:%d/", host, http.port)
+    return http
+
+
+def _watch(monitor: Monitor, settings: Settings, stop: threading.Event) -> str:
+    """Until a signal, a failure, every camera giving up or the duration; why it ended."""
+    started = time.monotonic()
+    next_stats = started + _STATS_EVERY_S
+    while not stop.wait(0.2):
+        now = time.monotonic()
+        if monitor.failed.is_set():
+            return "a stage failed"
+        if monitor.all_gave_up():
+            return "every camera gave up"
+        if settings.duration is not None and now - started >= settings.duration:
+            return "duration reached"
+        if now >= next_stats:
+            _log_stats(monitor.stats())
+            next_stats = now + _STATS_EVERY_S
+    return "stopped"
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from worker.cli.common import configured_model
+    from worker.live.monitor import Monitor
+    from worker.sinks import open_sinks
+
+    settings = load_settings(args.pipeline, **settings_args(args, *_GROUPS))
     if not settings.quiet:
         logging.basicConfig(
             level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", force=True
@@ -164,16 +171,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         logging.getLogger("worker").setLevel(logging.INFO)
     cameras = cameras_from(args.inputs, settings)
     model = configured_model(settings)
-    known = {c.name for c in cameras}
-    for z in settings.zones:
-        if z.camera is not None and z.camera not in known:
-            raise SettingsError(
-                f"zone '{z.name}': camera '{z.camera}' is not one of the cameras "
-                f"({', '.join(sorted(known))})"
-            )
-    zones = {c.name: zones_for(settings.zones, c.name) for c in cameras}
-    every_zone = zones_for([z.model_copy(update={"camera": None}) for z in settings.zones])
-    rules = rules_for(settings.watch, model, every_zone)
+    run = settings.run
+    per_camera = {name: run.overlay(opts) for name, opts in settings.camera_options.items()}
     if settings.record is not None:
         try:
             settings.record.mkdir(parents=True, exist_ok=True)
@@ -183,70 +182,38 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     sink = open_sinks(
         settings.events, webhook, settings.redis_url.get_secret_value(), settings.queue
     )
-    monitor = Monitor(
-        cameras,
-        model,
-        monitor_options(settings),
-        rules=rules,
-        on_event=sink.write if sink is not None else None,
-        zones=zones,
-    )
+    try:
+        monitor = Monitor(
+            cameras,
+            model,
+            run,
+            per_camera=per_camera,
+            on_event=sink.write if sink is not None else None,
+        )
+    except BaseException:
+        if sink is not None:
+            sink.close()
+        raise
     stop = threading.Event()
-    why = "stopped"
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        nonlocal why
-        why = signal.Signals(signum).name
-        stop.set()
-
-    stops = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-    previous = {sig: signal.signal(sig, on_signal) for sig in stops}
     http = None
     summary: dict[str, Any] | None = None
     try:
-        monitor.start()
-        if settings.metrics_port:
-            metrics = MonitorMetrics(monitor)
-            pages = monitor_routes(monitor) if settings.ui else None
-            http = serve_http(
-                settings.metrics_port,
-                metrics.exposition,
-                metrics.health,
-                settings.metrics_host,
-                router=pages,
-            )
-            if pages is not None:
-                host = settings.metrics_host or "localhost"
-                log.info("monitor: cameras at http://%s:%d/", host, http.port)
-        started = time.monotonic()
-        next_stats = started + _STATS_EVERY_S
-        while not stop.wait(0.2):
-            now = time.monotonic()
-            if monitor.failed.is_set():
-                why = "a stage failed"
-                break
-            if monitor.all_gave_up():
-                why = "every camera gave up"
-                break
-            if settings.duration is not None and now - started >= settings.duration:
-                why = "duration reached"
-                break
-            if now >= next_stats:
-                _log_stats(monitor.stats())
-                next_stats = now + _STATS_EVERY_S
-        log.info("monitor: stopping (%s); finishing recordings", why)
-        summary = monitor.stop()
+        with stop_on_signals(stop) as caught:
+            monitor.start()
+            http = _pages(monitor, settings)
+            why = _watch(monitor, settings, stop)
+            log.info("monitor: stopping (%s); finishing recordings", caught.name or why)
+            summary = monitor.stop()
     finally:
         if summary is None and not monitor.stopping:
-            # Leaving early (a port in use, a second Ctrl-C): still finish every segment.
+            # Leaving early (a port in use): still finish every segment.
             with contextlib.suppress(WorkerError):
                 monitor.stop()
         if http is not None:
             http.close()
         if sink is not None:
             sink.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    why = caught.name or why
     summary["stopped_by"] = why
     if sink is not None:
         summary["events_sink"] = sink.describe()

@@ -15,12 +15,35 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from worker.cli.flags import add_pipeline_flag
+from worker.cli.flags import (
+    ANALYTICS,
+    ENCODE,
+    FILE_OUTPUTS,
+    LOOK,
+    Flag,
+    add_flags,
+    add_pipeline_flag,
+    settings_args,
+)
 from worker.constants import PRIORITIES, STATES, TERMINAL
+from worker.description import PER_INPUT, section_of
 from worker.errors import JobError
 from worker.settings import Settings, load_settings
 
 __all__ = ["QUEUE_COMMANDS", "add_queue_parsers"]
+
+
+#: What a job is: its input, outputs and model, named under the worker's roots.
+JOB = (
+    Flag("input", type=str, help="video under the input root, or a URL"),
+    Flag("model", type=str, help="model name or .onnx path in the model root (default: demo)"),
+    Flag("card", type=str, help="model card under the model root"),
+    Flag("task"),
+    Flag("output", type=str, help="MP4 under the output root (default: <job id>/<input>.mp4)"),
+    Flag("max_frames"),
+)
+#: Flags of ``worker submit``: the job, and how its video is processed (these travel with it).
+_SUBMIT_GROUPS = (JOB, LOOK, ENCODE, ANALYTICS, FILE_OUTPUTS)
 
 
 def add_queue_parsers(sub: Any) -> None:
@@ -30,15 +53,10 @@ def add_queue_parsers(sub: Any) -> None:
 
     j = sub.add_parser("submit", help="queue a job; prints its id")
     add_pipeline_flag(j, "the job (input, model, outputs, look, card overrides)")
-    j.add_argument("--input", help="video under the input root, or a URL")
-    j.add_argument("--model", help="model name or .onnx path in the model root (default: demo)")
-    j.add_argument("--card", help="model card under the model root")
-    j.add_argument("--task", choices=["segment", "classify"])
-    j.add_argument("--output", help="MP4 under the output root (default: <job id>/<input>.mp4)")
+    add_flags(j, *_SUBMIT_GROUPS)
     j.add_argument("--priority", choices=PRIORITIES, default="normal")
     j.add_argument("--key", help="idempotency key: the same key again returns the same job")
     j.add_argument("--deadline", type=float, help="seconds from now after which it must not run")
-    j.add_argument("--max-frames", type=int, dest="max_frames", help="stop after N frames")
 
     t = sub.add_parser("status", help="a job's state and progress as JSON")
     t.add_argument("job_id")
@@ -86,31 +104,34 @@ def _print(obj: Any) -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from worker.queue.serve import Server
+    from worker.queue.video_job import VideoJobs
 
     settings = _settings(burst=args.burst, concurrency=args.concurrency)
     # A service's log: what it took, finished, lost. The CLI's default level is warnings only.
     logging.getLogger("worker").setLevel(logging.INFO)
-    return Server(settings).serve()
+    return Server(settings, VideoJobs(settings)).serve()
 
 
-def _job_options(settings: Settings) -> Any:
-    """What the pipeline file says about how to process the video, as the job's options."""
+def job_options(settings: Settings) -> dict[str, Any] | None:
+    """What the submitter's settings (flags, pipeline file, environment) say of how the video
+    is processed: the options that travel with the job, checked here as a worker would check
+    them, so that a bad one fails the submit and not the job."""
     from worker.models.card import load_card
-    from worker.pipeline_file import read_pipeline
-    from worker.queue.jobs import JOB_OPTIONS, JobOptions
+    from worker.queue.jobs import check_options
 
-    if settings.pipeline is None:
-        return None
-    in_file = read_pipeline(settings.pipeline)
-    chosen = {k: getattr(settings, k) for k in JOB_OPTIONS if k in in_file}
-    if "card_overrides" in chosen:
-        chosen["card"] = chosen.pop("card_overrides") or None
-        # Checked here, as a worker would: a bad field fails the submit, not the job.
-        load_card(None, chosen["card"], overrides_from=f"pipeline '{settings.pipeline}': [card]")
+    where = f"pipeline '{settings.pipeline}'" if settings.pipeline else "options"
+    chosen: dict[str, Any] = {
+        k: getattr(settings, k)
+        for k in sorted(settings.model_fields_set)
+        if section_of(k) in PER_INPUT
+    }
+    if "card_overrides" in settings.model_fields_set and settings.card_overrides:
+        chosen["card"] = settings.card_overrides
+        load_card(None, chosen["card"], overrides_from=f"{where}: [card]")
     try:
-        return JobOptions(**chosen) if chosen else None
+        return check_options(chosen, where) or None
     except ValueError as e:
-        raise JobError(f"pipeline '{settings.pipeline}': {e}") from None
+        raise JobError(str(e)) from None
 
 
 def _text(value: Any) -> str | None:
@@ -120,24 +141,24 @@ def _text(value: Any) -> str | None:
 def _cmd_submit(args: argparse.Namespace) -> int:
     from worker.queue.connection import redis_errors
 
-    settings = load_settings(args.pipeline)
+    settings = load_settings(args.pipeline, **settings_args(args, *_SUBMIT_GROUPS))
     q = _queue(settings)
     if args.deadline is not None and args.deadline <= 0:
         raise JobError(f"--deadline {args.deadline:g}: expected a positive number of seconds")
-    source = args.input or _text(settings.input)
+    source = _text(settings.input)
     if source is None:
         raise JobError("--input is required (or 'input' in the --pipeline file)")
     spec = q.make_spec(
         input=source,
-        output=args.output or _text(settings.output),
-        model=args.model or _text(settings.model),
-        card=args.card or _text(settings.card),
-        task=args.task or settings.task,
-        max_frames=args.max_frames or settings.max_frames,
+        output=_text(settings.output),
+        model=_text(settings.model),
+        card=_text(settings.card),
+        task=settings.task,
+        max_frames=settings.max_frames,
         priority=args.priority,
         deadline_s=args.deadline,
         key=args.key,
-        options=_job_options(settings),
+        options=job_options(settings),
     )
     with redis_errors(settings):
         job_id, created = q.submit(spec)
@@ -249,11 +270,11 @@ def _cmd_purge(args: argparse.Namespace) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    import signal
     import threading
 
     from worker.queue.connection import TRANSIENT, describe_url
     from worker.queue.dashboard import dashboard_routes
+    from worker.signals import stop_on_signals
     from worker.web import WebServer
 
     settings = _settings(dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
@@ -278,15 +299,11 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         flush=True,
     )
     stop = threading.Event()
-    stops = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in stops}
     try:
-        while not stop.wait(0.5):
-            pass
+        with stop_on_signals(stop):
+            stop.wait()
     finally:
         server.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     return 0
 
 

@@ -12,7 +12,6 @@ torch is imported inside the functions: ``models`` must import without it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from collections.abc import Mapping
@@ -26,19 +25,19 @@ import onnx.checker
 import onnx.helper
 from pydantic import ValidationError
 
-from worker.errors import ExportError, ModelError, VerificationError
+from worker.errors import ExportError, ModelError, ShapeMismatch, VerificationError
 from worker.export.checkpoint import build_network, check_eval_mode, load_weights
 from worker.export.exporter import export_onnx, first_line, opset_range, simplify, warning_lines
 from worker.export.verify import (
     Check,
     Reference,
-    ShapeMismatch,
     random_images,
     read_samples,
     sample_input,
     verify,
 )
 from worker.models.card import METADATA_KEY, ModelCard
+from worker.models.fused_cache import file_sha256
 from worker.models.model import load_model
 from worker.models.repository import card_path_for
 from worker.ops.preprocess import InputPlan, preprocess
@@ -141,14 +140,6 @@ def _validate(req: ExportRequest) -> ModelCard:
         err = e.errors()[0]
         name = str(err["loc"][0]) if err["loc"] else "card"
         raise ExportError(f"--{name.replace('_', '-')}: {err['msg']}") from e
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _output_axes(rank: int, req: ExportRequest) -> dict[int, str]:
@@ -493,7 +484,7 @@ def _export_and_verify(req: ExportRequest, base: ModelCard, torch_version: str) 
             "torch": torch_version,
             "factory": req.factory,
             "weights": req.weights.name,
-            "weights_sha256": _sha256(req.weights),
+            "weights_sha256": file_sha256(req.weights),
             "input_shape": ",".join(map(str, req.input_shape)),
             "dynamic": ",".join(d for d in DIMS if d in req.dynamic),
         },

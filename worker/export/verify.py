@@ -19,7 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from worker.errors import ExportError
+from worker.errors import ExportError, ShapeMismatch
 from worker.models.model import Model
 from worker.ops.postprocess import classify, segment
 from worker.ops.preprocess import preprocess
@@ -29,7 +29,6 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "MAX_SAMPLES",
     "Check",
-    "ShapeMismatch",
     "all_close",
     "compare",
     "random_images",
@@ -108,10 +107,6 @@ def _max_abs_diff(ref: Array, out: Array) -> float:
     d = np.where(both_nan, 0.0, np.abs(a - b))
     d = np.where(np.isnan(d), np.inf, d)
     return float(d.max()) if d.size else 0.0
-
-
-class ShapeMismatch(ExportError):
-    """The two outputs differ in shape: not a rounding matter."""
 
 
 def within(ref: Array, out: Array, rtol: float, atol: float) -> bool:

@@ -13,7 +13,6 @@ error's text (``strerror``), never ``str(error)``.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -23,18 +22,12 @@ from typing import Any, Literal
 import av
 import av.error
 
-from worker.live.queues import LiveFrame
+from worker.description import Live
 from worker.messages import redact
-from worker.stages.frames import Frame
+from worker.retry import backoff
+from worker.stages.frames import Frame, Item
 
-__all__ = [
-    "Backoff",
-    "Camera",
-    "CameraSource",
-    "CameraState",
-    "ConnectOptions",
-    "redact",
-]
+__all__ = ["Camera", "CameraSource", "CameraState", "redact"]
 
 log = logging.getLogger(__name__)
 
@@ -52,40 +45,18 @@ class Camera:
         return redact(self.url)
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """Delay before reconnect attempt ``n`` (0-based): ``base * 2**n`` capped at ``cap``, less
-    up to ``jitter`` of it at random, so cameras that dropped together do not return in step."""
-
-    base_s: float = 0.5
-    cap_s: float = 30.0
-    jitter: float = 0.5
-
-    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        d = min(self.cap_s, self.base_s * float(2 ** min(attempt, 62)))
-        r: float = (rng or random).random()
-        return d * (1.0 - self.jitter * r)
-
-
-@dataclass(frozen=True)
-class ConnectOptions:
-    open_timeout_s: float = 10.0
-    read_timeout_s: float = 5.0
-    backoff: Backoff = field(default_factory=Backoff)
-    max_attempts: int = 0  # failed connections in a row before giving up; 0: never give up
-
-
 class CameraSource:
     """Runs in its own thread (``run``): frames go to ``sink``, states to ``on_state``."""
 
     def __init__(
         self,
         camera: Camera,
-        sink: Callable[[LiveFrame], None],
+        sink: Callable[[Item], None],
         on_state: Callable[[str, CameraState, str], None],
-        options: ConnectOptions,
+        options: Live,
         stop: threading.Event,
     ) -> None:
+        """``options``: the open and read timeouts, reconnect delays and attempts."""
         self.camera = camera
         self.sink = sink
         self.on_state = on_state
@@ -105,11 +76,11 @@ class CameraSource:
             if self.stop.is_set():
                 break
             failures = 0 if got else failures + 1
-            limit = self.options.max_attempts
-            if limit and failures >= limit:
+            o = self.options
+            if o.reconnect_attempts and failures >= o.reconnect_attempts:
                 self._set("failed", f"{why}; gave up after {failures} attempts")
                 return
-            delay = self.options.backoff.delay(max(failures - 1, 0))
+            delay = backoff(failures, o.reconnect_base_s, o.reconnect_max_s)
             self._set("backoff", f"{why}; reconnecting in {delay:.1f} s")
             self.stop.wait(delay)
         self._set("stopped")
@@ -186,7 +157,7 @@ class CameraSource:
                     t = float(f.pts * f.time_base) if f.pts is not None and f.time_base else 0.0
                     frame = Frame(index=index, pts=f.pts, time=t, image=image)
                     index += 1
-                    item = LiveFrame(self.camera.name, frame, received_at, wall, self.generation)
+                    item = Item(self.camera.name, frame, received_at, wall, self.generation)
                     self.sink(item)
             return got, "stream ended"
         except av.error.ExitError:

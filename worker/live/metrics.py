@@ -22,8 +22,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from worker.live.camera import CameraState
+from worker.live.counters import DROP_REASONS
 from worker.live.monitor import Monitor
-from worker.live.queues import DROP_REASONS
 
 __all__ = ["MonitorMetrics"]
 

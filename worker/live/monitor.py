@@ -1,22 +1,26 @@
-"""Wiring for live cameras: a source thread per camera -> one shared inference stage ->
-a writer thread per camera (annotate, record segments, watch rules, measure latency).
+"""Wiring for live cameras: a source thread per camera -> one shared inference stage -> a
+frame-loop thread per camera (the same ``FrameLoop`` as a file run: record, draw, recording
+segments, live view, watch rules; plus latency).
 
-Rules on top of the file pipeline's (``runner``):
+Rules on top of the file pipeline's (``worker.stages.runner``):
 - nothing waits on a camera: each source reconnects on its own, and a dead or silent camera
   only ever blocks its own thread;
-- queues drop their oldest frame instead of blocking, and every drop is counted with its
-  reason, so ``received == processed + dropped`` once ``stop()`` has drained the stages;
+- queues drop their oldest frame instead of blocking (``DropOldest``), and every drop is
+  counted with its reason, so ``received == processed + skipped + dropped`` once ``stop()``
+  has drained the stages;
 - one model session serves every camera: the inference stage batches across cameras, waiting
-  at most ``batch_wait_s`` after the first frame so a slow camera does not hold the others;
-- a camera's failure is that camera's alone: its source reconnects, and if drawing or
-  recording its frames fails it goes to ``failed`` while the others go on; a failure of the
-  shared inference stage (or a bug in a writer's loop) stops the monitor (``failed``), and
-  ``stop()`` raises it naming the stage.
+  at most ``batch_wait_ms`` after the first frame so a slow camera does not hold the others;
+- a camera's failure is that camera's alone: its source reconnects, and if anything in its
+  frame loop fails (drawing, recording, analytics) it goes to ``failed`` while the others go
+  on; a failure of the shared inference stage stops the monitor (``failed``), and ``stop()``
+  raises it naming the stage.
+
+Each camera is processed as its own run description says: the monitor's, with that camera's
+overrides laid over it (``per_camera``: look, encode, analytics).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import threading
@@ -24,73 +28,46 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from worker.errors import StageError, WorkerError
-from worker.live.camera import Camera, CameraSource, CameraState, ConnectOptions
-from worker.live.queues import Counters, DropQueue, Ingress, LatencyStats, LiveFrame
+from worker.description import RunDescription
+from worker.errors import SettingsError, StageError, WorkerError
+from worker.live.camera import Camera, CameraSource, CameraState
+from worker.live.counters import Counters, LatencyStats
 from worker.live.segments import SegmentRecorder
 from worker.models import Model
-from worker.ops.rules import Rule
 from worker.ops.sampling import Sampler
-from worker.ops.zones import ZoneSet
+from worker.stages.analytics import rules_for, zones_for
+from worker.stages.batching import run_inference
+from worker.stages.channels import END, DropOldest
 from worker.stages.events import EventLog
-from worker.stages.frames import Answer
-from worker.stages.infer import Inferencer, infer_frames
+from worker.stages.frames import Answer, Item
+from worker.stages.infer import Inferencer
+from worker.stages.loop import FrameLoop, Output, Picture, Record
+from worker.stages.painters import painters_for
+from worker.stages.records import MaskMaps, Recorder
 from worker.stages.runner import default_batch
-from worker.stages.speed import Speed
-from worker.stages.writer import Annotator
+from worker.stages.threads import Threads
 from worker.web.mjpeg import Broadcast
 
-__all__ = ["Monitor", "MonitorOptions"]
+__all__ = ["Monitor"]
 
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.1
-_DRAIN_S = 30.0  # how long stop() lets inference and writers finish what they hold
+_DRAIN_S = 30.0  # how long stop() lets inference and frame loops finish what they hold
 #: Events kept in memory for ``/events``.
 RECENT_EVENTS = 200
-
-
-@dataclass(frozen=True)
-class MonitorOptions:
-    batch: int = 0  # 0: the graph's fixed batch, else per provider
-    batch_wait_s: float = 0.04
-    max_latency_s: float | None = 0.5  # frames older than this when inference is free: dropped
-    live_queue: int = 2  # frames per camera waiting for inference
-    writer_queue: int = 8  # frames per camera waiting to be drawn and encoded
-    alpha: float = 0.5
-    top_k: int = 5
-    preset: str = "ultrafast"
-    crf: int = 23
-    record: Path | None = None
-    segment_s: float = 60.0
-    every: int = 1  # run every Nth frame of a camera; the others are recorded, not dropped
-    fps: float | None = None  # run at most this many frames per second of each camera
-    draw_zones: bool = True
-    snapshots: bool = True  # events: a JPEG of the peak frame, beside the recordings
-    ui_fps: float = 5.0  # the live view: annotated frames per second, while someone watches
-    jpeg_quality: int = 80
-    connect: ConnectOptions = field(default_factory=ConnectOptions)
-    speed: Speed = field(default_factory=Speed)
 
 
 class _Cam:
     """Everything the monitor keeps for one camera."""
 
-    def __init__(
-        self,
-        camera: Camera,
-        opts: MonitorOptions,
-        on_drop: Callable[[Any], None],
-        model: Model,
-        zones: ZoneSet | None,
-    ):
+    def __init__(self, camera: Camera, run: RunDescription, model: Model, monitor: Monitor):
         self.camera = camera
-        self.annotate = Annotator(model, opts.alpha, zones, draw_zones=opts.draw_zones)
-        self.sampler = Sampler(opts.every, opts.fps)
+        self.run = run
+        live = monitor.live
+        self.sampler = Sampler(run.analytics.every, run.analytics.fps)
         self.counters = Counters()
         self.latency = LatencyStats()
         self.state: CameraState = "connecting"
@@ -102,22 +79,42 @@ class _Cam:
         self.last_frame_at: float | None = None
         self.frame_hw: tuple[int, int] | None = None  # of the newest processed frame
         self.last_event: dict[str, Any] | None = None  # the newest watch event
-        self.view = Broadcast(opts.ui_fps, opts.jpeg_quality)
-        self.out = DropQueue(opts.writer_queue, on_drop)
+        self.view = Broadcast(live.ui_fps, live.jpeg_quality)
+        self.out = DropOldest(live.writer_queue, lambda pair, why: monitor.drop(pair[0], why),
+                              full="writer_behind")  # fmt: skip
         self.recorder: SegmentRecorder | None = None
-        if opts.record is not None:
+        if live.record is not None:
             self.recorder = SegmentRecorder(
-                opts.record,
-                camera.name,
-                seconds=opts.segment_s,
-                preset=opts.preset,
-                crf=opts.crf,
-                encoder=opts.speed.encoder,
+                live.record, camera.name, seconds=live.segment_seconds, encode=run.encode
             )
+        self.zones = zones_for(run.analytics.zones, camera.name)
+        self.records = Recorder(model, self.zones, MaskMaps(model))
         self.stop = threading.Event()  # this camera's source only
         self.source: CameraSource | None = None
         self.thread: threading.Thread | None = None
         self.writer: threading.Thread | None = None
+
+    def loop(self, model: Model, events: EventLog) -> FrameLoop:
+        outputs: list[Output] = [_View(self)]
+        if self.recorder is not None:
+            outputs.insert(0, self.recorder)
+        painters = painters_for(model, self.run.look, self.records)
+        return FrameLoop(self.records, painters, outputs, events, when=lambda item: item.wall)
+
+
+class _View(Output):
+    """The live view: the newest annotated frame for the pages, while someone watches."""
+
+    def __init__(self, cam: _Cam) -> None:
+        self.cam = cam
+
+    def processed(self, item: Item, answer: Answer, record: Record, picture: Picture) -> None:
+        self.cam.frame_hw = item.frame.image.shape[:2]
+        self.cam.view.offer(picture)
+
+
+def _rule_names(run: RunDescription) -> list[str]:
+    return [z.name for z in run.analytics.zones]
 
 
 class Monitor:
@@ -125,60 +122,67 @@ class Monitor:
         self,
         cameras: Sequence[Camera],
         model: Model,
-        options: MonitorOptions | None = None,
+        run: RunDescription | None = None,
         *,
-        rules: Sequence[Rule] = (),
+        per_camera: Mapping[str, RunDescription] | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
-        zones: Mapping[str, ZoneSet | None] | None = None,
     ) -> None:
-        """``rules`` apply to every camera that has the rule's zone (a rule without one, to
-        every camera); ``zones``: per camera name."""
+        """``run``: how every camera is processed, and how the model runs and cameras connect
+        (its speed and live sections); ``per_camera``: a camera's own description, where it
+        has one. A zone or watch rule applies to the cameras its zone belongs to."""
         if not cameras:
             raise WorkerError("no camera to monitor")
         self.model = model
-        self.options = o = options or MonitorOptions()
-        self.rules = list(rules)
-        self.zones = dict(zones or {})
+        self.run = run = run or RunDescription()
+        self.live = run.live
+        names = {c.name for c in cameras}
+        per_camera = dict(per_camera or {})
+        unknown = sorted(set(per_camera) - names)
+        if unknown:
+            raise SettingsError(
+                f"camera options for '{unknown[0]}': not one of the cameras "
+                f"({', '.join(sorted(names))})"
+            )
         self._on_event = on_event
         self._event_lock = threading.Lock()
         self.events = 0
         #: The newest events, for the pages (the sink has them all).
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
-        self.batch = default_batch(model, o.batch)
+        self.batch = default_batch(model, run.speed.batch)
+        self.cams: dict[str, _Cam] = {}
+        self._loops: dict[str, FrameLoop] = {}
+        for c in cameras:
+            cam_run = per_camera.get(c.name, run)
+            _check_zone_cameras(cam_run, names)
+            cam = self.cams[c.name] = _Cam(c, cam_run, model, self)
+            self._loops[c.name] = cam.loop(model, self._events_for(cam))
+        self.ingress = DropOldest(
+            run.live.live_queue,
+            self.drop,
+            stream=lambda item: item.stream,
+            max_age_s=run.live.max_latency_ms / 1000,
+            age=lambda item: item.received_at,
+        )
+        self.infer = Inferencer(model, top_k=run.look.top_k, speed=run.speed, batch=self.batch)
         self.calls = 0  # model runs; frames per run = self.infer.frames / calls
-        self.cams = {
-            c.name: _Cam(
-                c,
-                o,
-                lambda pair: self._drop(pair[0], "writer_behind"),
-                model,
-                self.zones.get(c.name),
-            )
-            for c in cameras
-        }
-        self.ingress = Ingress(o.live_queue, o.max_latency_s, self._drop)
-        self.infer = Inferencer(model, top_k=o.top_k, speed=o.speed, batch=self.batch)
-        self._sources_done = threading.Event()
-        self._inference_done = threading.Event()
         self._accepting = True
         self._accept_lock = threading.Lock()
-        self.failed = threading.Event()
-        self._failures: list[tuple[str, BaseException]] = []
-        self._inference: threading.Thread | None = None
+        self.failed = threading.Event()  # a stage failed: the monitor must stop
+        self._threads = Threads(self.failed, prefix="")
         self.started_at: float | None = None
         self._summary: dict[str, Any] | None = None
         self.stopping = False
 
     # -- bookkeeping -------------------------------------------------------------------------
 
-    def _drop(self, item: LiveFrame, reason: str) -> None:
-        self.cams[item.camera].counters.drop(reason)
+    def drop(self, item: Item, reason: str) -> None:
+        self.cams[item.stream].counters.drop(reason)
 
-    def _receive(self, item: LiveFrame) -> None:
+    def _receive(self, item: Item) -> None:
         with self._accept_lock:
             if not self._accepting:  # a source that outlived stop(): not ours to count
                 return
-            cam = self.cams[item.camera]
+            cam = self.cams[item.stream]
             cam.counters.receive()
             cam.last_frame_at = item.received_at
             item.skip = not cam.sampler.take(item.wall)
@@ -219,10 +223,28 @@ class Monitor:
             return list(self.recent)[::-1][:limit]
 
     def _fail(self, stage: str, e: BaseException) -> None:
-        self._failures.append((stage, e))
-        self.failed.set()
+        self._threads.fail(stage, e)  # sets self.failed
         for cam in self.cams.values():
             cam.stop.set()
+        self.ingress.close(drain=False)
+
+    def _events_for(self, cam: _Cam) -> EventLog:
+        rules = rules_for(cam.run.analytics.watch, self.model, _rule_names(cam.run))
+        names = {z.name for z in cam.zones.zones} if cam.zones else set()
+        rules = [r for r in rules if r.zone is None or r.zone in names]
+        rec = cam.recorder
+        snapshots = None
+        if rec is not None and cam.run.analytics.snapshots:
+            snapshots = rec.folder / "events"  # beside the camera's recordings
+        return EventLog(
+            "camera",
+            cam.camera.name,
+            rules,
+            self._emit,
+            snapshots=snapshots,
+            locate=rec.location if rec is not None else None,
+            clock_is_wall=True,
+        )
 
     # -- stages ------------------------------------------------------------------------------
 
@@ -240,105 +262,58 @@ class Monitor:
         return run
 
     def _run_inference(self) -> None:
-        o = self.options
         try:
-            while not self.failed.is_set():
-                items = self.ingress.take(self.batch, _POLL_S, o.batch_wait_s)
-                if not items:
-                    if self._sources_done.is_set() and len(self.ingress) == 0:
-                        break
-                    continue
-                run = [i for i in items if not i.skip]
-                zones = [self.cams[i.camera].annotate.frame_zones_or_none(i.frame) for i in run]
-                answers = iter(
-                    infer_frames(self.infer, [i.frame.image for i in run], zones) if run else []
-                )
-                if run:
-                    self.calls += 1
-                for item in items:  # in order: a skipped frame goes where it came
-                    self.cams[item.camera].out.put((item, None if item.skip else next(answers)))
+            self.calls = run_inference(
+                self.ingress.get,
+                self.infer,
+                lambda item, answer: self.cams[item.stream].out.put((item, answer)),
+                batch=self.batch,
+                wait_s=self.run.speed.batch_wait_s,
+                zones=lambda item: self.cams[item.stream].records.zones_to_classify(item.frame),
+            )
         except BaseException as e:
             self._fail("inference", e)
         finally:
-            self._inference_done.set()
-
-    def _events_for(self, cam: _Cam) -> EventLog:
-        o = self.options
-        names = {z.name for z in cam.annotate.zones.zones} if cam.annotate.zones else set()
-        rules = [r for r in self.rules if r.zone is None or r.zone in names]
-        rec = cam.recorder
-        snapshots = None
-        if rec is not None and o.snapshots:
-            snapshots = rec.folder / "events"  # beside the camera's recordings
-        return EventLog(
-            "camera",
-            cam.camera.name,
-            rules,
-            self._emit,
-            snapshots=snapshots,
-            locate=rec.location if rec is not None else None,
-            clock_is_wall=True,
-        )
+            for cam in self.cams.values():
+                cam.out.close(drain=not self.failed.is_set())
 
     def _writer_thread(self, cam: _Cam) -> Callable[[], None]:
-        annotate = cam.annotate
-        events = self._events_for(cam)
+        loop = self._loops[cam.camera.name]
 
         def run() -> None:
-            broken = False  # this camera's writing failed: its frames are dropped from now on
-            last: Answer | None = None  # what frames skipped on purpose are drawn with
+            broken = False  # this camera's frame loop failed: its frames are dropped from now on
             try:
-                while not self.failed.is_set():
+                while True:
                     try:
-                        item, answer = cam.out.get(_POLL_S)
+                        got = cam.out.get(_POLL_S)
                     except queue.Empty:
-                        if self._inference_done.is_set() and len(cam.out) == 0:
-                            break
                         if not broken:
                             self._close_idle(cam)
                         continue
+                    if got is END:
+                        break
+                    item, answer = got
                     if broken:
-                        self._drop(item, "camera_failed")
+                        self.drop(item, "camera_failed")
                         continue
                     try:
-                        if answer is None:  # skipped on purpose (--every, --fps): record it
-                            if cam.recorder is not None:
-                                image = (
-                                    annotate.draw(item.frame, last) if last else item.frame.image
-                                )
-                                cam.recorder.write(item, image)
-                            cam.counters.skip()
-                            continue
-                        last = answer
-                        record = annotate.record(item.frame, answer)
-
-                        def picture(
-                            it: LiveFrame = item,
-                            a: Answer = answer,
-                            drawn: list[Any] = [],  # noqa: B006
-                        ) -> Any:
-                            if not drawn:  # drawn once per frame, if anything asks
-                                drawn.append(annotate.draw(it.frame, a))
-                            return drawn[0]
-
-                        if cam.recorder is not None:
-                            cam.recorder.write(item, picture())
-                        cam.frame_hw = item.frame.image.shape[:2]
-                        cam.view.offer(picture)
+                        loop.take(item, answer)
                     except Exception as e:
-                        # This camera's stream or recording, not the others': it alone stops.
+                        # This camera's drawing, recording or analytics, not the others': it
+                        # alone stops.
                         broken = True
-                        self._drop(item, "camera_failed")
+                        self.drop(item, "camera_failed")
                         cam.stop.set()
                         self._salvage(cam)
                         self._state(cam.camera.name, "failed", f"writer: {_one_line(e)}")
+                        tb = traceback.format_exc().replace(cam.camera.url, cam.camera.shown)
+                        log.debug("camera %s: %s", cam.camera.name, tb)
                         continue
-                    events.update(record, item.wall, picture)
+                    if answer is None:
+                        cam.counters.skip()
+                        continue
                     cam.latency.observe(time.monotonic() - item.received_at)
                     cam.counters.process()
-            except BaseException as e:
-                broken = True
-                self._fail(f"writer {cam.camera.name}", e)
             finally:
                 # Another stage's failure leaves this camera's frames whole: finish the file.
                 if cam.recorder is not None:
@@ -346,9 +321,11 @@ class Monitor:
                         cam.recorder.discard()
                     else:
                         cam.recorder.close()
-                if not broken:
-                    with contextlib.suppress(Exception):
-                        events.finish(time.time())
+                if not broken and loop.events is not None:
+                    try:
+                        loop.events.finish(time.time())
+                    except Exception as e:
+                        log.warning("camera %s: events: %s", cam.camera.name, _one_line(e))
 
         return run
 
@@ -367,31 +344,25 @@ class Monitor:
         if r is None or not r.is_open or cam.last_frame_at is None:
             return
         # Silent past its read timeout, the camera is reconnecting: finish the file it had.
-        if time.monotonic() - cam.last_frame_at > self.options.connect.read_timeout_s + 1.0:
+        if time.monotonic() - cam.last_frame_at > self.live.read_timeout_s + 1.0:
             r.close()
 
     # -- control -----------------------------------------------------------------------------
 
     def start(self) -> None:
         self.started_at = time.monotonic()
+        t = self._threads
+        t.add("inference", self._run_inference)
         for cam in self.cams.values():
-            cam.source = CameraSource(
-                cam.camera, self._receive, self._state, self.options.connect, cam.stop
-            )
             name = cam.camera.name
+            cam.source = CameraSource(cam.camera, self._receive, self._state, self.live, cam.stop)
             cam.thread = threading.Thread(
                 target=self._camera_thread(cam), name=f"camera-{name}", daemon=True
             )
-            cam.writer = threading.Thread(
-                target=self._writer_thread(cam), name=f"writer-{name}", daemon=True
-            )
-        self._inference = threading.Thread(
-            target=self._run_inference, name="inference", daemon=True
-        )
-        self._inference.start()
+            t.add(f"writer {name}", self._writer_thread(cam), name=f"writer-{name}")
+        t.start()
         for cam in self.cams.values():
-            assert cam.writer is not None and cam.thread is not None
-            cam.writer.start()
+            assert cam.thread is not None
             cam.thread.start()
 
     def all_gave_up(self) -> bool:
@@ -421,39 +392,30 @@ class Monitor:
         return out
 
     def stop(self) -> dict[str, Any]:
-        """Stop the cameras, let inference and writers finish what they hold, close every
-        segment; the summary. Raises ``StageError`` if a stage failed. Safe to call twice."""
+        """Stop the cameras, let inference and the frame loops finish what they hold, close
+        every segment; the summary. Raises ``StageError`` if a stage failed. Safe to call
+        twice."""
         if self._summary is not None:
             return self._summary
         self.stopping = True
         for cam in self.cams.values():
             cam.stop.set()
-        c = self.options.connect
-        deadline = time.monotonic() + max(c.open_timeout_s, c.read_timeout_s) + 1.0
+        live = self.live
+        deadline = time.monotonic() + max(live.open_timeout_s, live.read_timeout_s) + 1.0
         for cam in self.cams.values():
             if cam.thread is not None and cam.thread.ident is not None:
                 cam.thread.join(max(0.0, deadline - time.monotonic()))
         with self._accept_lock:
             self._accepting = False
-        self._sources_done.set()
-        deadline = time.monotonic() + _DRAIN_S
-        threads = [self._inference] + [cam.writer for cam in self.cams.values()]
-        for t in threads:
-            if t is not None and t.ident is not None:
-                t.join(max(0.0, deadline - time.monotonic()))
-        stuck = [t.name for t in threads if t is not None and t.is_alive()]
+        self.ingress.close()
+        stuck = self._threads.join(_DRAIN_S)
         seconds = time.monotonic() - (self.started_at or time.monotonic())
         self._on_event = None  # a camera thread outliving stop() must not write to a closed sink
         for cam in self.cams.values():
             cam.view.close()  # the pages' streams end with the monitor
-        if self._failures:
-            stage, err = self._failures[0]
-            if isinstance(err, WorkerError):
-                raise err
-            raise StageError(stage, f"{type(err).__name__}: {err}") from err
+        self._threads.raise_first()
         if stuck:
             raise StageError(stuck[0], f"did not finish within {_DRAIN_S:.0f} s of stopping")
-        cams = self.stats()
         self._summary = {
             "model": str(self.model.path),
             "task": self.model.task,
@@ -468,9 +430,18 @@ class Monitor:
             },
             "seconds": round(seconds, 3),
             "events": self.events,
-            "cameras": cams,
+            "cameras": self.stats(),
         }
         return self._summary
+
+
+def _check_zone_cameras(run: RunDescription, cameras: set[str]) -> None:
+    for z in run.analytics.zones:
+        if z.camera is not None and z.camera not in cameras:
+            raise SettingsError(
+                f"zone '{z.name}': camera '{z.camera}' is not one of the cameras "
+                f"({', '.join(sorted(cameras))})"
+            )
 
 
 def _one_line(e: BaseException) -> str:

@@ -80,7 +80,7 @@ def event_links(event: dict[str, Any], record: Path | None) -> dict[str, Any]:
 
 def monitor_routes(monitor: Monitor, router: Router | None = None) -> Router:
     routes = router or Router()
-    record = monitor.options.record
+    record = monitor.live.record
     asset_routes(routes)
     routes.add("/", lambda _: page("monitor.html"))
     routes.add("/events", lambda _: page("events.html"))
@@ -91,7 +91,7 @@ def monitor_routes(monitor: Monitor, router: Router | None = None) -> Router:
             cam = monitor.cams[name]
             s.pop("last_segments", None)  # paths on the worker's disk: not the page's business
             s["frame"] = list(cam.frame_hw[::-1]) if cam.frame_hw else None  # [w, h]
-            s["zones"] = zone_outlines(cam.annotate.zones, cam.frame_hw)
+            s["zones"] = zone_outlines(cam.zones, cam.frame_hw)
             s["last_event"] = event_links(cam.last_event, record) if cam.last_event else None
             s["viewers"] = cam.view.viewers
         return json_response({"cameras": stats})

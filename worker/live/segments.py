@@ -20,10 +20,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from worker.live.queues import LiveFrame
+from worker.description import Encode
 from worker.stages.atomic import AtomicFile
-from worker.stages.frames import Frame, VideoInfo
-from worker.stages.speed import Encoder
+from worker.stages.frames import Answer, Frame, Item, VideoInfo
+from worker.stages.loop import Output, Picture, Record
 from worker.stages.writer import VideoWriter
 
 __all__ = ["LAST_SEGMENTS", "SegmentRecorder", "segment_name"]
@@ -54,22 +54,23 @@ class _Open:
     frames: int = 0
 
 
-class SegmentRecorder:
+class SegmentRecorder(Output):
+    """One camera's recordings: an output of its frame loop, every frame written, skipped
+    ones (``--every``, ``--fps``) drawn with the latest answer."""
+
     def __init__(
         self,
         folder: Path,
         camera: str,
         *,
         seconds: float,
-        preset: str,
-        crf: int,
-        encoder: Encoder = "libx264",
+        encode: Encode,
         rate: Fraction = Fraction(25),
     ) -> None:
         self.folder = folder / camera
         self.camera = camera
         self.seconds = seconds
-        self.preset, self.crf, self.encoder, self.rate = preset, crf, encoder, rate
+        self.encode, self.rate = encode, rate
         self.written = 0  # segments closed and renamed into place
         # Replaced, never changed in place: other threads read it while this one writes.
         self.last: tuple[Path, ...] = ()  # the newest LAST_SEGMENTS of them, oldest first
@@ -79,7 +80,13 @@ class SegmentRecorder:
         self._last_wall = 0.0
         self._open: _Open | None = None
 
-    def write(self, item: LiveFrame, image: Any) -> None:
+    def processed(self, item: Item, answer: Answer, record: Record, picture: Picture) -> None:
+        self.write(item, picture())
+
+    def skipped(self, item: Item, picture: Picture) -> None:
+        self.write(item, picture())
+
+    def write(self, item: Item, image: Any) -> None:
         seg = self._open
         size = (image.shape[0], image.shape[1])
         if seg is not None and (
@@ -96,7 +103,7 @@ class SegmentRecorder:
         seg.frames += 1
         self._last_wall = item.wall
 
-    def _start(self, item: LiveFrame, size: tuple[int, int]) -> _Open:
+    def _start(self, item: Item, size: tuple[int, int]) -> _Open:
         target = AtomicFile(self.folder / segment_name(self.camera, item.wall), "recording")
         info = VideoInfo(
             path=self.camera,
@@ -108,7 +115,7 @@ class SegmentRecorder:
             rate=self.rate,
             frames=None,
         )
-        writer = VideoWriter(target, info, preset=self.preset, crf=self.crf, encoder=self.encoder)
+        writer = VideoWriter(target, info, self.encode)
         self._open = _Open(writer, target, item.received_at, item.generation, size, item.wall)
         return self._open
 

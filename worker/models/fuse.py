@@ -29,9 +29,10 @@ import onnx.checker
 import onnx.compose
 from onnx import TensorProto, helper, numpy_helper
 
+from worker.errors import FuseError
 from worker.models.engine import OutputSpec
 
-__all__ = ["MIN_OPSET", "FuseError", "FuseSpec", "FusedGraph", "bits_dtype", "fuse", "pre_graph"]
+__all__ = ["MIN_OPSET", "FuseSpec", "FusedGraph", "bits_dtype", "fuse", "pre_graph"]
 
 #: Resize with half_pixel and TopK with ``largest``/``sorted`` exist from opset 11.
 MIN_OPSET = 11
@@ -39,10 +40,6 @@ _PRE, _POST = "vw_pre/", "vw_post/"
 _FLOAT_OUT = (np.dtype(np.float32), np.dtype(np.float16))
 Kind = Literal["scores", "multiclass", "multilabel", "binary", "class_map"]
 Activation = Literal["softmax", "sigmoid", "none"]
-
-
-class FuseError(Exception):
-    """The model cannot be wrapped; the message says why (the caller runs it unfused)."""
 
 
 @dataclass(frozen=True)

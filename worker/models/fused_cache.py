@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MAX_ENTRIES", "default_cache_dir", "entry_key", "load", "store"]
+__all__ = ["MAX_ENTRIES", "default_cache_dir", "entry_key", "file_sha256", "load", "store"]
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +34,10 @@ def default_cache_dir() -> Path:
     return Path(base) / "video-worker"
 
 
-def _file_sha(path: Path) -> str:
-    h = hashlib.sha256()
+def file_sha256(path: Path) -> str:
+    """A file's SHA-256, hex."""
     with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def entry_key(model_path: Path, spec: Any) -> str | None:
@@ -49,11 +47,11 @@ def entry_key(model_path: Path, spec: Any) -> str | None:
 
     try:
         parts = [
-            _file_sha(model_path),
+            file_sha256(model_path),
             repr(spec),
             onnx.__version__,
             onnxruntime.__version__,
-            _file_sha(_FUSE_SOURCE),
+            file_sha256(_FUSE_SOURCE),
         ]
     except OSError:
         return None

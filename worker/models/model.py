@@ -15,22 +15,22 @@ from typing import Any, Literal
 import numpy as np
 
 from worker.errors import CardError, ModelError
+from worker.kinds import Task
 from worker.models.card import ModelCard, card_from_metadata, resolve_card
 from worker.models.engine import Engine
 from worker.models.graph import GraphInfo, read_graph
 from worker.models.palette import voc_palette
 from worker.models.repository import card_path_for
+from worker.ops.postprocess import NO_CLASS
 
 __all__ = ["MAX_CLASSES", "Kind", "Model", "load_model"]
 
-Task = Literal["segment", "classify"]
 #: How the output becomes an answer. scores: [N,C] classification; multiclass: [N,C,H,W] argmax;
 #: multilabel: [N,C,H,W] each class thresholded; binary: [N,1,H,W] or [N,H,W] thresholded;
 #: class_map: integer [N,H,W] or [N,1,H,W] already argmaxed.
 Kind = Literal["scores", "multiclass", "multilabel", "binary", "class_map"]
 #: Masks are uint8 and 255 marks pixels the model did not see (outside a centre crop).
-MAX_CLASSES = 255
-NO_CLASS = 255
+MAX_CLASSES = NO_CLASS
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from worker.errors import ModelError
+from worker.roots import resolve_inside
 
 __all__ = [
     "CARD_FILE",
@@ -74,13 +75,17 @@ def _in_root(name: str, root: Path) -> Path | None:
     return None
 
 
-def resolve_model(value: str | Path, root: Path) -> Path:
+def resolve_model(value: str | Path, root: Path, *, confined: bool = False) -> Path:
     """The ``.onnx`` file that ``--model value`` means.
 
     A path to a file is taken as it is; a folder holding ``model.onnx`` gives that file; a name
-    is looked up in ``root``, then among the built-in models.
+    is looked up in ``root``, then among the built-in models. ``confined`` (a queued job's
+    model): the path must resolve inside ``root`` (symlinks and ``..`` followed, then
+    checked; ``JobError`` if not), and a missing file is left for ``load_model`` to name.
     """
     text = str(value)
+    if confined:
+        return _confined(text, root)
     path = Path(value)
     if path.is_file():
         return path
@@ -98,6 +103,20 @@ def resolve_model(value: str | Path, root: Path) -> Path:
             "'worker models' lists the models there"
         )
     return path  # a path that does not exist: read_graph says so, naming it
+
+
+def _confined(text: str, root: Path) -> Path:
+    real = resolve_inside(text, root, "model")
+    if real.is_dir():
+        return real / MODEL_FILE
+    if not real.exists() and is_model_name(text):
+        bare = resolve_inside(f"{text}.onnx", root, "model")
+        if bare.is_file():
+            return bare
+        builtin = builtin_root() / text / MODEL_FILE
+        if builtin.is_file():
+            return builtin
+    return real
 
 
 @dataclass(frozen=True)

@@ -163,14 +163,17 @@ def draw_zones(
     frame: FrameZones,
     color: tuple[int, int, int] = (0, 255, 255),
     labels: dict[str, str] | None = None,
+    line_width: int = 0,
 ) -> Array:
     """Outlines and names of the zones on ``image`` (BGR, drawn in place, returned); a zone
-    in ``labels`` shows that text after its name (a classifier's answer for it)."""
+    in ``labels`` shows that text after its name (a classifier's answer for it).
+    ``line_width``: of the outlines, in pixels (0: from the frame height, 2 px at 720p)."""
     h = image.shape[0]
-    thickness = max(1, round(h / 360))
+    thickness = max(1, round(h / 360))  # of the names
+    outline = line_width or thickness
     scale = max(0.4, h / 900)
     for zone, polygon in zip(frame.zones, frame.polygons, strict=True):
-        cv2.polylines(image, [polygon.reshape(-1, 1, 2)], True, color, thickness, cv2.LINE_AA)
+        cv2.polylines(image, [polygon.reshape(-1, 1, 2)], True, color, outline, cv2.LINE_AA)
         x, y = (int(v) for v in polygon.min(axis=0))
         org = (x + 3, max(y + int(18 * scale), int(14 * scale)))
         text = f"{zone.name}: {labels[zone.name]}" if labels and zone.name in labels else zone.name

@@ -19,16 +19,16 @@ from worker.constants import GROUP, PRIORITIES, STATES, TERMINAL, Keys, Priority
 from worker.errors import JobError, JobNotFoundError
 from worker.queue.connection import TRANSIENT, connect
 from worker.queue.jobs import (
-    JobOptions,
     JobSpec,
     fingerprint,
     new_job_id,
     output_names,
-    relative_inside,
     stored_input,
     view,
 )
 from worker.queue.scripts import Scripts
+from worker.retry import backoff
+from worker.roots import relative_inside
 from worker.settings import Settings
 
 __all__ = ["Queue"]
@@ -71,7 +71,7 @@ class Queue:
         priority: Priority = "normal",
         deadline_s: float | None = None,
         key: str | None = None,
-        options: JobOptions | None = None,
+        options: dict[str, Any] | None = None,
     ) -> JobSpec:
         """A checked job: paths resolved and refused if outside their roots.
 
@@ -180,7 +180,7 @@ class Queue:
                 if failures == 0 and on_outage is not None:
                     on_outage(e)
                 failures += 1
-                time.sleep(min(_WATCH_BACKOFF_MAX_S, interval * 2 ** min(failures, 6)))
+                time.sleep(backoff(failures + 1, interval, _WATCH_BACKOFF_MAX_S, jitter=False))
                 continue
             failures = 0
             if now != last:

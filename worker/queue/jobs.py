@@ -10,78 +10,54 @@ decides where files land.
 from __future__ import annotations
 
 import json
-import random
 import re
 import uuid
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from worker.constants import Priority
+from worker.description import check_partial
 from worker.errors import JobError
-from worker.settings import WatchSpec, ZoneSpec
+from worker.kinds import Task
+from worker.roots import MAX_PATH, resolve_inside
 
 __all__ = [
-    "JOB_OPTIONS",
-    "JobOptions",
     "JobSpec",
-    "backoff",
+    "check_options",
     "fingerprint",
     "new_job_id",
     "output_names",
     "outputs_for",
     "parse_spec",
-    "relative_inside",
-    "relative_text",
     "resolve_input",
-    "resolve_inside",
     "view",
 ]
 
-Task = Literal["segment", "classify"]
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
-_MAX_PATH = 4096
 
 
-class JobOptions(BaseModel):
-    """How a job's video is processed, where it differs from the worker's own settings: what a
-    pipeline file given to ``worker submit --pipeline`` says (look options, card overrides)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    alpha: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
-    top_k: int | None = Field(None, ge=1, le=100)
-    preset: str | None = Field(None, pattern=r"^[a-z]{1,16}$")
-    crf: int | None = Field(None, ge=0, le=51)
-    card: dict[str, Any] | None = None  # card fields overriding the model's card
-    zones: list[ZoneSpec] | None = None
-    watch: list[str | WatchSpec] | None = None
-    draw_zones: bool | None = None
-    snapshots: bool | None = None
-    every: int | None = Field(None, ge=1)
-    fps: float | None = Field(None, gt=0)
-    masks: Literal["png", "rle"] | None = None  # png: a folder beside the job's results
-    picture: bool | None = None
-
-
-#: Settings a pipeline file may carry into a job (``card_overrides`` travels as ``card``).
-JOB_OPTIONS = (
-    "alpha",
-    "top_k",
-    "preset",
-    "crf",
-    "card_overrides",
-    "zones",
-    "watch",
-    "draw_zones",
-    "snapshots",
-    "every",
-    "fps",
-    "masks",
-    "picture",
-)
+def check_options(options: Mapping[str, Any], where: str = "options") -> dict[str, Any]:
+    """A job's options, checked: a partial run description (how its video looks, is encoded
+    and analysed: ``worker.description.PER_INPUT``) and, under ``card``, fields overriding its
+    model's card. A job names no folders of its own: its masks are ``png`` (beside its
+    results) or ``rle``. Returns them as JSON-ready data; ``ValueError`` says what is wrong."""
+    rest = {k: v for k, v in options.items() if k != "card"}
+    checked = check_partial(rest, where)
+    if checked.get("masks") not in (None, "png", "rle"):
+        raise ValueError(
+            f"{where}: masks '{checked['masks']}': a job's masks go beside its results: "
+            "expected 'png' or 'rle'"
+        )
+    card = options.get("card")
+    if card is not None:
+        if not isinstance(card, dict):
+            raise ValueError(f"{where}: card: expected a table of card fields")
+        checked["card"] = card
+    return checked
 
 
 class JobSpec(BaseModel):
@@ -91,16 +67,23 @@ class JobSpec(BaseModel):
 
     v: Literal[1] = 1  # schema version: a future change bumps it instead of guessing
     id: str = Field(pattern=r"^[0-9a-f]{32}$")
-    input: str = Field(min_length=1, max_length=_MAX_PATH)
-    output: str | None = Field(None, min_length=1, max_length=_MAX_PATH)
-    model: str | None = Field(None, min_length=1, max_length=_MAX_PATH)
-    card: str | None = Field(None, min_length=1, max_length=_MAX_PATH)
+    input: str = Field(min_length=1, max_length=MAX_PATH)
+    output: str | None = Field(None, min_length=1, max_length=MAX_PATH)
+    model: str | None = Field(None, min_length=1, max_length=MAX_PATH)
+    card: str | None = Field(None, min_length=1, max_length=MAX_PATH)
     task: Task | None = None
     max_frames: int | None = Field(None, ge=1)
     priority: Priority = "normal"
     deadline_s: float | None = Field(None, gt=0)
     key: str | None = Field(None, min_length=1, max_length=200)
-    options: JobOptions | None = None
+    #: How its video is processed where it differs from the worker's own settings (flat
+    #: names, as a pipeline file writes them; ``check_options``).
+    options: dict[str, Any] | None = None
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        return check_options(v) if v else None
 
     def to_json(self) -> str:
         return self.model_dump_json(exclude_none=True)
@@ -124,30 +107,6 @@ def _scheme(value: str) -> str | None:
     m = _SCHEME.match(value)
     # "C:" would be a drive letter on Windows; a scheme is longer than one letter.
     return m.group(1).lower() if m and len(m.group(1)) > 1 else None
-
-
-def resolve_inside(value: str, root: Path, what: str) -> Path:
-    """``value`` (relative to ``root``, or absolute) resolved with symlinks; it must stay inside.
-
-    ``..`` and symlinks are followed first and checked after, so neither can lead out.
-    """
-    if not value or "\x00" in value or len(value) > _MAX_PATH:
-        raise JobError(f"{what} '{value[:80]}': expected a file path")
-    base = root.resolve()
-    path = Path(value)
-    real = (path if path.is_absolute() else base / path).resolve()
-    if real != base and base not in real.parents:
-        raise JobError(
-            f"{what} '{value}': outside the {what} root '{root}'; expected a path inside it"
-        )
-    if real == base:
-        raise JobError(f"{what} '{value}': is the {what} root itself; expected a file inside it")
-    return real
-
-
-def relative_inside(value: str, root: Path, what: str) -> str:
-    """The path as stored in a job: relative to its root, after the checks above."""
-    return resolve_inside(value, root, what).relative_to(root.resolve()).as_posix()
 
 
 def resolve_input(value: str, root: Path, schemes: tuple[str, ...]) -> Path | str:
@@ -202,24 +161,6 @@ def output_names(spec: JobSpec, output_root: Path) -> list[str]:
 def fingerprint(spec: JobSpec) -> str:
     """What makes two submissions the same job: the spec without its id."""
     return spec.model_dump_json(exclude={"id"}, exclude_none=True)
-
-
-def relative_text(text: str, roots: dict[str, Path]) -> str:
-    """``text`` (a result or an error) with the worker's absolute root folders left out, so a
-    job names its files as the submitter does: relative to the roots."""
-    for root in sorted({r.resolve() for r in roots.values()}, key=lambda r: -len(str(r))):
-        text = text.replace(f"{root}/", "")
-    return text
-
-
-def backoff(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
-    """Delay before retry number ``attempt`` (1 = the first): base * 2^(attempt-1), capped.
-
-    "Equal jitter": half the delay is fixed so a retry never comes at once, half is random so
-    jobs that failed together (a Redis blip, a shared disk) do not all retry together.
-    """
-    delay = min(cap, base * 2.0 ** max(0, attempt - 1))
-    return delay / 2 + float((rng or random).uniform(0, delay / 2))
 
 
 def _number(value: str | None) -> float | None:

@@ -25,14 +25,13 @@ from prometheus_client import (
     generate_latest,
 )
 
-from worker.errors import WorkerError
+from worker.errors import StaleHeartbeat
 from worker.httpd import Health
 
 __all__ = [
     "HEARTBEAT_GLOB",
     "Heartbeat",
     "Metrics",
-    "StaleHeartbeat",
     "heartbeat_health",
     "heartbeat_path",
     "read_heartbeat",
@@ -40,12 +39,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class StaleHeartbeat(WorkerError):
-    """``worker check``: no live worker here. Exit 1, as liveness probes expect."""
-
-    exit_code = 1
 
 
 class Metrics:

@@ -3,9 +3,11 @@
 One loop thread talks to Redis: it renews the lease of every running job each heartbeat
 (carrying its progress, and bringing back cancel requests and deadlines), moves due retries
 back to the queue, and takes new jobs while a slot is free. Each job runs in a thread of its
-own through ``worker.stages.run_file``, with a model from its slot's cache. Jobs never wait for the
-loop, and the loop never waits for a job: a Redis outage only pauses the renewals (the jobs go
-on), and a stuck job cannot stop the heartbeat that ``worker check`` reads.
+own through the handler the server was given (``worker.queue.video_job.VideoJobs`` for
+``worker serve``): the loop knows leases, signals, presence and metrics, nothing of video.
+Jobs never wait for the loop, and the loop never waits for a job: a Redis outage only pauses
+the renewals (the jobs go on), and a stuck job cannot stop the heartbeat that ``worker check``
+reads.
 
 Outcomes: done; failed (bad input, deadline: never retried); retrying (anything else, with
 exponential backoff and jitter) until ``max_attempts``, then dead (dead-letter list);
@@ -17,14 +19,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import random
-import shutil
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import redis.exceptions
@@ -39,28 +37,17 @@ from worker.errors import (
     WorkerError,
 )
 from worker.httpd import serve_http
-from worker.models.demo import DEMO_NAMES, demo_model_path
-from worker.models.repository import MODEL_FILE, builtin_root, is_model_name
-from worker.queue.cache import ModelCache
 from worker.queue.client import Queue
 from worker.queue.connection import TRANSIENT, describe_url
-from worker.queue.fetch import fetch
-from worker.queue.janitor import Janitor, remove_parts
-from worker.queue.jobs import (
-    JobOptions,
-    backoff,
-    outputs_for,
-    parse_spec,
-    relative_text,
-    resolve_input,
-    resolve_inside,
-)
+from worker.queue.janitor import Janitor
+from worker.queue.jobs import parse_spec
 from worker.queue.leases import Consumer, Delivery, Lease, Outcome
 from worker.queue.metrics import Heartbeat, Metrics, heartbeat_health, heartbeat_path
 from worker.queue.presence import publish, withdraw
+from worker.queue.video_job import JobContext, JobHandler
+from worker.retry import backoff
 from worker.settings import Settings
-from worker.stages import run_file
-from worker.stages.options import RunOptions, extras_for, run_options
+from worker.signals import on_signals
 
 __all__ = ["Server"]
 
@@ -119,7 +106,12 @@ class Server:
     """One ``worker serve`` process."""
 
     def __init__(
-        self, settings: Settings, *, name: str | None = None, install_signals: bool = True
+        self,
+        settings: Settings,
+        handler: JobHandler,
+        *,
+        name: str | None = None,
+        install_signals: bool = True,
     ) -> None:
         if settings.lease_s < 2 * settings.heartbeat_s:
             raise SettingsError(
@@ -135,12 +127,7 @@ class Server:
             settings.lease_s,
             self.consumer.name,
         )
-        self.caches = [
-            ModelCache(settings.model_cache, provider=settings.provider, threads=settings.threads)
-            for _ in range(settings.concurrency)
-        ]
-        # Exactly what `worker run` passes (built once; the Speed inside is frozen and shared).
-        self.run_options = run_options(settings)
+        self.handler = handler
         self._install_signals = install_signals
         self._where = describe_url(settings.redis_url.get_secret_value())
         self._free = list(range(settings.concurrency))
@@ -149,11 +136,6 @@ class Server:
         self._stopping = threading.Event()
         self._hand_back_at = float("inf")
         self._abandon = threading.Event()
-        self._roots = {
-            "input": settings.input_root,
-            "output": settings.output_root,
-            "model": settings.model_root,
-        }
         self._redis_down = False
         self._ready = False
         self.janitor = Janitor(self.queue, self.consumer.name)
@@ -179,7 +161,7 @@ class Server:
             self._hand_back_at = now + (self.settings.grace_s if grace_s is None else grace_s)
         self._wake.set()
 
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+    def _on_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
         if self._stopping.is_set():
             log.warning("%s again: handing running jobs back now", name)
@@ -196,10 +178,6 @@ class Server:
 
     def serve(self) -> int:
         s = self.settings
-        previous: dict[int, Any] = {}
-        if self._install_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                previous[sig] = signal.signal(sig, self._on_signal)
         http = None
         if s.metrics_port:
             http = serve_http(
@@ -217,12 +195,14 @@ class Server:
             ", burst" if s.burst else "",
         )
         try:
-            self._loop()
+            if self._install_signals:
+                with on_signals(self._on_signal):
+                    self._loop()
+            else:
+                self._loop()
         finally:
             if http is not None:
                 http.close()
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
             self.heartbeat.remove()
             with contextlib.suppress(*TRANSIENT):
                 withdraw(self.queue.client, self.queue.keys, self.consumer.name)
@@ -260,7 +240,7 @@ class Server:
                     )
                     self._redis_down = True
                 failures += 1
-                pause = min(_REDIS_BACKOFF_MAX_S, 0.25 * 2**failures) * random.uniform(0.5, 1.0)
+                pause = backoff(failures + 1, 0.25, _REDIS_BACKOFF_MAX_S)
                 if self._running:
                     # Renew within a quarter lease of Redis coming back: others wait a whole
                     # lease after reconnecting before they claim anything.
@@ -431,61 +411,14 @@ class Server:
             self._wake.set()
 
     def _execute(self, r: _Running) -> tuple[Outcome | str, str]:
-        s, spec = self.settings, r.lease.spec
-        scratch: Path | None = None
+        ctx = JobContext(
+            slot=r.slot, cancel=r.cancel, on_frame=r.on_frame, before_commit=lambda: self._fence(r)
+        )
         try:
-            try:
-                source = resolve_input(spec.input, s.input_root, s.url_schemes)
-                video, results = outputs_for(spec, s.output_root)
-                model_path = (
-                    job_model(spec.model, s.model_root)
-                    if spec.model
-                    else demo_model_path(spec.task or "segment")
-                )
-                card = resolve_inside(spec.card, s.model_root, "card") if spec.card else None
-                opts = spec.options
-                if isinstance(source, str):
-                    source = fetch(source, schemes=s.url_schemes, max_bytes=s.download_max_mb << 20)
-                    scratch = source.parent
-                remove_parts([video, results])  # an earlier attempt's, killed mid-write
-                model = self.caches[r.slot].get(
-                    model_path,
-                    card=card,
-                    task=spec.task,
-                    overrides=opts.card if opts is not None else None,
-                    overrides_from=f"job {spec.id}: card options",
-                )
-                extras, sink = extras_for(
-                    job_settings(s, opts), model, results=results, output=video
-                )
-                try:
-                    summary = run_file(
-                        source,
-                        model,
-                        output=video,
-                        results=results,
-                        max_frames=spec.max_frames,
-                        on_frame=r.on_frame,
-                        cancel=r.cancel,
-                        before_commit=lambda: self._fence(r),
-                        extras=extras,
-                        **job_run_options(self.run_options, opts),
-                    )
-                finally:
-                    if sink is not None:
-                        sink.close()
-            finally:
-                if scratch is not None:
-                    shutil.rmtree(scratch, ignore_errors=True)
+            result = self.handler(r.lease.spec, ctx)
         except BaseException as e:
             outcome, text = self._classify(r, e)
-            return outcome, relative_text(text, self._roots)
-        result = summary.to_dict()
-        # Files as the job names them, relative to the roots, not the worker's own paths.
-        result["input"] = spec.input
-        result["output"] = video.relative_to(s.output_root.resolve()).as_posix()
-        result["results"] = results.relative_to(s.output_root.resolve()).as_posix()
-        result["model"] = spec.model or f"built-in:{DEMO_NAMES[spec.task or 'segment']}"
+            return outcome, self.handler.shown(text)
         return "done", json.dumps(result)
 
     def _classify(self, r: _Running, e: BaseException) -> tuple[Outcome | str, str]:
@@ -520,7 +453,7 @@ class Server:
                 tries += 1
                 if self._abandon.is_set():
                     raise LeaseLost("could not confirm the lease before shutting down") from None
-                self._abandon.wait(min(_REDIS_BACKOFF_MAX_S, 0.25 * 2**tries))
+                self._abandon.wait(backoff(tries + 1, 0.25, _REDIS_BACKOFF_MAX_S, jitter=False))
         if answer == "lost":
             r.stop("lease")
             raise LeaseLost("another worker holds the job now")
@@ -548,53 +481,4 @@ class Server:
                         outcome,
                     )
                     return "unrecorded"
-                self._abandon.wait(min(_REDIS_BACKOFF_MAX_S, 0.25 * 2**tries))
-
-
-def job_model(value: str, root: Path) -> Path:
-    """A job's ``model`` as a file: inside the model root (symlinks and ``..`` followed, then
-    checked), a model's folder giving its ``model.onnx``; a repository name the root does not
-    hold may name a built-in model (the demos)."""
-    real = resolve_inside(value, root, "model")
-    if real.is_dir():
-        return real / MODEL_FILE
-    if not real.exists() and is_model_name(value):
-        bare = resolve_inside(f"{value}.onnx", root, "model")
-        if bare.is_file():
-            return bare
-        builtin = builtin_root() / value / MODEL_FILE
-        if builtin.is_file():
-            return builtin
-    return real  # load_model names the file that is missing
-
-
-def job_settings(s: Settings, options: JobOptions | None) -> Settings:
-    """The worker's settings with the job's analytics on top (zones, rules, rates, masks).
-    A job's summary picture is drawn only if the job asks for it (``picture = true``): a
-    worker runs jobs by the thousand, and a job's outputs stay the video and the results."""
-    if options is None:
-        return s.model_copy(update={"picture": False})
-    fields = {"zones", "watch", "draw_zones", "snapshots", "every", "fps", "masks", "picture"}
-    update = {k: v for k, v in options.model_dump(include=fields).items() if v is not None}
-    update.setdefault("picture", False)
-    if "zones" in update:
-        update["zones"] = list(options.zones or [])
-    if "watch" in update:
-        update["watch"] = list(options.watch or [])
-    return s.model_copy(update=update)
-
-
-def job_run_options(base: RunOptions, options: JobOptions | None) -> RunOptions:
-    """The worker's run options with what the job itself asks for on top."""
-    if options is None:
-        return base
-    merged = RunOptions(**base)
-    if options.alpha is not None:
-        merged["alpha"] = options.alpha
-    if options.top_k is not None:
-        merged["top_k"] = options.top_k
-    if options.preset is not None:
-        merged["preset"] = options.preset
-    if options.crf is not None:
-        merged["crf"] = options.crf
-    return merged
+                self._abandon.wait(backoff(tries + 1, 0.25, _REDIS_BACKOFF_MAX_S, jitter=False))

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Answer", "Frame", "VideoInfo"]
+__all__ = ["Answer", "Frame", "Item", "VideoInfo"]
 
 Image = np.ndarray[Any, np.dtype[np.uint8]]
 
@@ -49,3 +49,18 @@ class Answer:
     bits: np.ndarray[Any, Any] | None = None  # multi-label: (h, w) uint32, bit c = class c
     top: list[tuple[int, float]] = field(default_factory=list)  # classify: (index, score)
     zones: dict[str, Answer] | None = None  # classify with zones: each zone's crop, classified
+
+
+@dataclass
+class Item:
+    """A frame on its way through the stages, with the stream it belongs to (a file's name, a
+    camera's) and when it reached us."""
+
+    stream: str
+    frame: Frame
+    received_at: float = 0.0  # time.monotonic() right after decoding (cameras: for latency)
+    wall: float = 0.0  # time.time() at the same moment (cameras: for file names and events)
+    generation: int = 1  # cameras: which connection it came from (1, 2, ... per reconnect)
+    # Not run on purpose (--every, --fps): it still travels with the others, so that it is
+    # written in its place, drawn with the latest answer.
+    skip: bool = False

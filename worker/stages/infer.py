@@ -24,17 +24,17 @@ from typing import Any
 import numpy as np
 import onnx
 
-from worker.errors import ModelError
+from worker.description import Speed
+from worker.errors import FuseError, ModelError
 from worker.models import Engine, Model, fused_cache
 from worker.models.engine import EngineOptions
-from worker.models.fuse import FusedGraph, FuseError, FuseSpec, fuse
+from worker.models.fuse import FusedGraph, FuseSpec, fuse
 from worker.ops.postprocess import classify, segment, shown_from_bits
 from worker.ops.preprocess import InputPlan, preprocess, warp
 from worker.ops.zones import FrameZones
 from worker.stages.frames import Answer
-from worker.stages.speed import Speed
 
-__all__ = ["Inferencer", "fuse_spec", "infer_frames", "plan_for"]
+__all__ = ["Inferencer", "engine_options", "fuse_spec", "infer_frames", "plan_for"]
 
 log = logging.getLogger(__name__)
 Array = np.ndarray[Any, Any]
@@ -53,6 +53,27 @@ def plan_for(model: Model) -> InputPlan:
         crop_from=model.crop_from,
         interpolation=model.interpolation,
     )
+
+
+def engine_options(speed: Speed) -> EngineOptions:
+    """How ONNX Runtime sessions are made, from the speed section (the CUDA and TensorRT
+    fields take effect only where CUDA really loads)."""
+    return EngineOptions(
+        io_binding=speed.io_binding,
+        cudnn_conv_algo_search=speed.cudnn_conv_algo_search,
+        gpu_mem_limit=speed.gpu_mem_limit,
+        cuda_graph=speed.cuda_graph,
+        tensorrt=speed.tensorrt,
+        trt_fp16=speed.trt_fp16,
+        trt_cache=str(speed.trt_cache) if speed.trt_cache is not None else None,
+    )
+
+
+def _cache_dir(speed: Speed) -> str | None:
+    """Where fused graphs are kept between runs (``worker.models.fused_cache``); None: not."""
+    if not speed.fuse_cache:
+        return None
+    return str(speed.cache_dir or fused_cache.default_cache_dir())
 
 
 def fuse_spec(model: Model, *, top_k: int = 5, resize_in_graph: bool = False) -> FuseSpec:
@@ -156,7 +177,8 @@ def _build_fused(
 
 def _build(model: Model, top_k: int, speed: Speed, batch: int) -> _Built:
     spec = fuse_spec(model, top_k=top_k, resize_in_graph=speed.resize_in_graph)
-    key = (speed.fuse, spec if speed.fuse else None, speed.engine)
+    options = engine_options(speed)
+    key = (speed.fuse, spec if speed.fuse else None, options)
     with _BUILT_LOCK:
         built = _BUILT.setdefault(model.engine, {}).get(key)
         if built is not None:
@@ -164,7 +186,7 @@ def _build(model: Model, top_k: int, speed: Speed, batch: int) -> _Built:
         why = "switched off (fuse = false)"
         if speed.fuse:
             try:
-                built = _build_fused(model, spec, speed.engine, batch, speed.cache_dir)
+                built = _build_fused(model, spec, options, batch, _cache_dir(speed))
             except FuseError as e:
                 why = str(e)
                 log.warning(
@@ -173,13 +195,13 @@ def _build(model: Model, top_k: int, speed: Speed, batch: int) -> _Built:
                     why,
                 )
         if built is None:
-            if speed.engine == model.engine.options:
+            if options == model.engine.options:
                 engine = model.engine
             else:
                 engine = model.engine.derive(
                     model.graph.proto.SerializeToString(),
                     name=str(model.path),
-                    options=speed.engine,
+                    options=options,
                 )
             built = _Built(engine, None, why)
         _BUILT[model.engine][key] = built

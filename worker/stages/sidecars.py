@@ -8,7 +8,8 @@
 - **the summary picture**: coverage (or top-1 score) over time per label and per zone, with
   the event spans marked, as a PNG next to the results.
 
-Folders and files appear whole when the run commits, like the video, or not at all.
+Where they go is decided once (``SidecarPaths.plan``); folders and files appear whole when
+the run commits, like the video, or not at all.
 """
 
 from __future__ import annotations
@@ -16,58 +17,169 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from worker.description import Analytics
+from worker.errors import SettingsError
 from worker.models import Model
 from worker.ops.masks import bits_png, indexed_png, rle_per_label
 from worker.ops.postprocess import NO_CLASS
 from worker.ops.rules import Rule
 from worker.stages.atomic import AtomicDir, AtomicFile
 from worker.stages.events import EventLog
-from worker.stages.frames import Answer, Frame
-from worker.stages.writer import Annotator
+from worker.stages.frames import Answer, Item
+from worker.stages.loop import Output, Picture, Record
+from worker.stages.records import MaskMaps
 
-__all__ = ["Sidecars"]
+__all__ = ["SidecarPaths", "Sidecars"]
 
-Array = np.ndarray[Any, Any]
 Emit = Callable[[dict[str, Any]], None]
 
 
+def _is_file_path(path: Path | None) -> bool:
+    return path is not None and str(path) != "-" and not str(path).startswith("/dev/")
+
+
+@dataclass(frozen=True)
+class SidecarPaths:
+    """Where a file run's extra outputs go (None: not written)."""
+
+    masks: Path | str | None = None  # a folder for PNGs, or "rle"
+    events_file: Path | None = None  # events as JSON lines, published with the outputs
+    snapshots: Path | None = None  # a folder for the events' JPEGs
+    picture: Path | None = None  # the summary picture
+
+    @classmethod
+    def plan(
+        cls,
+        analytics: Analytics,
+        *,
+        results: Path,
+        output: Path | None,
+        rules: bool,
+        events_elsewhere: bool = False,
+    ) -> SidecarPaths:
+        """Beside the results (``<stem>.events.jsonl``, ``<stem>.events/``, ``<stem>.masks/``,
+        ``<stem>.png``), or beside the video when the results go to stdout. ``rules``: there
+        are watch rules; ``events_elsewhere``: their events go to a sink of their own
+        (``--events``), not to a file beside the results."""
+        anchor = results if _is_file_path(results) else output if _is_file_path(output) else None
+        stem = anchor.with_suffix("") if anchor is not None else None
+
+        def beside(suffix: str) -> Path | None:
+            return stem.with_name(f"{stem.name}{suffix}") if stem is not None else None
+
+        masks: Path | str | None = None
+        if analytics.masks == "rle":
+            masks = "rle"
+        elif analytics.masks == "png":
+            masks = beside(".masks")
+            if masks is None:
+                raise SettingsError("--masks png: no results or output file to put them beside")
+        elif analytics.masks:
+            masks = Path(analytics.masks)
+        return cls(
+            masks=masks,
+            events_file=beside(".events.jsonl") if rules and not events_elsewhere else None,
+            snapshots=beside(".events") if rules and analytics.snapshots else None,
+            picture=beside(".png") if analytics.picture else None,
+        )
+
+
+class _Masks(Output):
+    """Each processed frame's class map, at the frame's size: a PNG in a folder, or RLE in the
+    frame's record."""
+
+    def __init__(self, model: Model, maps: MaskMaps, folder: AtomicDir | None) -> None:
+        self.model, self.maps, self.folder = model, maps, folder
+
+    def processed(self, item: Item, answer: Answer, record: Record, picture: Picture) -> None:
+        if answer.class_map is None:
+            return  # a classifier has no mask
+        m, frame = self.model, item.frame
+        where = self.maps(frame.image.shape[:2], answer.class_map.shape[:2])
+        bits = answer.bits
+        full_bits = where.restore(bits.astype(np.uint32), fill=0) if bits is not None else None
+        full = where.restore(answer.class_map) if full_bits is None else None
+        if self.folder is None:
+            record["rle"] = rle_per_label(full, full_bits, m.labels)
+            return
+        if full_bits is not None:
+            data = bits_png(full_bits, len(m.labels))
+        else:
+            assert full is not None
+            palette = np.asarray(m.colors[:256], dtype=np.uint8)
+            data = indexed_png(full, palette, transparent=NO_CLASS)
+        (self.folder.temp / f"{frame.index:06d}.png").write_bytes(data)
+        self.folder.used = True
+
+
+class _Series(Output):
+    """Per label and per zone, the values over time the summary picture plots."""
+
+    def __init__(self, labels: Sequence[str]) -> None:
+        self.labels = list(labels)
+        self.series: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        self.zones: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
+
+    def processed(self, item: Item, answer: Answer, record: Record, picture: Picture) -> None:
+        t = item.frame.time
+        if "coverage" in record:
+            for label in self.labels:
+                self.series[label].append((t, float(record["coverage"].get(label, 0.0))))
+        elif record.get("top"):
+            best = record["top"][0]
+            self.series[best["label"]].append((t, float(best["score"])))
+        for zone, value in record.get("zones", {}).items():
+            if "top" in value:
+                if value["top"]:
+                    best = value["top"][0]
+                    self.zones[zone][best["label"]].append((t, float(best["score"])))
+            else:
+                for label in self.labels:
+                    self.zones[zone][label].append((t, float(value.get(label, 0.0))))
+
+
 class Sidecars:
+    """The extra outputs of one file run: ``outputs`` for its frame loop, ``events`` for the
+    watch rules; ``finish`` after the last frame, then ``commit`` (or ``discard``)."""
+
     def __init__(
         self,
         model: Model,
-        annotate: Annotator,
+        maps: MaskMaps,
+        paths: SidecarPaths,
         *,
         input_name: str,
-        masks: Path | str | None = None,
         rules: Sequence[Rule] = (),
         emit: Emit | None = None,
-        events_file: Path | None = None,
-        snapshots: Path | None = None,
-        picture: Path | None = None,
         video: Path | None = None,
     ) -> None:
         self.model = model
-        self.annotate = annotate
-        self.rle = masks == "rle"
         self._opened: list[AtomicDir | AtomicFile] = []
         try:
             self.mask_dir = (
-                self._dir(Path(masks), "masks", r"\d{6,}\.png")
-                if masks is not None and not self.rle
+                self._dir(Path(paths.masks), "masks", r"\d{6,}\.png")
+                if paths.masks is not None and paths.masks != "rle"
                 else None
             )
             self.events_file = (
-                self._file(events_file, "events") if events_file is not None and rules else None
+                self._file(paths.events_file, "events")
+                if paths.events_file is not None and rules
+                else None
             )
             self.snap_dir = (
-                self._dir(snapshots, "snapshots", r"[^/]+\.jpg") if snapshots and rules else None
+                self._dir(paths.snapshots, "snapshots", r"[^/]+\.jpg")
+                if paths.snapshots and rules
+                else None
             )
-            self.picture = self._file(picture, "picture") if picture is not None else None
+            self.picture = self._file(paths.picture, "picture") if paths.picture else None
         except BaseException:
             self.discard()
             raise
@@ -83,12 +195,13 @@ class Sidecars:
             # the input's timestamps.
             locate=(lambda t: {"file": str(video), "offset_s": round(t, 3)}) if video else None,
         )
-        self.series: dict[str, list[tuple[float, float]]] = defaultdict(list)
-        self.zone_series: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(
-            lambda: defaultdict(list)
-        )
         self.spans: list[tuple[float, float, str]] = []
-        self.last_time = 0.0
+        self.series = _Series(model.labels) if self.picture is not None else None
+        self.outputs: list[Output] = []
+        if paths.masks is not None:
+            self.outputs.append(_Masks(model, maps, self.mask_dir))
+        if self.series is not None:
+            self.outputs.append(self.series)
 
     def _dir(self, final: Path, what: str, ours: str) -> AtomicDir:
         d = AtomicDir(final, what, ours)
@@ -112,71 +225,17 @@ class Sidecars:
         if self._emit_to is not None:
             self._emit_to(event)
 
-    # -- per processed frame ---------------------------------------------------------------------
-
-    def frame(
-        self, frame: Frame, answer: Answer, record: dict[str, Any], picture: Callable[[], Array]
-    ) -> None:
-        """After ``record`` was made, before it is written: masks, events, series."""
-        if self.rle or self.mask_dir is not None:
-            self._masks(frame, answer, record)
+    def finish(self, last_time: float) -> None:
+        """The run's frames are done (the last at ``last_time``): close open events, write the
+        files (not yet public)."""
         if self.events:
-            self.events.update(record, frame.time, picture)
-        self.last_time = frame.time
-        if self.picture is not None:
-            self._collect(record, frame.time)
-
-    def _masks(self, frame: Frame, answer: Answer, record: dict[str, Any]) -> None:
-        if answer.class_map is None:
-            return  # a classifier has no mask
-        m = self.model
-        where = self.annotate.mask_map(frame.image.shape[:2], answer.class_map.shape[:2])
-        full_bits = (
-            where.restore(answer.bits.astype(np.uint32), fill=0)
-            if answer.bits is not None
-            else None
-        )
-        full = where.restore(answer.class_map) if full_bits is None else None
-        if self.rle:
-            record["rle"] = rle_per_label(full, full_bits, m.labels)
-        if self.mask_dir is not None:
-            if full_bits is not None:
-                data = bits_png(full_bits, len(m.labels))
-            else:
-                assert full is not None
-                palette = np.asarray(m.colors[:256], dtype=np.uint8)
-                data = indexed_png(full, palette, transparent=NO_CLASS)
-            (self.mask_dir.temp / f"{frame.index:06d}.png").write_bytes(data)
-            self.mask_dir.used = True
-
-    def _collect(self, record: dict[str, Any], t: float) -> None:
-        if "coverage" in record:
-            for label in self.model.labels:
-                self.series[label].append((t, float(record["coverage"].get(label, 0.0))))
-        elif record.get("top"):
-            best = record["top"][0]
-            self.series[best["label"]].append((t, float(best["score"])))
-        for zone, value in record.get("zones", {}).items():
-            if "top" in value:
-                if value["top"]:
-                    best = value["top"][0]
-                    self.zone_series[zone][best["label"]].append((t, float(best["score"])))
-            else:
-                for label in self.model.labels:
-                    self.zone_series[zone][label].append((t, float(value.get(label, 0.0))))
-
-    # -- the end ---------------------------------------------------------------------------------
-
-    def finish(self) -> None:
-        """The run's frames are done: close open events, write the files (not yet public)."""
-        if self.events:
-            self.events.finish(self.last_time)
+            self.events.finish(last_time)
         if self.events_file is not None:
             text = "".join(f"{line}\n" for line in self._lines)
             self.events_file.temp.write_text(text, encoding="utf-8")
         if self.snap_dir is not None and self.events.written:
             self.snap_dir.used = True
-        if self.picture is not None:
+        if self.picture is not None and self.series is not None:
             from worker.ops.plot import run_picture
 
             axis = "top-1 score" if self.model.task == "classify" else "coverage"
@@ -186,8 +245,8 @@ class Sidecars:
                 for i, label in enumerate(self.model.labels)
             }
             picture = run_picture(
-                self.series,
-                self.zone_series,
+                self.series.series,
+                self.series.zones,
                 self.spans,
                 title=self.events.name,
                 y_label=axis,

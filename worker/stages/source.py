@@ -21,9 +21,9 @@ import av.codec.hwaccel
 import av.error
 import numpy as np
 
+from worker.description import HwDecode
 from worker.errors import InputError, InputNotFoundError
 from worker.stages.frames import Frame, VideoInfo
-from worker.stages.speed import HwDecode
 from worker.stages.timing import FrameClock
 
 __all__ = ["VideoSource", "decode_threads", "probe"]

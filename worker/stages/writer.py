@@ -1,8 +1,9 @@
-"""Writer stage: draw each answer on its frame, encode H.264, write one JSON line per frame.
+"""A file run's two main outputs: the annotated video (H.264) and one JSON line per frame.
 
-The encoder opens on the first frame (its size is only known after rotation) and keeps the
-input's timestamps, so variable frame rate survives. Both outputs are ``AtomicFile``s: the
-runner commits them only after every stage finished cleanly.
+Both are outputs of the frame loop (``worker.stages.loop``) and write to ``AtomicFile``s: the
+runner commits them only after every stage finished cleanly. The encoder opens on the first
+frame (its size is only known after rotation) and keeps the input's timestamps, so variable
+frame rate survives.
 """
 
 from __future__ import annotations
@@ -19,145 +20,17 @@ import av.error
 import cv2
 import numpy as np
 
-from worker.errors import InputError, OutputError
-from worker.models import Model
-from worker.ops.overlay import Blender, draw_top, pad_even
-from worker.ops.postprocess import NO_CLASS, MaskMap
-from worker.ops.preprocess import geometry
-from worker.ops.zones import FrameZones, ZoneSet, draw_zones
+from worker.description import Encode, EncoderName
+from worker.errors import OutputError
+from worker.ops.overlay import pad_even
 from worker.stages.atomic import AtomicFile
-from worker.stages.frames import Answer, Frame, VideoInfo
-from worker.stages.speed import Encoder
+from worker.stages.frames import Answer, Frame, Item, VideoInfo
+from worker.stages.loop import Output, Picture, Record
 
-__all__ = ["Annotator", "ResultsWriter", "VideoWriter", "nvenc_unavailable"]
+__all__ = ["ResultsWriter", "VideoWriter", "nvenc_unavailable"]
 
 log = logging.getLogger(__name__)
 Array = np.ndarray[Any, Any]
-
-
-class Annotator:
-    """Turns (frame, answer) into a JSON record and an annotated image, for one model.
-
-    ``record`` and ``draw`` are separate so that a run that encodes no video draws only the
-    frames something asks to see (an event's snapshot); ``__call__`` does both. With zones,
-    records gain per-zone results and the image their outlines and names (``draw_zones``).
-    """
-
-    def __init__(
-        self,
-        model: Model,
-        alpha: float,
-        zones: ZoneSet | None = None,
-        *,
-        draw_zones: bool = True,
-    ) -> None:
-        self.model = model
-        painted = np.zeros(256, dtype=bool)
-        painted[: len(model.labels)] = True
-        if model.background is not None:
-            painted[model.background] = False
-        painted[NO_CLASS] = False
-        self.blend = Blender.build(model.colors, alpha, painted)
-        self.zones = zones if zones else None
-        self.draw_zones = draw_zones
-        self.totals: dict[str, float] = {}
-        self._maps: dict[tuple[tuple[int, int], tuple[int, int]], MaskMap] = {}
-
-    def __call__(self, frame: Frame, answer: Answer) -> tuple[Array, dict[str, Any]]:
-        return self.draw(frame, answer), self.record(frame, answer)
-
-    def frame_zones(self, frame_hw: tuple[int, int]) -> FrameZones | None:
-        """The zones at this frame size (``InputError`` if a pixel zone does not fit it)."""
-        if self.zones is None:
-            return None
-        try:
-            return self.zones.at(frame_hw)
-        except ValueError as e:
-            raise InputError(f"{e}; check the zone against the video's size") from e
-
-    def frame_zones_or_none(self, frame: Frame) -> FrameZones | None:
-        """A classifier's zones for ``frame`` (what ``infer_frames`` crops); None otherwise."""
-        if self.model.task != "classify":
-            return None
-        return self.frame_zones(frame.image.shape[:2])
-
-    def _top(self, answer: Answer) -> list[dict[str, Any]]:
-        m = self.model
-        return [{"label": m.label(i), "index": i, "score": round(s, 6)} for i, s in answer.top]
-
-    def record(self, frame: Frame, answer: Answer) -> dict[str, Any]:
-        """The frame's JSON line (and its share of the run's totals)."""
-        record: dict[str, Any] = {"frame": frame.index, "time": round(frame.time, 6)}
-        m = self.model
-        if m.task == "classify":
-            record["top"] = self._top(answer)
-            if answer.top:
-                best = m.label(answer.top[0][0])
-                self.totals[best] = self.totals.get(best, 0) + 1
-            if answer.zones is not None:
-                record["zones"] = {name: {"top": self._top(a)} for name, a in answer.zones.items()}
-            return record
-        assert answer.class_map is not None
-        small = answer.class_map
-        where = self.mask_map(frame.image.shape[:2], small.shape[:2])
-        if answer.bits is not None:
-            cov = where.coverage_bits(answer.bits, m.labels)
-        else:
-            cov = where.coverage(small, m.labels)
-        record["coverage"] = {k: round(v, 6) for k, v in cov.items()}
-        for k, v in cov.items():
-            self.totals[k] = self.totals.get(k, 0.0) + v
-        fz = self.frame_zones(frame.image.shape[:2])
-        if fz is not None:
-            record["zones"] = {
-                zone: {k: round(v, 6) for k, v in c.items()}
-                for zone, c in fz.coverage(where, m.labels, small, answer.bits).items()
-            }
-        return record
-
-    def draw(self, frame: Frame, answer: Answer) -> Array:
-        """The annotated picture: the mask blended over the frame (or the top labels), and
-        the zones."""
-        m = self.model
-        fz = self.frame_zones(frame.image.shape[:2]) if self.draw_zones else None
-        if m.task == "classify":
-            lines = [f"{m.label(i)} {s:.2f}" for i, s in answer.top]
-            image = draw_top(frame.image, lines)
-            if fz is not None:
-                draw_zones(image, fz, labels=_zone_tops(m, answer))
-            return image
-        assert answer.class_map is not None
-        small = answer.class_map
-        where = self.mask_map(frame.image.shape[:2], small.shape[:2])
-        image = self.blend.over(frame.image, small, where.restore)
-        if fz is not None:
-            draw_zones(image, fz)
-        return image
-
-    def mask_map(self, frame_hw: tuple[int, int], small_hw: tuple[int, int]) -> MaskMap:
-        """Where mask pixels land on the frame: built once per frame size, not per frame."""
-        key = (frame_hw, small_hw)
-        where = self._maps.get(key)
-        if where is None:
-            m = self.model
-            sh, sw = small_hw
-            g = geometry(frame_hw, m.input_hw, m.resize, m.crop_from).then_scale(
-                sw / m.input_hw[1], sh / m.input_hw[0]
-            )
-            if len(self._maps) >= 8:  # sizes changing mid-stream: keep the memory bounded
-                self._maps.clear()
-            where = self._maps[key] = MaskMap.build(g, small_hw, frame_hw)
-        return where
-
-
-def _zone_tops(model: Model, answer: Answer) -> dict[str, str]:
-    """Each zone's best label, as a classifier's zones are drawn."""
-    out = {}
-    for name, a in (answer.zones or {}).items():
-        if a.top:
-            i, score = a.top[0]
-            out[name] = f"{model.label(i)} {score:.2f}"
-    return out
 
 
 @functools.cache
@@ -175,7 +48,7 @@ def nvenc_unavailable() -> str | None:
     return None
 
 
-def _codec(encoder: Encoder) -> str:
+def _codec(encoder: EncoderName) -> str:
     if encoder == "libx264":
         return "libx264"
     why = nvenc_unavailable()
@@ -187,24 +60,16 @@ def _codec(encoder: Encoder) -> str:
     return "libx264"
 
 
-class VideoWriter:
+class VideoWriter(Output):
     """H.264 (libx264 or NVENC, yuv420p) in MP4 with faststart, timestamps copied from the
     input. ``encoder="auto"`` takes NVENC where it opens and libx264 elsewhere."""
 
-    def __init__(
-        self,
-        target: AtomicFile,
-        info: VideoInfo,
-        *,
-        preset: str,
-        crf: int,
-        encoder: Encoder = "libx264",
-    ) -> None:
+    def __init__(self, target: AtomicFile, info: VideoInfo, encode: Encode) -> None:
         self.target = target
         self.info = info
-        self.preset = preset
-        self.crf = crf
-        self.codec = _codec(encoder)
+        self.preset = encode.preset
+        self.crf = encode.crf
+        self.codec = _codec(encode.encoder)
         self.container: Any = None
         self.stream: Any = None
         self.size: tuple[int, int] | None = None  # (w, h) of the encoded stream
@@ -230,6 +95,12 @@ class VideoWriter:
             # Written for GPUs with NVENC; not run in this project's CI (no such GPU).
             s.options = {"preset": "p2", "tune": "hq", "rc": "vbr", "cq": str(self.crf)}
         self.stream, self.size = s, (w, h)
+
+    def processed(self, item: Item, answer: Answer, record: Record, picture: Picture) -> None:
+        self.write(item.frame, picture())
+
+    def skipped(self, item: Item, picture: Picture) -> None:
+        self.write(item.frame, picture())
 
     def write(self, frame: Frame, image: Array) -> None:
         image = pad_even(image)
@@ -267,7 +138,7 @@ class VideoWriter:
             self.container = None
 
 
-class ResultsWriter:
+class ResultsWriter(Output):
     """One JSON object per line, per frame (to standard output for ``-``, a line at a time)."""
 
     def __init__(self, target: AtomicFile) -> None:
@@ -276,6 +147,9 @@ class ResultsWriter:
             self.file: IO[str] = sys.stdout
         else:
             self.file = open(target.temp, "w", encoding="utf-8")  # noqa: SIM115
+
+    def processed(self, item: Item, answer: Answer, record: Record, picture: Picture) -> None:
+        self.write(record)
 
     def write(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, separators=(",", ":")) + "\n"

@@ -1,0 +1,57 @@
+"""The analytics section made real for one model: zones as polygons, watch rules checked
+against the model's labels and the zones defined."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+from worker.description import WatchSpec, ZoneSpec
+from worker.errors import SettingsError
+from worker.models import Model
+from worker.ops.rules import Rule, check_rule, parse_rule
+from worker.ops.zones import Zone, ZoneSet
+
+__all__ = ["rules_for", "zones_for"]
+
+
+def zones_for(specs: Sequence[ZoneSpec], camera: str | None = None) -> ZoneSet | None:
+    """The zones of one input (``camera`` None: the zones that name no camera) or of one
+    camera (its own and those that name none); None if there are none."""
+    chosen = [z for z in specs if z.camera is None or z.camera == camera]
+    names = [z.name for z in chosen]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup is not None:
+        raise SettingsError(f"zones: the name '{dup}' is used twice")
+    zones = [Zone(z.name, tuple(z.points), z.units) for z in chosen]
+    return ZoneSet(zones) if zones else None
+
+
+def rules_for(
+    watch: Sequence[str | WatchSpec],
+    model: Model,
+    zone_names: Collection[str],
+    where: str = "--watch",
+) -> list[Rule]:
+    """The watch rules, checked against the model's labels and the zones defined."""
+    labels = list(model.labels)
+    names = list(zone_names)
+    rules = []
+    for w in watch:
+        try:
+            if isinstance(w, str):
+                rules.append(parse_rule(w, labels, names))
+            else:
+                rule = Rule(
+                    label=w.label,
+                    threshold=w.above,
+                    frames=w.frames,
+                    zone=w.zone,
+                    start_s=w.start_s,
+                    end_s=w.end_s,
+                    min_s=w.min_s,
+                    loiter_s=w.loiter_s,
+                )
+                rules.append(check_rule(rule, labels, names))
+        except ValueError as e:
+            raise SettingsError(f"{where} {e}") from e
+    return rules

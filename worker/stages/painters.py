@@ -1,0 +1,125 @@
+"""Drawing answers onto frames as a list of painters, each painting one thing.
+
+A painter (``paint(scene, frame, answer) -> scene``) paints one kind of thing: the mask, the
+top labels, the zones; boxes and tracks will be painters too. ``Painters`` runs them in
+order over a frame. Painters that make a new picture (``makes_new``: the mask blend, the label
+box) read the frame and never write it; the others paint in place, so ``Painters`` hands them
+a copy of the decoded frame when nothing has made one yet: the decoded frame itself is never
+painted on (the same frame may be drawn again, with the next answer, when frames are skipped).
+
+The maths is in ``worker.ops`` (blending, text, polygons), on plain numpy arrays; what is
+recorded of an answer is ``records``' business, not the painters'.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from worker.description import Look
+from worker.models import Model
+from worker.ops.overlay import Blender, draw_top
+from worker.ops.postprocess import NO_CLASS
+from worker.ops.zones import draw_zones
+from worker.stages.frames import Answer, Frame
+from worker.stages.records import MaskMaps, Recorder
+
+__all__ = ["LabelPainter", "MaskPainter", "Painter", "Painters", "ZonePainter", "painters_for"]
+
+Array = np.ndarray[Any, Any]
+
+
+class Painter(Protocol):
+    #: True: returns a new picture and leaves ``scene`` as it was; False: paints in place.
+    makes_new: bool
+
+    def paint(self, scene: Array, frame: Frame, answer: Answer) -> Array: ...
+
+
+class MaskPainter:
+    """A segmenter's mask, blended over the frame in the card's colours (the background and
+    pixels the model did not see are left as they are)."""
+
+    makes_new = True
+
+    def __init__(self, model: Model, alpha: float, maps: MaskMaps) -> None:
+        painted = np.zeros(256, dtype=bool)
+        painted[: len(model.labels)] = True
+        if model.background is not None:
+            painted[model.background] = False
+        painted[NO_CLASS] = False
+        self.blend = Blender.build(model.colors, alpha, painted)
+        self.maps = maps
+
+    def paint(self, scene: Array, frame: Frame, answer: Answer) -> Array:
+        if answer.class_map is None:
+            return scene
+        small = answer.class_map
+        where = self.maps(scene.shape[:2], small.shape[:2])
+        return self.blend.over(scene, small, where.restore)
+
+
+class LabelPainter:
+    """A classifier's top labels with their scores, in the top-left corner."""
+
+    makes_new = True
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+
+    def paint(self, scene: Array, frame: Frame, answer: Answer) -> Array:
+        m = self.model
+        return draw_top(scene, [f"{m.label(i)} {s:.2f}" for i, s in answer.top])
+
+
+class ZonePainter:
+    """Zone outlines and names; for a classifier, each zone's best label after its name."""
+
+    makes_new = False
+
+    def __init__(self, model: Model, recorder: Recorder, line_width: int = 0) -> None:
+        self.model = model
+        self.recorder = recorder
+        self.line_width = line_width
+
+    def paint(self, scene: Array, frame: Frame, answer: Answer) -> Array:
+        fz = self.recorder.frame_zones(scene.shape[:2])
+        if fz is None:
+            return scene
+        labels = None
+        if self.model.task == "classify":
+            labels = {}
+            for name, a in (answer.zones or {}).items():
+                if a.top:
+                    i, score = a.top[0]
+                    labels[name] = f"{self.model.label(i)} {score:.2f}"
+        return draw_zones(scene, fz, labels=labels, line_width=self.line_width)
+
+
+class Painters:
+    """Painters run in order over a frame: ``draw(frame, answer)`` is the annotated picture."""
+
+    def __init__(self, painters: Sequence[Painter]) -> None:
+        self.painters = list(painters)
+
+    def draw(self, frame: Frame, answer: Answer) -> Array:
+        scene = frame.image
+        for p in self.painters:
+            if not p.makes_new and scene is frame.image:
+                scene = scene.copy()  # never paint on the decoded frame itself
+            scene = p.paint(scene, frame, answer)
+        return scene
+
+
+def painters_for(model: Model, look: Look, recorder: Recorder) -> Painters:
+    """What a run draws: the mask or the top labels, then the zones (unless switched off)."""
+    painters: list[Painter] = []
+    if model.task == "segment":
+        painters.append(MaskPainter(model, look.alpha, recorder.maps))
+    else:
+        painters.append(LabelPainter(model))
+    if recorder.zones is not None and look.draw_zones:
+        painters.append(ZonePainter(model, recorder, look.line_width))
+    return Painters(painters)

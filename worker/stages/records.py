@@ -1,0 +1,112 @@
+"""What is recorded of each answer: the frame's JSON record and the run's totals.
+
+Separate from drawing (``painters``): a run that encodes no video draws only the frames
+something asks to see, and records every one. Both map model-resolution masks onto frames
+through the same ``MaskMaps``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.errors import InputError
+from worker.models import Model
+from worker.ops.postprocess import MaskMap
+from worker.ops.preprocess import geometry
+from worker.ops.zones import FrameZones, ZoneSet
+from worker.stages.frames import Answer, Frame
+
+__all__ = ["MaskMaps", "Recorder"]
+
+
+class MaskMaps:
+    """Where a model-resolution mask lands on a frame, built once per (frame size, mask size),
+    not per frame."""
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self._maps: dict[tuple[tuple[int, int], tuple[int, int]], MaskMap] = {}
+
+    def __call__(self, frame_hw: tuple[int, int], small_hw: tuple[int, int]) -> MaskMap:
+        key = (frame_hw, small_hw)
+        where = self._maps.get(key)
+        if where is None:
+            m = self.model
+            sh, sw = small_hw
+            g = geometry(frame_hw, m.input_hw, m.resize, m.crop_from).then_scale(
+                sw / m.input_hw[1], sh / m.input_hw[0]
+            )
+            if len(self._maps) >= 8:  # sizes changing mid-stream: keep the memory bounded
+                self._maps.clear()
+            where = self._maps[key] = MaskMap.build(g, small_hw, frame_hw)
+        return where
+
+
+class Recorder:
+    """Turns (frame, answer) into the frame's JSON record, and adds it to the totals. With
+    zones, records gain per-zone results."""
+
+    def __init__(self, model: Model, zones: ZoneSet | None, maps: MaskMaps | None = None) -> None:
+        self.model = model
+        self.zones = zones if zones else None
+        self.maps = maps or MaskMaps(model)
+        self.totals: dict[str, float] = {}
+        self.processed = 0
+
+    def frame_zones(self, frame_hw: tuple[int, int]) -> FrameZones | None:
+        """The zones at this frame size (``InputError`` if a pixel zone does not fit it)."""
+        if self.zones is None:
+            return None
+        try:
+            return self.zones.at(frame_hw)
+        except ValueError as e:
+            raise InputError(f"{e}; check the zone against the video's size") from e
+
+    def zones_to_classify(self, frame: Frame) -> FrameZones | None:
+        """A classifier's zones for ``frame`` (each is cropped and classified); else None."""
+        if self.model.task != "classify":
+            return None
+        return self.frame_zones(frame.image.shape[:2])
+
+    def _top(self, answer: Answer) -> list[dict[str, Any]]:
+        m = self.model
+        return [{"label": m.label(i), "index": i, "score": round(s, 6)} for i, s in answer.top]
+
+    def record(self, frame: Frame, answer: Answer) -> dict[str, Any]:
+        """The frame's JSON line (and its share of the run's totals)."""
+        record: dict[str, Any] = {"frame": frame.index, "time": round(frame.time, 6)}
+        self.processed += 1
+        m = self.model
+        if m.task == "classify":
+            record["top"] = self._top(answer)
+            if answer.top:
+                best = m.label(answer.top[0][0])
+                self.totals[best] = self.totals.get(best, 0) + 1
+            if answer.zones is not None:
+                record["zones"] = {name: {"top": self._top(a)} for name, a in answer.zones.items()}
+            return record
+        assert answer.class_map is not None
+        small = answer.class_map
+        where = self.maps(frame.image.shape[:2], small.shape[:2])
+        if answer.bits is not None:
+            cov = where.coverage_bits(answer.bits, m.labels)
+        else:
+            cov = where.coverage(small, m.labels)
+        record["coverage"] = {k: round(v, 6) for k, v in cov.items()}
+        for k, v in cov.items():
+            self.totals[k] = self.totals.get(k, 0.0) + v
+        fz = self.frame_zones(frame.image.shape[:2])
+        if fz is not None:
+            record["zones"] = {
+                zone: {k: round(v, 6) for k, v in c.items()}
+                for zone, c in fz.coverage(where, m.labels, small, answer.bits).items()
+            }
+        return record
+
+    def summary(self) -> dict[str, float]:
+        """The run's totals: mean coverage per label (segment), frames per top label
+        (classify)."""
+        if self.model.task != "segment":
+            return dict(self.totals)
+        n = max(self.processed, 1)
+        return {k: round(v / n, 6) for k, v in self.totals.items()}
