@@ -76,6 +76,32 @@ def _bound(ctx: Mapping[str, Any]) -> str:
     return " and ".join(f"{words[k]} {ctx[k]}" for k in ("gt", "ge", "lt", "le") if k in ctx)
 
 
+_BOUNDS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+#: Error kinds said in one sentence each; ``{got}`` is ", got <value>", the rest the error's
+#: context.
+_SAID: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("missing",), "is required"),
+    (("literal_error",), "expected {expected}{got}"),
+    (("finite_number",), "expected a finite number{got}"),
+    (("int_parsing", "int_type", "int_from_float"), "expected a whole number{got}"),
+    (("float_parsing", "float_type"), "expected a number{got}"),
+    (("bool_parsing", "bool_type"), "expected true or false{got}"),
+    (("string_type",), "expected text{got}"),
+    (("list_type", "tuple_type"), "expected a list{got}"),
+    (
+        ("dict_type", "model_type", "model_attributes_type"),
+        "expected a table of keys and values{got}",
+    ),
+    (("json_invalid", "json_type"), "expected JSON ({error})"),
+    (("string_pattern_mismatch",), "{value} does not have the expected form ({pattern})"),
+    (("string_too_long",), "expected at most {max_length} characters"),
+    (("string_too_short",), "expected at least {min_length} characters"),
+)
+
+
+_DEFAULTS = {"expected": "one of the listed values", "error": "not valid JSON", "pattern": None}
+
+
 def plain(
     err: Mapping[str, Any],
     *,
@@ -105,43 +131,19 @@ def plain(
     if index is not None and lengths is not None:
         size = lengths[loc[-1]]
         return where, f"expected {size} values" + (f", got {index}" if kind == "missing" else "")
-    if kind == "missing":
-        return where, "is required"
     if kind in ("too_short", "too_long"):
         n = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
         exact = lengths.get(loc[-1]) if lengths and loc else None
         need = f"{exact}" if exact else f"at least {n}" if kind == "too_short" else f"at most {n}"
         return where, f"expected {need} values, got {ctx.get('actual_length', '?')}"
-    if kind == "literal_error":
-        return where, f"expected {ctx.get('expected', 'one of the listed values')}{got}"
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+    if kind in _BOUNDS:
         if isinstance(value, float) and math.isnan(value):
             return where, "expected a number, got nan"
         return where, f"expected a number {_bound(ctx)}{got}"
-    if kind == "finite_number":
-        return where, f"expected a finite number{got}"
-    if kind in ("int_parsing", "int_type", "int_from_float"):
-        return where, f"expected a whole number{got}"
-    if kind in ("float_parsing", "float_type"):
-        return where, f"expected a number{got}"
-    if kind in ("bool_parsing", "bool_type"):
-        return where, f"expected true or false{got}"
-    if kind == "string_type":
-        return where, f"expected text{got}"
-    if kind in ("list_type", "tuple_type"):
-        return where, f"expected a list{got}"
-    if kind in ("dict_type", "model_type", "model_attributes_type"):
-        return where, f"expected a table of keys and values{got}"
-    if kind in ("json_invalid", "json_type"):
-        return where, f"expected JSON ({ctx.get('error', 'not valid JSON')})"
-    if kind == "string_pattern_mismatch":
-        return where, f"{_shown(value)} does not have the expected form ({ctx.get('pattern')})"
-    if kind == "string_too_long":
-        return where, f"expected at most {ctx.get('max_length')} characters"
-    if kind == "string_too_short":
-        return where, f"expected at least {ctx.get('min_length')} characters"
     if kind == "value_error":
-        msg = str(err.get("msg", ""))
-        return where, msg.removeprefix("Value error, ")
+        return where, str(err.get("msg", "")).removeprefix("Value error, ")
+    for kinds, text in _SAID:
+        if kind in kinds:
+            return where, text.format_map({**_DEFAULTS, **ctx, "got": got, "value": _shown(value)})
     msg = str(err.get("msg", "invalid value"))
     return where, msg[:1].lower() + msg[1:] + got

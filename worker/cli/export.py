@@ -114,7 +114,7 @@ def _labels(path: Path) -> tuple[str, ...]:
 
 
 def _card_flags(args: argparse.Namespace) -> dict[str, Any]:
-    from worker.export.steps import CARD_FLAGS
+    from worker.export.request import CARD_FLAGS
 
     card: dict[str, Any] = {}
     if args.scale is not None:
@@ -151,7 +151,8 @@ def _require_torch() -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     _require_torch()
-    from worker.export.steps import ExportRequest, export_model
+    from worker.export.request import ExportRequest
+    from worker.export.steps import export_model
 
     shape = _ints(args.input_shape, "--input-shape")
     if len(shape) != 4:

@@ -15,19 +15,28 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 import onnx.checker
 import onnx.helper
-from pydantic import ValidationError
 
 from worker.errors import ExportError, ModelError, ShapeMismatch, VerificationError
 from worker.export.checkpoint import build_network, check_eval_mode, load_weights
-from worker.export.exporter import export_onnx, first_line, opset_range, simplify, warning_lines
+from worker.export.exporter import export_onnx, first_line, simplify, warning_lines
+from worker.export.request import (
+    DIMS,
+    ExportRequest,
+    card_fields,
+    describe_tensor,
+    input_axes,
+    output_axes,
+    output_classes,
+    validate_request,
+    verify_shapes,
+)
 from worker.export.verify import (
     Check,
     Reference,
@@ -47,138 +56,9 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["CARD_FLAGS", "DIMS", "ExportRequest", "export_model", "opset_range"]
+__all__ = ["export_model"]
 
 Array = np.ndarray[Any, Any]
-Dim = Literal["batch", "height", "width"]
-DIMS: tuple[Dim, ...] = ("batch", "height", "width")
-#: Card fields a user sets with flags; the rest of the card follows from the model.
-CARD_FLAGS = (
-    "color_order",
-    "scale",
-    "mean",
-    "std",
-    "resize",
-    "interpolation",
-    "crop_from",
-    "activation",
-)
-
-
-@dataclass(frozen=True)
-class ExportRequest:
-    factory: str  # module:function returning an nn.Module
-    weights: Path
-    input_shape: tuple[int, int, int, int]  # NCHW or NHWC: the 3-channel axis tells
-    output: Path  # models/m.onnx; the card goes beside it (models/m.json)
-    dynamic: frozenset[str] = frozenset({"batch"})
-    opset: int = 17
-    task: Literal["segment", "classify"] | None = None
-    labels: tuple[str, ...] | None = None
-    card: Mapping[str, Any] = field(default_factory=dict)  # CARD_FLAGS the user gave
-    samples: Path | None = None
-    rtol: float = 1e-3  # outputs match within atol + rtol * |PyTorch's| (torch.onnx's guide)
-    atol: float = 1e-5
-    min_agreement: float = 0.99  # the worker's answers (top-1, mask pixels) that must match
-    simplify: bool = True
-    half: bool = False  # float16 weights and activations (inputs and outputs stay float32)
-    quantize: Literal["int8"] | None = None  # static QDQ, calibrated on the samples
-    factory_kwargs: Mapping[str, Any] = field(default_factory=dict)
-    trust_weights: bool = False
-    input_name: str = "image"
-    output_name: str = "output"
-
-    @property
-    def layout(self) -> Literal["NCHW", "NHWC"]:
-        return "NCHW" if self.input_shape[1] == 3 else "NHWC"
-
-    @property
-    def hw(self) -> tuple[int, int]:
-        s = self.input_shape
-        return (s[2], s[3]) if self.layout == "NCHW" else (s[1], s[2])
-
-
-def _validate(req: ExportRequest) -> ModelCard:
-    """Refuse bad requests before any work; returns the card the flags describe."""
-    s = req.input_shape
-    if len(s) != 4 or any(d < 1 for d in s) or 3 not in (s[1], s[3]):
-        raise ExportError(
-            f"--input-shape {','.join(map(str, s))}: expected 4 positive sizes with 3 colour "
-            "channels, N,3,H,W (NCHW) or N,H,W,3 (NHWC), e.g. 1,3,512,512"
-        )
-    unknown = sorted(set(req.dynamic) - set(DIMS))
-    if unknown:
-        raise ExportError(
-            f"--dynamic {','.join(unknown)}: unknown; choose from {', '.join(DIMS)} (or none)"
-        )
-    low, high = opset_range()
-    if not low <= req.opset <= high:
-        raise ExportError(f"--opset {req.opset}: this torch exports opsets {low} to {high}")
-    if req.output.suffix.lower() != ".onnx":
-        raise ExportError(f"--output '{req.output}': expected a path ending in .onnx")
-    for flag, value in (("--rtol", req.rtol), ("--atol", req.atol)):
-        if not 0 <= value < float("inf"):
-            raise ExportError(f"{flag} {value:g}: expected a number, 0 or more")
-    if req.rtol == 0 and req.atol == 0:
-        raise ExportError("--rtol and --atol are both 0: give at least one a positive value")
-    if req.half and req.quantize:
-        raise ExportError("--half and --quantize: choose one")
-    if req.quantize and req.samples is None:
-        raise ExportError(
-            "--quantize int8 needs --samples DIR: images like the ones the model will see, "
-            "to calibrate the int8 ranges"
-        )
-    if not 0 < req.min_agreement <= 1:
-        raise ExportError(
-            f"--min-agreement {req.min_agreement:g}: expected a fraction above 0, at most 1"
-        )
-    if not req.input_name or not req.output_name or req.input_name == req.output_name:
-        raise ExportError("--input-name and --output-name must be two different names")
-    try:
-        return ModelCard.model_validate({"task": req.task, "labels": req.labels, **req.card})
-    except ValidationError as e:
-        err = e.errors()[0]
-        name = str(err["loc"][0]) if err["loc"] else "card"
-        raise ExportError(f"--{name.replace('_', '-')}: {err['msg']}") from e
-
-
-def _output_axes(rank: int, req: ExportRequest) -> dict[int, str]:
-    axes = {0: "batch"} if "batch" in req.dynamic else {}
-    spatial = {"height", "width"} & req.dynamic
-    if rank >= 3 and spatial:
-        h_axis = rank - 2  # [N,C,h,w] or [N,h,w]
-        if "height" in spatial:
-            axes[h_axis] = "out_height"
-        if "width" in spatial:
-            axes[h_axis + 1] = "out_width"
-    return axes
-
-
-def _classes(shape: tuple[int, ...], integer: bool) -> int | None:
-    """Labels a card needs for this output: None where the output cannot say (class maps)."""
-    if len(shape) == 2:
-        return shape[1]
-    if integer:
-        return None
-    if len(shape) == 3 or shape[1] == 1:
-        return 2  # a single map thresholded: background and the class
-    return shape[1]
-
-
-def _verify_shapes(req: ExportRequest) -> list[tuple[int, int, int]]:
-    n, (h, w) = req.input_shape[0], req.hw
-    shapes = [(n, h, w)]
-    if "batch" in req.dynamic:
-        shapes.append((2 if n != 2 else 3, h, w))
-    if {"height", "width"} & req.dynamic:
-        shapes.append(
-            (
-                1 if "batch" in req.dynamic else n,
-                2 * h if "height" in req.dynamic else h,
-                2 * w if "width" in req.dynamic else w,
-            )
-        )
-    return shapes
 
 
 def _choose_output(raw: Any) -> tuple[torch.Tensor, str | int | None]:
@@ -218,31 +98,6 @@ def _selected(net: nn.Module, pick: str | int | None) -> nn.Module:
     return Selected().eval()
 
 
-def _card(base: ModelCard, task: str, req: ExportRequest) -> dict[str, Any]:
-    """The card written beside the model: how to preprocess, spelled out even where it is
-    the default, so the file says it without the reader knowing our defaults."""
-    card: dict[str, Any] = {"task": task}
-    if req.labels is not None:
-        card["labels"] = list(req.labels)
-    card.update(
-        color_order=base.color_order,
-        scale=base.scale,
-        mean=list(base.mean),
-        std=list(base.std),
-        resize=base.resize,
-    )
-    if {"height", "width"} & req.dynamic:
-        card["input_size"] = list(req.hw)  # the graph cannot say: the export size
-    for name in ("interpolation", "crop_from", "activation"):
-        if name in req.card:
-            card[name] = getattr(base, name)
-    return card
-
-
-def _describe(name: str, shape: tuple[int, ...], axes: Mapping[int, str]) -> str:
-    return f"{name}[{','.join(axes.get(i, str(d)) for i, d in enumerate(shape))}]"
-
-
 def _reference(module: nn.Module) -> Reference:
     """PyTorch's answer to a preprocessed batch, as numpy: what the export is checked against."""
     import torch
@@ -274,7 +129,7 @@ def _verify_as_worker_reads(
     traced = tuple(req.input_shape)
     try:
         checks = verify(
-            model, _reference(module), _verify_shapes(req), samples, rtol=req.rtol, atol=req.atol
+            model, _reference(module), verify_shapes(req), samples, rtol=req.rtol, atol=req.atol
         )
     except ShapeMismatch as e:
         hint = ""
@@ -348,7 +203,7 @@ def _reduce(
     except ModelError as e:
         raise ExportError(f"{what}: worker run would refuse the converted model: {e}") from e
     checks = verify(
-        model, _reference(module), _verify_shapes(req), images, rtol=req.rtol, atol=req.atol
+        model, _reference(module), verify_shapes(req), images, rtol=req.rtol, atol=req.atol
     )
     judged = [c for c in checks if c.inputs == "samples"] or checks
     low = [c for c in judged if c.agreement < req.min_agreement]
@@ -375,7 +230,7 @@ def export_model(req: ExportRequest) -> dict[str, Any]:
     ``ExportError`` (``VerificationError`` for answers too far apart) with the reason."""
     import torch
 
-    base = _validate(req)
+    base = validate_request(req)
     with warnings.catch_warnings(record=True) as caught:
         # Every warning is collected and reported, except the exporter's notes on itself.
         warnings.simplefilter("always")
@@ -388,6 +243,27 @@ def export_model(req: ExportRequest) -> dict[str, Any]:
             raise
     report["warnings"] = warning_lines(caught) + report["warnings"]
     return report
+
+
+def _check_output(
+    req: ExportRequest, shape: tuple[int, ...], *, integer: bool, dtype: Any
+) -> str:
+    """The task the output serves (``--task``, else from its rank); ``ExportError`` if the
+    output cannot serve it or the labels do not fit it."""
+    task = req.task or ("classify" if len(shape) == 2 else "segment")
+    fits = len(shape) == 2 and not integer if task == "classify" else len(shape) in (3, 4)
+    if not fits:
+        needs = "[N,C] scores" if task == "classify" else "[N,C,H,W], [N,1,H,W] or [N,H,W]"
+        raise ExportError(
+            f"the model's output is shaped {list(shape)} ({dtype}); --task {task} needs {needs}"
+        )
+    classes = output_classes(shape, integer)
+    if req.labels is not None and classes is not None and len(req.labels) != classes:
+        raise ExportError(
+            f"--labels: {len(req.labels)} labels, but the model's output {list(shape)} has "
+            f"{classes} classes"
+        )
+    return task
 
 
 def _export_and_verify(req: ExportRequest, base: ModelCard, torch_version: str) -> dict[str, Any]:
@@ -435,29 +311,10 @@ def _export_and_verify(req: ExportRequest, base: ModelCard, torch_version: str) 
         ) from e
 
     shape = tuple(int(d) for d in chosen.shape)
-    integer = not chosen.is_floating_point()
-    task = req.task or ("classify" if len(shape) == 2 else "segment")
-    fits = len(shape) == 2 and not integer if task == "classify" else len(shape) in (3, 4)
-    if not fits:
-        needs = "[N,C] scores" if task == "classify" else "[N,C,H,W], [N,1,H,W] or [N,H,W]"
-        raise ExportError(
-            f"the model's output is shaped {list(shape)} ({chosen.dtype}); --task {task} "
-            f"needs {needs}"
-        )
-    classes = _classes(shape, integer)
-    if req.labels is not None and classes is not None and len(req.labels) != classes:
-        raise ExportError(
-            f"--labels: {len(req.labels)} labels, but the model's output {list(shape)} has "
-            f"{classes} classes"
-        )
+    task = _check_output(req, shape, integer=not chosen.is_floating_point(), dtype=chosen.dtype)
 
-    in_axes = {0: "batch"} if "batch" in req.dynamic else {}
-    h_axis = 2 if req.layout == "NCHW" else 1
-    if "height" in req.dynamic:
-        in_axes[h_axis] = "height"
-    if "width" in req.dynamic:
-        in_axes[h_axis + 1] = "width"
-    out_axes = _output_axes(len(shape), req)
+    in_axes = input_axes(req)
+    out_axes = output_axes(len(shape), req)
     proto = export_onnx(
         module,
         dummy,
@@ -474,7 +331,7 @@ def _export_and_verify(req: ExportRequest, base: ModelCard, torch_version: str) 
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset != req.opset:
         raise ExportError(f"the exported model declares opset {opset}, not {req.opset}")
-    card = _card(base, task, req)
+    card = card_fields(base, task, req)
     onnx.helper.set_model_props(
         proto,
         {
@@ -534,8 +391,8 @@ def _export_and_verify(req: ExportRequest, base: ModelCard, torch_version: str) 
         "exporter": f"torch {torch_version} torch.onnx.export (TorchScript)",
         "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
         "opset": opset,
-        "input": _describe(req.input_name, req.input_shape, in_axes),
-        "output": _describe(req.output_name, shape, out_axes),
+        "input": describe_tensor(req.input_name, req.input_shape, in_axes),
+        "output": describe_tensor(req.output_name, shape, out_axes),
         "output_selected": None if pick is None else f"[{pick!r}]",
         "dynamic": [d for d in DIMS if d in req.dynamic],
         "simplified_with": simplifier,

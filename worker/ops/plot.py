@@ -195,38 +195,8 @@ def _draw_panel(
         _text(img, _fit(panel.y_label, pw // 2, _SMALL), (x0 + pw - label_w, head), _SMALL, _MUTED)
 
     # Bands first, so grid and lines stay visible through them.
-    tints: dict[str, RGB] = {}
-    bands = []
-    for start, end, label in panel.spans:
-        a, b = sorted((float(start), float(end)))
-        if not (math.isfinite(a) and math.isfinite(b)):
-            continue
-        left, right = (round(float(v)) for v in xs(np.array([a, b])))
-        tint = tints.setdefault(label, _SPAN_TINTS[len(tints) % len(_SPAN_TINTS)])
-        roi = img[y0 : y0 + ph, left : right + 1]
-        roi[:] = roi * (1 - _SPAN_ALPHA) + np.array(tint[::-1]) * _SPAN_ALPHA + 0.5
-        bands.append((left, right, label, tint))
-
-    for v in (0.25, 0.5, 0.75):
-        yy = round(float(ys(np.array(v))))
-        cv2.line(img, (x0, yy), (x0 + pw - 1, yy), _GRID, 1)
-    # The axis caption sits right-aligned among the tick labels; those it would cover go.
-    room = x0 + pw - cv2.getTextSize(caption, _FONT, _SMALL, 1)[0][0] if caption else 1 << 30
-    if caption:
-        _text(img, caption, (room, y0 + ph + 17), _SMALL, _MUTED)
-    ticks, fmt = _ticks(t0, t1, max(2, pw // 120))
-    for t in ticks:
-        xx = round(float(xs(np.array(t))))
-        cv2.line(img, (xx, y0), (xx, y0 + ph - 1), _GRID, 1)
-        cv2.line(img, (xx, y0 + ph), (xx, y0 + ph + 4), _AXIS, 1)
-        s = fmt(t)
-        sw = cv2.getTextSize(s, _FONT, _SMALL, 1)[0][0]
-        if xx + sw // 2 < room - 10:
-            _text(img, s, (xx - sw // 2, y0 + ph + 17), _SMALL, _MUTED)
-    for v, s in ((0.0, "0"), (0.25, "0.25"), (0.5, "0.5"), (0.75, "0.75"), (1.0, "1")):
-        yy = round(float(ys(np.array(v))))
-        sw = cv2.getTextSize(s, _FONT, _SMALL, 1)[0][0]
-        _text(img, s, (x0 - sw - 6, yy + 5), _SMALL, _MUTED)
+    bands = _draw_bands(img, panel, xs, box)
+    _draw_grid(img, box, axis, xs, ys, caption)
 
     # The frame before the lines: a value of 0, the most common coverage, stays visible.
     cv2.rectangle(img, (x0, y0), (x0 + pw - 1, y0 + ph - 1), _AXIS, 1)
@@ -250,6 +220,52 @@ def _draw_panel(
             _text(img, shown, (x + _SWATCH + 6, y), _SMALL, _TEXT)
             x += w
         y += _ROW_H
+
+
+def _draw_bands(
+    img: Array, panel: Panel, xs: Any, box: tuple[int, int, int, int]
+) -> list[tuple[int, int, str, RGB]]:
+    """The event spans as tinted bands, one tint per label; (left, right, label, tint) each."""
+    _x0, y0, _pw, ph = box
+    tints: dict[str, RGB] = {}
+    bands = []
+    for start, end, label in panel.spans:
+        a, b = sorted((float(start), float(end)))
+        if not (math.isfinite(a) and math.isfinite(b)):
+            continue
+        left, right = (round(float(v)) for v in xs(np.array([a, b])))
+        tint = tints.setdefault(label, _SPAN_TINTS[len(tints) % len(_SPAN_TINTS)])
+        roi = img[y0 : y0 + ph, left : right + 1]
+        roi[:] = roi * (1 - _SPAN_ALPHA) + np.array(tint[::-1]) * _SPAN_ALPHA + 0.5
+        bands.append((left, right, label, tint))
+    return bands
+
+
+def _draw_grid(
+    img: Array, box: tuple[int, int, int, int], axis: _Axis, xs: Any, ys: Any, caption: str
+) -> None:
+    """Grid lines, time ticks with their labels, the value labels and the axis caption."""
+    x0, y0, pw, ph = box
+    for v in (0.25, 0.5, 0.75):
+        yy = round(float(ys(np.array(v))))
+        cv2.line(img, (x0, yy), (x0 + pw - 1, yy), _GRID, 1)
+    # The axis caption sits right-aligned among the tick labels; those it would cover go.
+    room = x0 + pw - cv2.getTextSize(caption, _FONT, _SMALL, 1)[0][0] if caption else 1 << 30
+    if caption:
+        _text(img, caption, (room, y0 + ph + 17), _SMALL, _MUTED)
+    ticks, fmt = _ticks(axis.t0, axis.t1, max(2, pw // 120))
+    for t in ticks:
+        xx = round(float(xs(np.array(t))))
+        cv2.line(img, (xx, y0), (xx, y0 + ph - 1), _GRID, 1)
+        cv2.line(img, (xx, y0 + ph), (xx, y0 + ph + 4), _AXIS, 1)
+        s = fmt(t)
+        sw = cv2.getTextSize(s, _FONT, _SMALL, 1)[0][0]
+        if xx + sw // 2 < room - 10:
+            _text(img, s, (xx - sw // 2, y0 + ph + 17), _SMALL, _MUTED)
+    for v, s in ((0.0, "0"), (0.25, "0.25"), (0.5, "0.5"), (0.75, "0.75"), (1.0, "1")):
+        yy = round(float(ys(np.array(v))))
+        sw = cv2.getTextSize(s, _FONT, _SMALL, 1)[0][0]
+        _text(img, s, (x0 - sw - 6, yy + 5), _SMALL, _MUTED)
 
 
 def _draw_series(img: Array, tv: Array, xs: Any, ys: Any, bgr: tuple[int, ...], gap: float) -> None:

@@ -75,30 +75,34 @@ def _public(job: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def dashboard_routes(queue: Queue, output_root: Path) -> Router:
-    routes = Router()
-    asset_routes(routes)
-    where = describe_url(queue.settings.redis_url.get_secret_value())
-    series_cache: dict[tuple[str, float], dict[str, Any]] = {}
+class _Dashboard:
+    """The dashboard's answers, over one queue and the output root its files lie in."""
 
-    def unavailable(e: Exception) -> Response:
-        return json_response({"error": f"Redis at {where}: unreachable ({e})"}, 503)
+    def __init__(self, queue: Queue, output_root: Path) -> None:
+        self.queue = queue
+        self.output_root = output_root
+        self.where = describe_url(queue.settings.redis_url.get_secret_value())
+        self.series_cache: dict[tuple[str, float], dict[str, Any]] = {}
 
-    def overview(_: Request) -> Response:
+    def unavailable(self, e: Exception) -> Response:
+        return json_response({"error": f"Redis at {self.where}: unreachable ({e})"}, 503)
+
+    def overview(self, _: Request) -> Response:
+        q = self.queue
         try:
             return json_response(
                 {
-                    "queue": queue.settings.queue,
-                    "redis": where,
-                    "depth": queue.depth(),
-                    "waiting": queue.waiting(),
-                    "workers": read_workers(queue.client, queue.keys),
+                    "queue": q.settings.queue,
+                    "redis": self.where,
+                    "depth": q.depth(),
+                    "waiting": q.waiting(),
+                    "workers": read_workers(q.client, q.keys),
                 }
             )
         except TRANSIENT as e:
-            return unavailable(e)
+            return self.unavailable(e)
 
-    def jobs(req: Request) -> Response:
+    def jobs(self, req: Request) -> Response:
         state = req.arg("state") or None
         if state is not None and state not in STATES:
             return Response(400, f"state: expected one of {', '.join(STATES)}\n".encode())
@@ -107,19 +111,19 @@ def dashboard_routes(queue: Queue, output_root: Path) -> Router:
         except ValueError:
             return Response(400, b"limit: expected a whole number\n")
         try:
-            found = queue.jobs(state, limit=limit)
+            found = self.queue.jobs(state, limit=limit)
         except TRANSIENT as e:
-            return unavailable(e)
+            return self.unavailable(e)
         return json_response({"jobs": [_public(j) for j in found]})
 
-    def job_file(req: Request) -> Response:
+    def job_file(self, req: Request) -> Response:
         if len(req.segments) != 2 or not _JOB_ID.match(req.segments[0]):
             return not_found()
         job_id, what = req.segments
         try:
-            found = queue.client.hget(queue.keys.job(job_id), "result")
+            found = self.queue.client.hget(self.queue.keys.job(job_id), "result")
         except TRANSIENT as e:
-            return unavailable(e)
+            return self.unavailable(e)
         try:
             result = json.loads(found) if found else None
         except json.JSONDecodeError:
@@ -127,25 +131,32 @@ def dashboard_routes(queue: Queue, output_root: Path) -> Router:
         if not isinstance(result, dict):
             return not_found("no outputs (yet)")
         if what == "video":
-            path = output_path(output_root, result.get("output"))
+            path = output_path(self.output_root, result.get("output"))
             if path is None or path.suffix.lower() != ".mp4" or not path.is_file():
                 return not_found("no video")
             return file_response(path, req, "video/mp4")
         if what == "series":
-            path = output_path(output_root, result.get("results"))
-            if path is None or not path.is_file():
-                return not_found("no results")
-            key = (str(path), path.stat().st_mtime)
-            if key not in series_cache:
-                if len(series_cache) > 64:
-                    series_cache.clear()
-                series_cache[key] = read_series(path)
-            return json_response(series_cache[key])
+            return self.series(output_path(self.output_root, result.get("results")))
         return not_found()
 
+    def series(self, path: Path | None) -> Response:
+        if path is None or not path.is_file():
+            return not_found("no results")
+        key = (str(path), path.stat().st_mtime)
+        if key not in self.series_cache:
+            if len(self.series_cache) > 64:
+                self.series_cache.clear()
+            self.series_cache[key] = read_series(path)
+        return json_response(self.series_cache[key])
+
+
+def dashboard_routes(queue: Queue, output_root: Path) -> Router:
+    d = _Dashboard(queue, output_root)
+    routes = Router()
+    asset_routes(routes)
     routes.add("/", lambda _: page("dashboard.html"))
-    routes.add("/api/queue", overview)
-    routes.add("/api/jobs", jobs)
-    routes.add("/jobs/", job_file)
+    routes.add("/api/queue", d.overview)
+    routes.add("/api/jobs", d.jobs)
+    routes.add("/jobs/", d.job_file)
     routes.add("/healthz", lambda _: json_response({"ok": True}))
     return routes

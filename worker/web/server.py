@@ -12,16 +12,20 @@ folder. Files are served with HTTP range requests, so a browser's video element 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import mimetypes
 import re
+import socket
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from worker.errors import WorkerError
@@ -43,8 +47,18 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+=,@-]{0,254}$")
 #: A socket read or write that makes no progress for this long: the client is gone, not
 #: reading, or never sent its request.
 _SEND_TIMEOUT_S = 20.0
-#: Connections served at once (a thread each); more are answered 503 and closed at once.
+#: Connections held at once (a thread each). One more closes the connection that has waited
+#: longest without sending a request (a client that connects and never asks, or one keeping an
+#: idle connection open): a flood of idle connections cannot keep anyone out. If none is
+#: idle, the newcomer is answered 503 and closed at once.
 MAX_CONNECTIONS = 64
+#: Requests in progress at once, probes (``PROBES``) not counted: the rest of the connections
+#: stay for probes and idle clients, so a liveness probe answers while the pages are flooded.
+MAX_BUSY = 48
+#: Paths a liveness or readiness probe, or a metrics scraper, asks for.
+PROBES = frozenset({"/healthz", "/health", "/metrics"})
+#: Files are sent in chunks of this size: memory per download stays flat, whatever the file.
+_CHUNK = 256 * 1024
 
 
 @dataclass
@@ -66,8 +80,11 @@ class Response:
     body: bytes = b""
     content_type: str = "text/plain; charset=utf-8"
     headers: dict[str, str] = field(default_factory=dict)
-    # A streaming body (MJPEG): chunks written as they come, until the iterator ends.
+    # A streaming body: chunks written as they come, until the iterator ends. With ``length``
+    # (a file), sent with its Content-Length on a connection kept alive; without (MJPEG),
+    # the connection closes at its end.
     stream: Iterator[bytes] | None = None
+    length: int | None = None
 
 
 Handler = Callable[[Request], Response]
@@ -118,10 +135,25 @@ def file_response(path: Path, request: Request, content_type: str | None = None)
             return Response(416, b"", headers={"Content-Range": f"bytes */{size}"})
         status = 206
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    with path.open("rb") as f:
+    try:
+        f = path.open("rb")
+    except OSError:
+        return not_found()
+    length = end - start + 1
+    return Response(status, b"", ctype, headers, stream=_chunks(f, start, length), length=length)
+
+
+def _chunks(f: BinaryIO, start: int, length: int) -> Iterator[bytes]:
+    """``length`` bytes of ``f`` from ``start``, a chunk at a time; the file closes at the end
+    (or when the response is closed early)."""
+    with f:
         f.seek(start)
-        body = f.read(end - start + 1)
-    return Response(status, body, ctype, headers)
+        while length > 0:
+            chunk = f.read(min(_CHUNK, length))
+            if not chunk:
+                return  # the file shrank under us: what there was
+            length -= len(chunk)
+            yield chunk
 
 
 class Router:
@@ -149,98 +181,147 @@ class Router:
         return None
 
 
+class _Handler(BaseHTTPRequestHandler):
+    """One connection's requests, answered from ``server.routes``."""
+
+    server: _Server
+    protocol_version = "HTTP/1.1"
+    timeout = _SEND_TIMEOUT_S  # also for a client that connects and never asks
+
+    def handle_one_request(self) -> None:
+        self.server.waiting(self.connection, True)
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        self.server.waiting(self.connection, False)  # a request came: not idle now
+        return super().parse_request()
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_HEAD(self) -> None:
+        self._serve("HEAD")
+
+    def _serve(self, method: str) -> None:
+        self.connection.settimeout(_SEND_TIMEOUT_S)
+        url = urlsplit(self.path)
+        raw = url.path
+        probe = raw in PROBES
+        if not probe and not self.server.busy.acquire(blocking=False):
+            self.close_connection = True
+            self._send(Response(503, b"busy\n", headers={"Retry-After": "1"}), method)
+            return
+        try:
+            self._send(self._answer(method, raw, url.query), method)
+        finally:
+            if not probe:
+                self.server.busy.release()
+
+    def _answer(self, method: str, raw: str, query: str) -> Response:
+        found = self.server.routes.find(raw)
+        if found is None:
+            return not_found(f"not found: {raw[:200]}")
+        handler, segments = found
+        req = Request(method, unquote(raw), segments, parse_qs(query), self.headers)
+        try:
+            return handler(req)
+        except Exception as e:  # a handler's bug: one line in the log, a 500 here
+            log.warning("http %s: %s: %s", raw[:200], type(e).__name__, e)
+            return Response(500, b"internal error\n")
+
+    def _send(self, resp: Response, method: str) -> None:
+        try:
+            self.send_response(resp.status)
+            self.send_header("Content-Type", resp.content_type)
+            self.send_header("Cache-Control", "no-store")
+            for k, v in resp.headers.items():
+                self.send_header(k, v)
+            if resp.stream is not None and resp.length is None:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            else:
+                n = len(resp.body) if resp.stream is None else resp.length
+                self.send_header("Content-Length", str(n))
+            self.end_headers()
+            if method == "HEAD":
+                return
+            self.wfile.write(resp.body)
+            for chunk in resp.stream or ():
+                self.wfile.write(chunk)
+                if resp.length is None:
+                    self.wfile.flush()
+        except (OSError, ValueError):
+            self.close_connection = True  # the client went away, or stopped reading
+        finally:
+            close = getattr(resp.stream, "close", None)
+            if close is not None:
+                close()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # a scrape or a page refresh every second is not news
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], routes: Router) -> None:
+        self.routes = routes
+        self.busy = threading.BoundedSemaphore(MAX_BUSY)
+        self._lock = threading.Lock()
+        # Open connections -> since when they have waited for a request (None: serving one).
+        self._open: dict[socket.socket, float | None] = {}
+        super().__init__(address, _Handler)
+
+    def waiting(self, conn: socket.socket, idle: bool) -> None:
+        with self._lock:
+            if conn in self._open:
+                self._open[conn] = time.monotonic() if idle else None
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._lock:
+            full = len(self._open) >= MAX_CONNECTIONS
+            idle = [(t, c) for c, t in self._open.items() if t is not None]
+            victim = min(idle, key=lambda p: p[0])[1] if full and idle else None
+            if not full or victim is not None:
+                self._open[request] = time.monotonic()
+        if victim is not None:
+            with contextlib.suppress(OSError):
+                victim.shutdown(socket.SHUT_RDWR)  # its thread reads the end and leaves
+        elif full:
+            # Full of requests in progress: say so and close, in this (the accepting)
+            # thread, without waiting.
+            try:
+                request.settimeout(1.0)
+                request.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                    b"Connection: close\r\n\r\n"
+                )
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._lock:
+                self._open.pop(request, None)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client resetting its connection (a video element abandoning a range download)
+        # is routine: one debug line, not a traceback on the console.
+        e = sys.exc_info()[1]
+        log.debug("http: connection from %s ended: %s: %s", client_address, type(e).__name__, e)
+
+
 class WebServer:
     """A router served on ``host:port`` by a daemon thread; ``close()`` stops it."""
 
     def __init__(self, router: Router, port: int, host: str = "", what: str = "port") -> None:
-        routes = router
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            timeout = _SEND_TIMEOUT_S  # also for a client that connects and never asks
-
-            def do_GET(self) -> None:
-                self._serve("GET")
-
-            def do_HEAD(self) -> None:
-                self._serve("HEAD")
-
-            def _serve(self, method: str) -> None:
-                self.connection.settimeout(_SEND_TIMEOUT_S)
-                url = urlsplit(self.path)
-                raw = url.path
-                found = routes.find(raw)
-                if found is None:
-                    self._send(not_found(f"not found: {raw[:200]}"), method)
-                    return
-                handler, segments = found
-                req = Request(method, unquote(raw), segments, parse_qs(url.query), self.headers)
-                try:
-                    resp = handler(req)
-                except Exception as e:  # a handler's bug: one line in the log, a 500 here
-                    log.warning("http %s: %s: %s", raw[:200], type(e).__name__, e)
-                    resp = Response(500, b"internal error\n")
-                self._send(resp, method)
-
-            def _send(self, resp: Response, method: str) -> None:
-                try:
-                    self.send_response(resp.status)
-                    self.send_header("Content-Type", resp.content_type)
-                    self.send_header("Cache-Control", "no-store")
-                    for k, v in resp.headers.items():
-                        self.send_header(k, v)
-                    if resp.stream is None:
-                        self.send_header("Content-Length", str(len(resp.body)))
-                        self.end_headers()
-                        if method != "HEAD":
-                            self.wfile.write(resp.body)
-                        return
-                    self.send_header("Connection", "close")
-                    self.end_headers()
-                    self.close_connection = True
-                    if method == "HEAD":
-                        return
-                    for chunk in resp.stream:
-                        self.wfile.write(chunk)
-                        self.wfile.flush()
-                except (OSError, ValueError):
-                    self.close_connection = True  # the client went away, or stopped reading
-                finally:
-                    close = getattr(resp.stream, "close", None)
-                    if close is not None:
-                        close()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # a scrape or a page refresh every second is not news
-
-        slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def process_request(self, request: Any, client_address: Any) -> None:
-                if not slots.acquire(blocking=False):
-                    # Full: say so and close, in this (the accepting) thread, without waiting.
-                    try:
-                        request.settimeout(1.0)
-                        request.sendall(
-                            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
-                            b"Connection: close\r\n\r\n"
-                        )
-                    except OSError:
-                        pass
-                    self.shutdown_request(request)
-                    return
-                super().process_request(request, client_address)
-
-            def process_request_thread(self, request: Any, client_address: Any) -> None:
-                try:
-                    super().process_request_thread(request, client_address)
-                finally:
-                    slots.release()
-
         try:
-            self.httpd = Server((host, port), Handler)
+            self.httpd = _Server((host, port), router)
         except OSError as e:
             where = f"{host}:{port}" if host else f"port {port}"
             raise WorkerError(f"{what}: cannot listen on {where} ({e.strerror or e})") from None
