@@ -22,29 +22,25 @@ import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any
 
 import redis.exceptions
 
 from worker.errors import (
     Cancelled,
-    InputError,
     JobError,
     LeaseLost,
-    ModelError,
     SettingsError,
-    WorkerError,
 )
 from worker.httpd import serve_http
 from worker.queue.client import Queue
 from worker.queue.connection import TRANSIENT, describe_url
+from worker.queue.handler import JobContext, JobHandler
 from worker.queue.janitor import Janitor
 from worker.queue.jobs import parse_spec
-from worker.queue.leases import Consumer, Delivery, Lease, Outcome
+from worker.queue.leases import Consumer, Delivery, Outcome
 from worker.queue.metrics import Heartbeat, Metrics, heartbeat_health, heartbeat_path
 from worker.queue.presence import publish, withdraw
-from worker.queue.video_job import JobContext, JobHandler
+from worker.queue.running import Running, classify, one_line
 from worker.retry import backoff
 from worker.settings import Settings
 from worker.signals import on_signals
@@ -65,41 +61,6 @@ _ABANDON_AFTER_S = 10.0
 #: The janitor's periodic sweep (expired ids, old letters and events, idle consumers,
 #: abandoned temporaries) runs this often; cancels of dead holders are looked at every tick.
 _SWEEP_EVERY_S = 600.0
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
-    return text if isinstance(e, WorkerError) else f"{type(e).__name__}: {text}"
-
-
-@dataclass
-class _Running:
-    """A job running in one slot, as the loop and its thread share it."""
-
-    lease: Lease
-    slot: int
-    cancel: threading.Event = field(default_factory=threading.Event)
-    reason: str | None = None  # why ``cancel`` was set: cancel, deadline, lease, shutdown
-    done: int = 0
-    total: int | None = None
-    started: float = field(default_factory=time.monotonic)
-    last_beat: float = field(default_factory=time.monotonic)
-    last_progress: float = 0.0
-    reporting: bool = False  # its outcome is being recorded: the loop stops renewing
-    finished: threading.Event = field(default_factory=threading.Event)
-
-    def on_frame(self, done: int, total: int | None) -> None:
-        self.done, self.total = done, total  # called per frame: plain stores, nothing more
-
-    def progress(self) -> dict[str, Any]:
-        elapsed = time.monotonic() - self.started
-        fps = self.done / elapsed if elapsed > 0 else 0.0
-        return {"done": self.done, "total": self.total, "fps": round(fps, 2)}
-
-    def stop(self, reason: str) -> None:
-        if self.reason is None:
-            self.reason = reason
-        self.cancel.set()
 
 
 class Server:
@@ -131,7 +92,7 @@ class Server:
         self._install_signals = install_signals
         self._where = describe_url(settings.redis_url.get_secret_value())
         self._free = list(range(settings.concurrency))
-        self._running: dict[str, _Running] = {}
+        self._running: dict[str, Running] = {}
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._hand_back_at = float("inf")
@@ -302,7 +263,7 @@ class Server:
             self._wake.clear()
         return False
 
-    def _beat(self, r: _Running) -> None:
+    def _beat(self, r: Running) -> None:
         now = time.monotonic()
         progress = None
         if now - r.last_progress >= _PROGRESS_EVERY_S:
@@ -375,7 +336,7 @@ class Server:
                 with contextlib.suppress(JobError):
                     self.janitor.clean_outputs(parse_spec(d.fields.get("job", "")))
             return False
-        r = _Running(held, self._free.pop())
+        r = Running(held, self._free.pop())
         self._running[held.job_id] = r
         log.info(
             "job %s: started (attempt %d%s)",
@@ -388,7 +349,7 @@ class Server:
         ).start()
         return True
 
-    def _run_job(self, r: _Running) -> None:
+    def _run_job(self, r: Running) -> None:
         job_id = r.lease.job_id
         try:
             outcome, text = self._execute(r)
@@ -405,44 +366,23 @@ class Server:
             log.info("job %s: %s after %.1f s (attempt %d)%s", job_id, state, seconds,
                      r.lease.attempts, detail)  # fmt: skip
         except BaseException as e:  # never leave a slot taken; the lease will expire
-            log.error("job %s: worker error: %s", job_id, _one_line(e))
+            log.error("job %s: worker error: %s", job_id, one_line(e))
         finally:
             r.finished.set()
             self._wake.set()
 
-    def _execute(self, r: _Running) -> tuple[Outcome | str, str]:
+    def _execute(self, r: Running) -> tuple[Outcome | str, str]:
         ctx = JobContext(
             slot=r.slot, cancel=r.cancel, on_frame=r.on_frame, before_commit=lambda: self._fence(r)
         )
         try:
             result = self.handler(r.lease.spec, ctx)
         except BaseException as e:
-            outcome, text = self._classify(r, e)
+            outcome, text = classify(r.reason, e)
             return outcome, self.handler.shown(text)
         return "done", json.dumps(result)
 
-    def _classify(self, r: _Running, e: BaseException) -> tuple[Outcome | str, str]:
-        """Why a job ended early decides what happens to it: the loop's reason first (the
-        exception is then just how the pipeline stopped), then the kind of error."""
-        reasons: dict[str, tuple[Outcome | str, str]] = {
-            "lease": ("lost", "another worker holds the job now"),
-            "cancel": ("cancelled", "cancelled by request"),
-            "deadline": ("failed", "deadline passed while running"),
-            "shutdown": ("handback", "worker shutting down"),
-        }
-        if isinstance(e, LeaseLost):
-            return "lost", _one_line(e)
-        if r.reason in reasons:
-            return reasons[r.reason]
-        if isinstance(e, (JobError, InputError, ModelError, SettingsError)):
-            return "failed", _one_line(e)  # bad input: the same job would fail again
-        if isinstance(e, Cancelled):
-            return "retry", f"stopped unexpectedly: {_one_line(e)}"
-        if not isinstance(e, Exception):
-            raise e  # KeyboardInterrupt, SystemExit: not ours to swallow
-        return "retry", _one_line(e)  # a decoder hiccup, a full disk, a lost GPU: try again
-
-    def _fence(self, r: _Running) -> None:
+    def _fence(self, r: Running) -> None:
         """Right before the outputs are renamed into place: do we still hold the job?"""
         tries = 0
         while True:
@@ -461,7 +401,7 @@ class Server:
             r.stop("cancel")
             raise Cancelled("cancelled by request")
 
-    def _report(self, r: _Running, outcome: Outcome | str, text: str) -> str:
+    def _report(self, r: Running, outcome: Outcome | str, text: str) -> str:
         """Record the outcome, trying again while Redis is away (the result is not lost
         because of a blip); gives up only once the worker is leaving."""
         s = self.settings

@@ -12,44 +12,21 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from worker.models import resolve_model
 from worker.models.demo import DEMO_NAMES, demo_model_path
 from worker.queue.cache import ModelCache
 from worker.queue.fetch import fetch
+from worker.queue.handler import JobContext
 from worker.queue.janitor import remove_parts
 from worker.queue.jobs import JobSpec, outputs_for, resolve_input
 from worker.roots import resolve_inside
 from worker.settings import Settings
 from worker.stages import run_file
 
-__all__ = ["JobContext", "JobHandler", "VideoJobs"]
-
-
-@dataclass(frozen=True)
-class JobContext:
-    """What the worker's loop gives a job besides its spec."""
-
-    slot: int  # which of the worker's slots runs it (0 .. concurrency - 1)
-    cancel: threading.Event  # set when the job must stop (cancel, deadline, lease, shutdown)
-    on_frame: Callable[[int, int | None], None]  # progress: frames done, of how many
-    before_commit: Callable[[], None]  # right before publishing: raises if the job is lost
-
-
-class JobHandler(Protocol):
-    def __call__(self, spec: JobSpec, ctx: JobContext) -> dict[str, Any]:
-        """Run the job; its result, or an exception saying why not (``worker.queue.serve``
-        decides from its kind whether the job is retried)."""
-        ...
-
-    def shown(self, text: str) -> str:
-        """A result or an error as the submitter may read it."""
-        ...
+__all__ = ["VideoJobs"]
 
 
 class VideoJobs:
