@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+from worker.testing import make_video, walker_spans, walkers
 
-from factory import make_video, walker_spans, walkers  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+
 
 DOOR = "door=0.35,0.2 0.65,0.2 0.65,0.9 0.35,0.9"
 PLAIN = "door:robot>0.03"

@@ -24,6 +24,7 @@ import av
 import cv2
 import numpy as np
 import onnxruntime as ort
+from child_support import Stages
 
 from worker.cli.bench import machine_busy_s
 
@@ -35,6 +36,7 @@ __all__ = [
     "environment",
     "measure",
     "repeat_video",
+    "run_child",
     "run_worker",
 ]
 
@@ -100,20 +102,6 @@ def measure(name: str, phases: dict[str, Phase]) -> Iterator[Phase]:
             hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
         phase.peak_rss_mib = hwm / 1024
         phases[name] = phase
-
-
-class Stages:
-    """Seconds spent per named stage, in the order first seen."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    def add(self, name: str, seconds: float) -> None:
-        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
-
-    def per_frame_ms(self, frames: int) -> dict[str, float]:
-        n = max(frames, 1)
-        return {k: round(1000 * v / n, 2) for k, v in self.seconds.items()}
 
 
 def environment() -> dict[str, Any]:
@@ -275,35 +263,28 @@ def repeat_video(src: Path, dst: Path, times: int) -> int:
 
 @dataclass
 class ChildRun:
-    """``worker`` run in a fresh process: exit code, wall time, its peak RSS, its output."""
+    """A fresh Python process: exit code, wall and CPU time, its own peak RSS, its output."""
 
     returncode: int
     wall_s: float
+    cpu_s: float
     peak_rss_mib: float | None
     stdout: str
     stderr: str
 
 
-# Runs the worker CLI, then reports the process's own high-water mark. VmHWM belongs to the
-# address space made by exec; ru_maxrss would also count the parent's pages at fork time.
-_CHILD = """
-import sys
-from worker.cli.main import main
-code = main(sys.argv[1:])
-with open('/proc/self/status', encoding='ascii') as f:
-    hwm = [line.split()[1] for line in f if line.startswith('VmHWM:')]
-print('VmHWM_KIB=' + (hwm[0] if hwm else '?'), file=sys.stderr)
-sys.exit(code)
-"""
-
-
-def run_worker(args: list[str], cwd: Path | None = None) -> ChildRun:
-    """``worker *args`` in a fresh Python process (this interpreter), with its peak RSS."""
+def run_child(argv: list[str], cwd: Path | None = None) -> ChildRun:
+    """``python *argv`` in a fresh process (this interpreter); its peak RSS is what it prints
+    with ``child_support.print_peak_rss`` before it exits."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
     proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, *args], cwd=cwd, capture_output=True, text=True
+        [sys.executable, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=3600
     )
     wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     peak = None
     lines = []
     for line in proc.stderr.splitlines():
@@ -312,4 +293,21 @@ def run_worker(args: list[str], cwd: Path | None = None) -> ChildRun:
             peak = int(value) / 1024 if value.isdigit() else None
         else:
             lines.append(line)
-    return ChildRun(proc.returncode, wall, peak, proc.stdout, "\n".join(lines))
+    return ChildRun(proc.returncode, wall, cpu, peak, proc.stdout, "\n".join(lines))
+
+
+# The worker's CLI, then the process's peak RSS.
+_WORKER = """
+import sys
+from child_support import print_peak_rss
+from worker.cli.main import main
+code = main(sys.argv[1:])
+print_peak_rss()
+sys.exit(code)
+"""
+
+
+def run_worker(args: list[str], cwd: Path | None = None) -> ChildRun:
+    """``worker *args`` in a fresh process, with its peak RSS."""
+    here = str(Path(__file__).resolve().parent)
+    return run_child(["-c", f"import sys; sys.path.insert(0, {here!r})\n" + _WORKER, *args], cwd)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,14 +24,12 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+from worker.description import RunDescription
+from worker.live import Camera, Monitor
+from worker.models import Model, demo_model_path, load_model
+from worker.testing import RtspServer, make_slow_model, wait_for
 
-from factory import make_slow_model  # noqa: E402
-from queue_harness import wait_for  # noqa: E402
-from rtsp_harness import RtspServer  # noqa: E402
-from worker.live import Camera, ConnectOptions, Monitor, MonitorOptions  # noqa: E402
-from worker.models import Model, demo_model_path, load_model  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _row(name: str, c: dict[str, Any]) -> dict[str, Any]:
@@ -51,7 +48,7 @@ def steady(model: Model, seconds: float, work: Path) -> dict[str, Any]:
         m = Monitor(
             [Camera("a", a.url), Camera("b", b.url)],
             model,
-            MonitorOptions(record=work / "rec", segment_s=10),
+            RunDescription().overlay({"record": work / "rec", "segment_seconds": 10}),
         )
         m.start()
         wait_for(lambda: all(s["state"] == "live" for s in m.stats().values()), "cameras live")
@@ -66,7 +63,7 @@ def steady(model: Model, seconds: float, work: Path) -> dict[str, Any]:
 
 def reconnect(model: Model, outage: float) -> dict[str, Any]:
     with RtspServer(fps=25) as cam:
-        m = Monitor([Camera("cam", cam.url)], model, MonitorOptions(connect=ConnectOptions()))
+        m = Monitor([Camera("cam", cam.url)], model, RunDescription())
         m.start()
         wait_for(lambda: m.stats()["cam"]["processed"] >= 10, "first frames")
         cam.kill()
@@ -100,7 +97,7 @@ def overload(seconds: float, work: Path) -> dict[str, Any]:
         model.engine.run_all(np.zeros((1, 3, 32, 32), np.float32))
     per_frame_ms = (time.perf_counter() - t) / 5 * 1000
     with RtspServer(fps=25) as cam:
-        m = Monitor([Camera("cam", cam.url)], model, MonitorOptions())
+        m = Monitor([Camera("cam", cam.url)], model, RunDescription())
         m.start()
         wait_for(lambda: m.stats()["cam"]["state"] == "live", "camera live")
         time.sleep(seconds)  # a fixed stretch of overload

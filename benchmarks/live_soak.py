@@ -42,13 +42,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+from worker.description import RunDescription
+from worker.live import Camera, Monitor
+from worker.models import demo_model_path, load_model
+from worker.testing import RtspServer, wait_for
 
-from queue_harness import wait_for  # noqa: E402
-from rtsp_harness import RtspServer  # noqa: E402
-from worker.live import Backoff, Camera, ConnectOptions, Monitor, MonitorOptions  # noqa: E402
-from worker.models import demo_model_path, load_model  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+
 
 #: Growth per reconnect (least-squares slope) above which the run fails.
 LIMITS = {"rss_mib": 1.0, "threads_native": 0.1, "threads_python": 0.1, "fds": 0.1}
@@ -109,13 +109,17 @@ def slope(xs: list[float], ys: list[float]) -> float:
 
 def soak(reconnects: int, seconds: float, warmup: float, work: Path) -> dict[str, Any]:
     model = load_model(demo_model_path("segment"), provider="cpu")
-    options = MonitorOptions(
-        record=work / "rec",
-        # One segment per connection: reconnects end them (what is soaked here), and no
-        # segment rolling over at a sample's moment makes its encoder's threads come and go.
-        segment_s=3600.0,
-        # Quick returns: the soak is about what reconnects leave behind, not about waiting.
-        connect=ConnectOptions(backoff=Backoff(base_s=0.2, cap_s=1.0)),
+    options = RunDescription().overlay(
+        {
+            "record": work / "rec",
+            # One segment per connection: reconnects end them (what is soaked here), and no
+            # segment rolling over at a sample's moment makes its encoder's threads come and
+            # go.
+            "segment_seconds": 3600.0,
+            # Quick returns: the soak is about what reconnects leave behind, not about waiting.
+            "reconnect_base_s": 0.2,
+            "reconnect_max_s": 1.0,
+        }
     )
     servers = {name: RtspServer(size="640x480", fps=15) for name in ("a", "b")}
     for s in servers.values():

@@ -29,10 +29,10 @@ from typing import Any
 
 import cv2
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+from worker.testing import decode, make_video, walkers
 
-from factory import decode, make_video, walkers  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+
 
 NETS = {
     "mobilenet_v3_small (classify)": ("torchvision_nets:mobilenet_v3_small", "1,3,224,224"),

@@ -23,20 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+from worker.queue import Consumer, Lease, Queue
+from worker.queue.janitor import Janitor
+from worker.testing import LONG, RedisServer, Rig, make_video, settings_from, wait_for, worker_env
 
-from factory import make_video  # noqa: E402
-from queue_harness import (  # noqa: E402
-    LONG,
-    RedisServer,
-    Rig,
-    settings_from,
-    wait_for,
-    worker_env,
-)
-from worker.queue import Consumer, Lease, Queue  # noqa: E402
-from worker.queue.janitor import Janitor  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _rig(tmp: Path, long_video: Path) -> Rig:

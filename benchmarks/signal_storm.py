@@ -22,12 +22,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from worker.stages import write_sample
+from worker.testing import KINDS, Trial, busy_cores, run_trial
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from signal_harness import KINDS, Trial, busy_cores, run_trial  # noqa: E402
-
-from worker.stages import write_sample  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,19 +2,15 @@
 
 Everything is built in a temporary directory (nothing downloaded, nothing committed):
 
-- a 720p H.264 MP4 of ``worker sample``'s robot scene (``worker.stages.write_sample``);
-- a VOC-style segmentation model made with ``onnx.helper``: NCHW float32 [N,3,512,512]
-  (dynamic batch) -> logits [N,21,128,128] (stride 4, no Resize in the graph), three strided
-  3x3 Conv+Relu layers and a 1x1 Conv head, random weights from a fixed seed; and its card.
+- a 720p H.264 MP4 of the textured, moving ``walkers`` scene (``speed_inputs``);
+- the ``seg21`` model of ``shapes``: NCHW float32 [N,3,512,512] (dynamic batch) -> logits
+  [N,21,128,128] (stride 4, no Resize in the graph), random weights from a fixed seed;
 
 - the same video played ``--long`` times in a row (packets copied, not re-encoded).
 
 Then, in this one process and one after the other:
 
-1. the loop a hand-written tutorial uses: cv2.VideoCapture -> numpy preprocess ->
-   onnxruntime.InferenceSession (default options) -> numpy softmax -> float probability maps
-   resized to the frame -> argmax -> palette -> cv2.addWeighted -> cv2.VideoWriter('mp4v'),
-   single-threaded, each stage timed per frame;
+1. the loop a hand-written tutorial uses (``tutorial.py``), each stage timed per frame;
 2. the worker: ``worker.models.load_model`` then ``worker.stages.run_file`` with its defaults (fused
    graph, IO binding), CPU time per thread sampled while it runs;
 3. the model-only ceiling: the same session settings (``Engine``, IO binding, intra-op
@@ -34,7 +30,6 @@ Run from the repository root: ``python benchmarks/tutorial_vs_worker.py`` (``--h
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import resource
@@ -55,14 +50,15 @@ from bench_support import (
     repeat_video,
     run_worker,
 )
-from speed_inputs import CLASSES, FPS, INPUT, LAYERS, write_inputs
+from components import decode_alone, fused_alone, plain_alone, worker_stages
+from speed_inputs import CLASSES, FPS, INPUT, SHAPE, write_inputs
 from speed_report import Result, fps_of, ratio, report, target
-from speed_runs import ceiling, decode_ceiling, fused_ceiling, tutorial_loop, worker_stages
+from tutorial import tutorial_loop
 
+from worker.description import RunDescription
 from worker.models import load_model
 from worker.stages import default_batch, run_file
 from worker.stages.infer import Inferencer
-from worker.stages.speed import Speed
 
 Array = np.ndarray[Any, Any]
 
@@ -70,8 +66,6 @@ Array = np.ndarray[Any, Any]
 def run(args: argparse.Namespace, out: IO[str]) -> Result:
     tmp = Path(tempfile.mkdtemp(prefix="bench-tutorial-vs-worker-"))
     phases: dict[str, Phase] = {}
-    devnull = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
-    preset_kw: dict[str, Any] = {"preset": args.preset} if args.preset else {}
     try:
         with measure("build inputs", phases):
             video, model_path, gflops = write_inputs(tmp, args.frames, args.width, args.height)
@@ -84,7 +78,7 @@ def run(args: argparse.Namespace, out: IO[str]) -> Result:
                 "frames": args.frames,
                 "size": [args.width, args.height],
                 "fps": FPS,
-                "codec": "h264 (libx264 veryfast crf 18)",
+                "codec": "h264 (libx264 ultrafast crf 23)",
                 "bytes": video.stat().st_size,
                 "long_frames": long_frames,
             },
@@ -93,7 +87,6 @@ def run(args: argparse.Namespace, out: IO[str]) -> Result:
                 "input": [None, 3, INPUT, INPUT],
                 "output": [None, CLASSES, INPUT // 4, INPUT // 4],
                 "output_note": "logits at stride 4, no Resize in the graph",
-                "layers": [list(layer) for layer in LAYERS],
                 "gflops_per_frame": round(gflops, 3),
                 "bytes": model_path.stat().st_size,
             },
@@ -122,52 +115,50 @@ def run(args: argparse.Namespace, out: IO[str]) -> Result:
         # 1. the tutorial loop
         t_stages, t_sub = Stages(), Stages()
         with measure("tutorial", phases) as ph:
-            t_frames, session_s = tutorial_loop(
-                video, model_path, tmp / "tutorial.mp4", t_stages, t_sub, devnull
+            tut = tutorial_loop(
+                SHAPE, model_path, video, tmp / "tutorial.mp4", stages=t_stages, sub=t_sub
             )
+        t_frames, session_s = tut["frames"], tut["session_s"]
         t_loop = ph.wall_s - session_s
         result.tutorial_ms_per_frame = t_stages.per_frame_ms(t_frames)
         result.tutorial_postprocess_ms_per_frame = t_sub.per_frame_ms(t_frames)
 
         # 2. the worker; the fused session is built with the model (load time), as a
         # long-lived worker builds it once per model, not per video.
-        speed = Speed()
+        described = {"batch": args.batch, **({"preset": args.preset} if args.preset else {})}
+        run_described = RunDescription().overlay(described)
         with measure("worker load", phases) as ph:
             model = load_model(model_path, provider="cpu", threads=args.threads)
             batch = default_batch(model, args.batch)
-            infer = Inferencer(model, speed=speed, batch=batch)
+            infer = Inferencer(model, speed=run_described.speed, batch=batch)
         load_s = ph.wall_s
         sampler = ThreadSampler()
         with measure("worker", phases) as ph, sampler:
             summary = run_file(
                 video,
                 model,
+                run_described,
                 output=tmp / "worker.mp4",
                 results=tmp / "worker.jsonl",
-                batch=args.batch,
-                progress=False,
-                speed=speed,
-                **preset_kw,
             )
         w_run = ph.wall_s
         result.cpu_ms_per_frame = sampler.per_frame_ms(summary.frames)
 
         # 3. the model alone, then the fused graph alone
         with measure("ceiling", phases):
-            c_frames, c_s, c_cpu = ceiling(model, batch, args.frames)
+            c_frames, c_s, c_cpu = plain_alone(model, batch, args.frames)
         f_frames, f_s, f_cpu = 0, 0.0, 0.0
         if infer.fused is not None:
             with measure("fused ceiling", phases):
-                f_frames, f_s, f_cpu = fused_ceiling(infer, batch, args.frames)
+                f_frames, f_s, f_cpu = fused_alone(infer, batch, args.frames)
 
         with measure("decode ceiling", phases):
-            d_frames, d_s, d_cpu = decode_ceiling(video)
+            d_frames, d_s, d_cpu = decode_alone(video)
 
         # 4. the worker's stages, one after the other
         w_stages = Stages()
         with measure("worker stages", phases):
-            preset = args.preset or inspect.signature(run_file).parameters["preset"].default
-            s_frames = worker_stages(model, video, tmp, batch, preset, w_stages)
+            s_frames = worker_stages(model, video, tmp, batch, w_stages)
         result.worker_stage_ms_per_frame = w_stages.per_frame_ms(s_frames)
 
         if not t_frames == summary.frames == s_frames == args.frames:
@@ -325,7 +316,6 @@ def run(args: argparse.Namespace, out: IO[str]) -> Result:
             result.temp_dir = str(tmp)
         return result
     finally:
-        devnull.close()
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
 

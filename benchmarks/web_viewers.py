@@ -31,15 +31,15 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+from worker.description import RunDescription
+from worker.live import Camera, Monitor
+from worker.live.pages import monitor_routes
+from worker.models import demo_model_path, load_model
+from worker.testing import RtspServer, wait_for
+from worker.web import WebServer
 
-from queue_harness import wait_for  # noqa: E402
-from rtsp_harness import RtspServer  # noqa: E402
-from worker.live import Camera, Monitor, MonitorOptions  # noqa: E402
-from worker.live.pages import monitor_routes  # noqa: E402
-from worker.models import demo_model_path, load_model  # noqa: E402
-from worker.web import WebServer  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+
 
 # ----------------------------------------------------------------------------- viewer process
 
@@ -156,7 +156,11 @@ def main() -> int:
         tempfile.TemporaryDirectory() as tmp,
         RtspServer(size=a.size, fps=a.fps, pattern="snow") as camera,
     ):
-        m = Monitor([Camera("cam", camera.url)], model, MonitorOptions(record=Path(tmp) / "rec"))
+        m = Monitor(
+            [Camera("cam", camera.url)],
+            model,
+            RunDescription().overlay({"record": Path(tmp) / "rec"}),
+        )
         m.start()
         web = WebServer(monitor_routes(m), 0, "127.0.0.1")
         try:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from queue_harness import RedisServer, Rig, worker_env
+from worker.testing import RedisServer, Rig, worker_env
 
 
 @pytest.fixture(autouse=True)
@@ -31,8 +31,7 @@ def _clean_env(
 
 @pytest.fixture(scope="session")
 def long_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from factory import make_video
-    from queue_harness import LONG
+    from worker.testing import LONG, make_video
 
     return make_video(tmp_path_factory.mktemp("videos") / "long.mp4", **LONG)  # type: ignore[arg-type]
 
@@ -40,7 +39,7 @@ def long_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def rig(tmp_path: Path, long_video: Path) -> Iterator[Rig]:
     """A queue of the test's own: folders, a redis-server (AOF on), ``worker`` processes."""
-    from factory import make_video
+    from worker.testing import make_video
 
     for d in ("in", "out", "models"):
         (tmp_path / d).mkdir()

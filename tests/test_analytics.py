@@ -25,9 +25,8 @@ import cv2
 import numpy as np
 import pytest
 
-from factory import decode, described, make_model, make_video, walkers
+from factory import described, make_model
 from mask_readers import read_bits_png, read_indexed_png, rle_decode
-from queue_harness import Rig
 from worker.models import demo_model_path, load_model
 from worker.ops.postprocess import MaskMap
 from worker.ops.preprocess import geometry
@@ -37,6 +36,7 @@ from worker.stages import Inferencer
 from worker.stages.infer import infer_frames
 from worker.stages.runner import run_file
 from worker.stages.sample import robot_scene, write_sample
+from worker.testing import Rig, decode, make_video, walkers
 
 DOOR = "door=0.35,0.2 0.65,0.2 0.65,0.9 0.35,0.9"
 
@@ -261,8 +261,7 @@ def test_the_webhook_buffer_is_bounded_and_losses_are_counted() -> None:
 
 
 def test_a_camera_with_zones_rules_and_a_reduced_rate(tmp_path: Path) -> None:
-    from queue_harness import worker_cli
-    from rtsp_harness import RtspServer
+    from worker.testing import RtspServer, worker_cli
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
     with RtspServer(fps=15) as cam:

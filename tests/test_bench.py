@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from factory import make_model, make_video
+from factory import make_model
+from worker.testing import make_video
 
 TIMEOUT_S = 90
 

@@ -33,10 +33,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from factory import decode, described, make_model, make_video
+from factory import described, make_model
 from worker.errors import StageError
 from worker.models import load_model
 from worker.stages import run_file
+from worker.testing import decode, make_video
 
 TIMEOUT_S = 60.0
 

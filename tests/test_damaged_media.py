@@ -19,20 +19,14 @@ import cv2
 import numpy as np
 import pytest
 
-from factory import (
-    decode,
-    detailed,
-    make_packed_avi,
-    make_video,
-    pattern,
-    raw_frames,
-)
+from factory import detailed, make_packed_avi, raw_frames
 from worker.description import Encode
 from worker.errors import InputError, InputNotFoundError
 from worker.stages.atomic import AtomicFile
 from worker.stages.frames import Frame
 from worker.stages.source import VideoSource, probe
 from worker.stages.writer import VideoWriter
+from worker.testing import decode, make_video, pattern
 
 Array = np.ndarray[Any, Any]
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from queue_harness import RedisServer, wait_for
 from worker.constants import Keys
 from worker.errors import OutputError, SettingsError
 from worker.sinks import JsonlEvents, RedisEvents, open_events
+from worker.testing import RedisServer, wait_for
 
 
 def test_jsonl_appends_complete_lines_readable_while_open(tmp_path: Path) -> None:

@@ -32,7 +32,6 @@ import pytest
 import torch
 
 import export_nets
-from factory import decode, make_video, pattern
 from worker.cli.main import main
 from worker.errors import ExportError
 from worker.export.checkpoint import load_weights, read_state_dict
@@ -40,6 +39,7 @@ from worker.models import load_model
 from worker.models.repository import card_path_for
 from worker.ops import preprocess, segment
 from worker.stages import Answer, Frame, Recorder, plan_for
+from worker.testing import decode, make_video, pattern
 
 NETS_DIR = Path(__file__).parent
 TIMEOUT_S = 90.0

@@ -12,7 +12,7 @@ from factory import make_model
 from worker.description import Look
 from worker.models import Model, load_model
 from worker.ops.zones import Zone, ZoneSet
-from worker.stages import Answer, Frame, FrameLoop, Item, Output, Recorder, painters_for
+from worker.stages import Answer, Frame, FrameLoop, Item, Output, Painters, Recorder, painters_for
 from worker.stages.loop import Picture
 
 Array = np.ndarray[Any, Any]
@@ -82,10 +82,14 @@ def test_line_width_sets_the_zone_outline(tmp_path: Path) -> None:
 def test_the_loop_records_draws_once_and_hands_frames_on_in_order(tmp_path: Path) -> None:
     m = model(tmp_path)
     recorder = Recorder(m, None)
-    painters = painters_for(m, Look(alpha=1.0), recorder)
     drawn: list[int] = []
-    draw = painters.draw
-    painters.draw = lambda f, a: drawn.append(f.index) or draw(f, a)  # type: ignore[method-assign]
+
+    class Counted(Painters):
+        def draw(self, frame: Frame, answer: Answer) -> Array:
+            drawn.append(frame.index)
+            return super().draw(frame, answer)
+
+    painters = Counted(painters_for(m, Look(alpha=1.0), recorder).painters)
     log: list[tuple[str, int]] = []
     first, second = Tape(log, "results"), Tape(log, "video")
     loop = FrameLoop(recorder, painters, [first, second])

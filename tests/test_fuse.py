@@ -19,13 +19,14 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from factory import Output, make_model, make_video
+from factory import Output, make_model
 from worker.description import RunDescription, Speed
 from worker.models import Model, load_model
 from worker.models.fuse import FuseSpec, pre_graph
 from worker.ops.preprocess import preprocess
 from worker.stages.infer import Inferencer, fuse_spec, plan_for
 from worker.stages.runner import run_file
+from worker.testing import make_video
 
 Array = np.ndarray[Any, Any]
 TIE = 1e-5

@@ -16,7 +16,7 @@ import av
 import numpy as np
 import pytest
 
-from factory import decode, described, make_model, make_video
+from factory import described, make_model
 from worker.description import Encode
 from worker.errors import InputError, OutputError
 from worker.models import load_model
@@ -25,6 +25,7 @@ from worker.stages.frames import Frame
 from worker.stages.runner import run_file
 from worker.stages.source import VideoSource, decode_threads
 from worker.stages.writer import VideoWriter, nvenc_unavailable
+from worker.testing import decode, make_video
 
 
 @pytest.fixture(scope="module")

@@ -21,10 +21,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from factory import make_model, make_video
+from factory import make_model
 from worker.errors import ModelError
 from worker.messages import plural
 from worker.models import load_model, read_graph
+from worker.testing import make_video
 
 
 def run(

@@ -22,11 +22,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from factory import Layout, Output, decode, described, make_model, make_video
+from factory import Layout, Output, described, make_model
 from worker.description import Look
 from worker.models import Model, load_model
 from worker.ops import Blender, geometry, preprocess, restore
 from worker.stages import Answer, Frame, Recorder, RunSummary, painters_for, plan_for, run_file
+from worker.testing import decode, make_video
 
 Array = np.ndarray[Any, Any]
 DType = Literal["float32", "float16", "uint8"]

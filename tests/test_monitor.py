@@ -15,15 +15,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from factory import decode, described, make_model, make_slow_model
-from queue_harness import RedisServer, wait_for
-from rtsp_harness import RtspServer, SilentServer
+from factory import described, make_model
 from worker.constants import Keys
 from worker.live.camera import Camera
 from worker.live.metrics import MonitorMetrics
 from worker.live.monitor import Monitor
 from worker.models import Model, demo_model_path, load_model
 from worker.sinks import RedisEvents
+from worker.testing import RedisServer, RtspServer, SilentServer, decode, make_slow_model, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -12,9 +12,7 @@ from typing import Any
 
 import pytest
 
-from factory import decode
-from queue_harness import WorkerProc, free_port, wait_for, worker_cli
-from rtsp_harness import RtspServer
+from worker.testing import RtspServer, WorkerProc, decode, free_port, wait_for, worker_cli
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -16,9 +16,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from factory import decode, make_model
-from queue_harness import WorkerProc, free_port, wait_for, worker_cli
-from rtsp_harness import RtspServer
+from factory import make_model
+from worker.testing import RtspServer, WorkerProc, decode, free_port, wait_for, worker_cli
 
 pytestmark = pytest.mark.timeout(180)
 

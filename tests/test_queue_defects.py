@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 import redis
 
-from factory import make_model, make_slow_model
-from queue_harness import Rig, done_events, state_of, wait_for, worker_cli
+from factory import make_model
 from worker.constants import GROUP
 from worker.queue.client import Queue
 from worker.queue.leases import Consumer, Lease
+from worker.testing import Rig, done_events, make_slow_model, state_of, wait_for, worker_cli
 
 
 def mid_job(q: Queue, job_id: str) -> dict[str, Any] | None:
@@ -351,7 +351,7 @@ def test_finished_jobs_expire_and_leave_the_queue_as_if_empty(rig: Rig) -> None:
 def test_every_worker_proves_its_own_loop_alive(rig: Rig) -> None:
     env = {k: v for k, v in rig.env.items() if k != "WORKER_HEARTBEAT_FILE"}
     env["WORKER_HEARTBEAT_DIR"] = str(rig.root)
-    from queue_harness import WorkerProc
+    from worker.testing import WorkerProc
 
     a = WorkerProc(rig.root, env, "serve", name="a")
     b = WorkerProc(rig.root, env, "serve", name="b")

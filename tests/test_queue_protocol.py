@@ -15,13 +15,20 @@ from pathlib import Path
 
 import pytest
 
-from factory import make_video
-from queue_harness import RedisServer, free_port, settings_from, wait_for, worker_cli, worker_env
 from worker.errors import JobError, JobNotFoundError, QueueError
 from worker.queue.client import Queue
 from worker.queue.connection import connect, describe_url, redis_errors
 from worker.queue.jobs import parse_spec
 from worker.queue.leases import Consumer, Lease
+from worker.testing import (
+    RedisServer,
+    free_port,
+    make_video,
+    settings_from,
+    wait_for,
+    worker_cli,
+    worker_env,
+)
 
 
 @pytest.fixture
@@ -89,6 +96,31 @@ def test_refused_submit_is_one_error_line_and_exit_2(root: Path, server: RedisSe
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert proc.stdout == ""
     assert server.client().dbsize() == 0  # nothing was queued
+
+
+def test_a_job_carries_what_its_flags_and_pipeline_file_say_of_its_video(
+    root: Path, server: RedisServer
+) -> None:
+    # One way for run and submit: the same flags, the pipeline file under them, and what the
+    # submitter set of look, encode and analytics travels with the job, checked at submit.
+    (root / "job.toml").write_text(
+        'input = "a.mp4"\nevery = 2\nalpha = 0.2\n[card]\nthreshold = 0.3\n'
+    )
+    env = worker_env(root, server.url)
+    proc = worker_cli(
+        root, env, "submit", "--pipeline", "job.toml", "--every", "3", "--line-width", "4"
+    )
+    assert proc.returncode == 0, proc.stderr
+    spec = parse_spec(queue(root, server).raw(proc.stdout.strip())["spec"])
+    want = {"alpha": 0.2, "every": 3, "line_width": 4, "card": {"threshold": 0.3}}
+    assert spec.options == want
+    for args, message in (
+        (("--masks", "/tmp/elsewhere"), "a job's masks go beside its results"),
+        (("--line-width", "-1"), "--line-width: expected a number at least 0"),
+    ):
+        bad = worker_cli(root, env, "submit", "--input", "a.mp4", *args)
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+        assert message in bad.stderr, bad.stderr
 
 
 @pytest.mark.parametrize(

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from queue_harness import RedisServer, wait_for
 from worker.errors import JobError
 from worker.queue.client import Queue
 from worker.queue.handler import JobContext
 from worker.queue.jobs import JobSpec
 from worker.queue.serve import Server
 from worker.settings import Settings
+from worker.testing import RedisServer, wait_for
 
 
 class Trivial:

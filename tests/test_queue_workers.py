@@ -26,19 +26,20 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from factory import make_model, make_video
-from queue_harness import (
+from factory import make_model
+from worker.constants import GROUP
+from worker.queue.client import Queue
+from worker.queue.leases import Consumer, Lease
+from worker.testing import (
     LONG,
     Rig,
     done_events,
     files_under,
     free_port,
+    make_video,
     state_of,
     wait_for,
 )
-from worker.constants import GROUP
-from worker.queue.client import Queue
-from worker.queue.leases import Consumer, Lease
 
 
 def running_with_progress(q: Queue, job_id: str) -> dict[str, Any] | None:

@@ -23,10 +23,9 @@ from pathlib import Path
 
 import av
 import pytest
-from signal_harness import KINDS, MIN_DELAY_S, busy_cores, run_trial
 
-from factory import make_video
 from worker.stages.atomic import AtomicFile
+from worker.testing import KINDS, MIN_DELAY_S, busy_cores, make_video, run_trial
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -20,8 +20,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from factory import make_video
-from queue_harness import RedisServer, free_port, wait_for, worker_env
 from worker.description import RunDescription
 from worker.live import Camera, Monitor
 from worker.live.pages import event_links, monitor_routes, zone_outlines
@@ -30,6 +28,7 @@ from worker.ops.zones import Zone, ZoneSet
 from worker.queue.client import Queue
 from worker.queue.dashboard import dashboard_routes
 from worker.settings import Settings
+from worker.testing import RedisServer, free_port, make_video, wait_for, worker_env
 from worker.web import WebServer
 from worker.web.mjpeg import Broadcast
 from worker.web.series import label_series

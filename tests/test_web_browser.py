@@ -17,9 +17,8 @@ from browser_harness import browser, screenshot
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 
-from factory import make_bright_model, make_slow_model
-from queue_harness import Rig, WorkerProc, free_port, wait_for
-from rtsp_harness import RtspServer
+from factory import make_bright_model
+from worker.testing import Rig, RtspServer, WorkerProc, free_port, make_slow_model, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 

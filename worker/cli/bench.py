@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from worker.errors import ProviderError, WorkerError
 
-__all__ = ["add_arguments", "cmd_bench", "machine_busy_s"]
+__all__ = ["add_arguments", "cmd_bench", "machine_busy_s", "model_alone"]
 
 
 def add_arguments(b: argparse.ArgumentParser) -> None:
@@ -72,6 +74,8 @@ class BenchResult:
     rows: list[Row] = field(default_factory=list)
     precision: list[Precision] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)
+    # provider -> fps of the plain model alone on ready-made float batches (``model_alone``)
+    model_alone_fps: dict[str, float] = field(default_factory=dict)
     others_busy: float | None = None  # cores other processes used meanwhile
 
 
@@ -85,6 +89,27 @@ def machine_busy_s() -> float | None:
     idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
     guest = sum(ticks[8:10])  # already counted in user/nice
     return (sum(ticks) - idle - guest) / os.sysconf("SC_CLK_TCK")
+
+
+def model_alone(
+    run: Callable[[], object], frames_per_run: int, frames: int, rounds: int = 3
+) -> tuple[int, float, float]:
+    """A model alone: ``run`` (one model call on a ready-made batch of ``frames_per_run``
+    frames) repeated over ``frames`` frames, after two warm-up calls (the first runs
+    allocate); the fastest of ``rounds`` passes, as (frames, wall s, CPU s). What ``worker
+    bench`` reports as the model alone, and the benchmarks as its ceiling."""
+    for _ in range(2):
+        run()
+    runs = max(1, math.ceil(frames / frames_per_run))
+    best = (math.inf, 0.0)
+    for _ in range(rounds):
+        c0, t0 = os.times(), time.perf_counter()
+        for _ in range(runs):
+            run()
+        wall, c1 = time.perf_counter() - t0, os.times()
+        if wall < best[0]:
+            best = (wall, (c1.user - c0.user) + (c1.system - c0.system))
+    return runs * frames_per_run, best[0], best[1]
 
 
 def _frames(video: Path | None, n: int) -> tuple[list[Any], str]:
@@ -164,6 +189,21 @@ def _precision(model: Any, frames: list[Any], batch: int, top_k: int) -> Precisi
     )
 
 
+def _alone(model: Any, frames: list[Any], batch: int, seconds: float) -> float:
+    """fps of the plain model alone on a ready-made batch of these frames, about ``seconds``
+    long."""
+    from worker.ops.preprocess import preprocess
+    from worker.stages.infer import plan_for
+
+    step = model.batch or batch
+    x = preprocess([frames[i % len(frames)] for i in range(step)], plan_for(model))
+    started = time.perf_counter()
+    model.engine.run(x)
+    once = max(time.perf_counter() - started, 1e-6)
+    n, wall, _cpu = model_alone(lambda: model.engine.run(x), step, round(seconds / once) * step)
+    return round(n / wall, 2)
+
+
 def bench(args: argparse.Namespace) -> BenchResult:
     from worker.description import Speed
     from worker.models import demo_model_path, load_model
@@ -214,6 +254,7 @@ def bench(args: argparse.Namespace) -> BenchResult:
                         )
                     )
         result.precision.append(_precision(model, frames, batches[-1], 5))
+        result.model_alone_fps[provider] = _alone(model, frames, batches[-1], args.seconds)
     busy1, t1 = machine_busy_s(), os.times()
     if busy0 is not None and busy1 is not None:
         wall = t1.elapsed - t0.elapsed
@@ -238,6 +279,8 @@ def render(r: BenchResult) -> str:
         )
     for provider, why in r.unavailable.items():
         lines.append(f"{provider:<9} not available: {why}")
+    for provider, fps in r.model_alone_fps.items():
+        lines.append(f"{provider:<9} model alone (ready-made float batches): {fps:.1f} fps")
     lines += [
         "  fps: the inference stage (host prep + model + answers) on decoded frames;",
         "  B in/out: bytes copied to / from the inference device per frame",

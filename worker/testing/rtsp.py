@@ -1,5 +1,6 @@
-"""Real RTSP cameras for the monitor tests: ``tests/rtsp_server.py`` (GStreamer's RTSP server)
-run by Debian's /usr/bin/python3, started, killed and started again on the same port.
+"""Real RTSP cameras for tests and benchmarks: ``rtsp_server.py`` beside this file (GStreamer's
+RTSP server) run by Debian's /usr/bin/python3, started, killed and started again on the same
+port.
 
 The system packages it needs are installed by ``tests/system-deps.sh`` (the README's test
 command runs it); a machine without them fails here with the install line, never skips.
@@ -14,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from queue_harness import free_port, wait_for
+from worker.testing.waiting import free_port, wait_for
 
 __all__ = ["SYSTEM_PYTHON", "RtspServer", "SilentServer", "free_port"]
 

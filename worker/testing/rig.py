@@ -1,127 +1,33 @@
-"""Real parts for the queue tests: redis-server processes on free ports, ``worker serve``
-processes, and polling with a deadline (never a bare sleep standing in for a condition).
-
-Each test starts its own Redis (``--save ""``, AOF as asked, its data in the test's tmp_path),
-so it can kill and restart it; the machine's shared Redis is never touched.
-"""
+"""A queue of a test's (or a benchmark's) own: its folders (in, out, models), its own
+redis-server (``RedisServer``: ``--save ""``, AOF as asked), ``worker`` processes with a short
+lease and heartbeat, and what to look at afterwards."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
-
-import redis
+from typing import Any
 
 from worker.queue.client import Queue
 from worker.settings import Settings
+from worker.testing.redis_server import RedisServer
+from worker.testing.waiting import DEADLINE_S, free_port
 
-T = TypeVar("T")
-
-#: Generous: CPU is shared with other developers' work and timings are noisy.
-DEADLINE_S = 60.0
-_POLL_S = 0.05
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(
-    check: Callable[[], T | None], what: str, timeout: float = DEADLINE_S, poll: float = _POLL_S
-) -> T:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(poll)
-
-
-class RedisServer:
-    """A redis-server of the test's own; ``kill``/``start`` again keep port and data dir."""
-
-    def __init__(
-        self,
-        workdir: Path,
-        *,
-        appendonly: bool = True,
-        password: str | None = None,
-        tls: bool = False,
-    ) -> None:
-        self.dir = workdir
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.appendonly = appendonly
-        self.password = password
-        self.cert: Path | None = self._make_cert() if tls else None
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def _make_cert(self) -> Path:
-        """A self-signed certificate for 127.0.0.1 (openssl), the server's and the clients' CA."""
-        cert = self.dir / "cert.pem"
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-             "-keyout", str(self.dir / "key.pem"), "-out", str(cert),
-             "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        return cert
-
-    @property
-    def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
-        if self.cert is not None:
-            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.cert}"
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        args = ["redis-server", "--bind", "127.0.0.1"]
-        if self.cert is not None:  # TLS only: the plain port is off
-            args += ["--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"]
-            args += ["--tls-cert-file", str(self.cert), "--tls-key-file", str(self.dir / "key.pem")]
-            args += ["--tls-ca-cert-file", str(self.cert)]
-        else:
-            args += ["--port", str(self.port)]
-        args += ["--save", "", "--dir", str(self.dir), "--logfile", "redis.log"]
-        args += ["--appendonly", "yes" if self.appendonly else "no"]
-        # Every write on disk before the reply: a SIGKILLed server loses nothing acknowledged.
-        args += ["--appendfsync", "always"]
-        if self.password:
-            args += ["--requirepass", self.password]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self._answers, f"redis-server on port {self.port}", timeout=20)
-
-    def _answers(self) -> bool:
-        try:
-            return bool(self.client().ping())
-        except redis.exceptions.BusyLoadingError:
-            return False
-        except redis.exceptions.ConnectionError:
-            assert self.proc is not None and self.proc.poll() is None, "redis-server exited"
-            return False
-
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url, decode_responses=True, socket_timeout=5)
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=20)
-        self.proc = None
+__all__ = [
+    "LONG",
+    "Rig",
+    "WorkerProc",
+    "done_events",
+    "files_under",
+    "settings_from",
+    "state_of",
+    "worker_cli",
+    "worker_env",
+]
 
 
 def worker_env(root: Path, redis_url: str, **settings: Any) -> dict[str, str]:
