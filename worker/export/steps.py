@@ -245,9 +245,7 @@ def export_model(req: ExportRequest) -> dict[str, Any]:
     return report
 
 
-def _check_output(
-    req: ExportRequest, shape: tuple[int, ...], *, integer: bool, dtype: Any
-) -> str:
+def _check_output(req: ExportRequest, shape: tuple[int, ...], *, integer: bool, dtype: Any) -> str:
     """The task the output serves (``--task``, else from its rank); ``ExportError`` if the
     output cannot serve it or the labels do not fit it."""
     task = req.task or ("classify" if len(shape) == 2 else "segment")

@@ -106,9 +106,6 @@ def indexed_png(class_map: Array, palette: Array, *, transparent: int | None = N
     return b"".join(parts)
 
 
-
-
-
 # ------------------------------------------------------------------------- multi-label bits
 
 
@@ -144,9 +141,6 @@ def bits_png(bits: Array, classes: int) -> bytes:
     if not ok:  # pragma: no cover - cv2 encodes every 2-D uint8/uint16 and BGRA image
         raise ValueError("cv2 could not encode the bits as PNG")
     return bytes(buf.data)
-
-
-
 
 
 # ------------------------------------------------------------------------------------ RLE
