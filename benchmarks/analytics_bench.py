@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from worker.testing import make_video, walker_spans, walkers
+from worker.testing import make_video, walker_spans, walkers, worker_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,12 +41,8 @@ VARIANTS = {
 
 
 def worker(cwd: Path, *args: str) -> tuple[dict[str, Any], float]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
     started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "worker", *args, "--quiet", "--no-picture"],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=1800,
-    )  # fmt: skip
+    proc = worker_cli(cwd, *args, "--quiet", "--no-picture", timeout=1800)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"worker {' '.join(args)} failed: {proc.stderr}")

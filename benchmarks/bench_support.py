@@ -27,6 +27,7 @@ import onnxruntime as ort
 from child_support import Stages
 
 from worker.cli.bench import machine_busy_s
+from worker.testing import clean_env
 
 __all__ = [
     "ChildRun",
@@ -278,10 +279,10 @@ def run_child(argv: list[str], cwd: Path | None = None) -> ChildRun:
     with ``child_support.print_peak_rss`` before it exits."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
     proc = subprocess.run(
-        [sys.executable, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=3600
-    )
+        [sys.executable, *argv], cwd=cwd, env=clean_env(), capture_output=True, text=True,
+        timeout=3600,
+    )  # fmt: skip
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

@@ -1,5 +1,5 @@
 """Live cameras, measured: latency at a steady rate, reconnect time after an outage, and drop
-counts under overload, each against real RTSP servers (``tests/rtsp_server.py``, GStreamer,
+counts under overload, each against real RTSP servers (``worker/testing/rtsp_server.py``, GStreamer,
 run by Debian's /usr/bin/python3; ``bash tests/system-deps.sh`` installs it).
 
     python benchmarks/live_monitor.py [--seconds 20] [--json]

@@ -4,8 +4,8 @@ leaves behind (a decoder, a socket, a segment's encoder, a thread) shows as a sl
 
     python benchmarks/live_soak.py [--reconnects 26] [--seconds 240] [--quick] [--json]
 
-Two cameras (640x480, 15 fps, real RTSP servers: ``tests/rtsp_server.py``, GStreamer, run by
-Debian's /usr/bin/python3; ``bash tests/system-deps.sh`` installs it) through the demo
+Two cameras (640x480, 15 fps, real RTSP servers: ``worker.testing.RtspServer``, GStreamer, run
+by Debian's /usr/bin/python3; ``bash tests/system-deps.sh`` installs it) through the demo
 segmenter, in this process (``worker.live.Monitor``), recording a segment per connection. The
 servers are killed and started again on the same port in turn, ``--reconnects`` times spread
 over ``--seconds``; each reconnect ends a connection (its container, decoder and socket) and

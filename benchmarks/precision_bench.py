@@ -29,7 +29,7 @@ from typing import Any
 
 import cv2
 
-from worker.testing import decode, make_video, walkers
+from worker.testing import clean_env, decode, make_video, walkers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,11 +42,8 @@ PRECISIONS = {"float32": [], "float16": ["--half"], "int8": ["--quantize", "int8
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(ROOT / "benchmarks"), env.get("PYTHONPATH")) if p
-    )
-    return env
+    path = os.pathsep.join(p for p in (str(ROOT / "benchmarks"), os.environ.get("PYTHONPATH")) if p)
+    return clean_env({"PYTHONPATH": path})
 
 
 def worker(cwd: Path, *args: str) -> tuple[dict[str, Any], float]:

@@ -9,7 +9,7 @@ waits a random 0-4 s (start-up, model loading, mid-run, after the end), then sen
 SIGTERM, SIGHUP or SIGINT twice 20-50 ms apart, in turn; ``--busy`` processes spin on the
 CPU meanwhile. ``--code DIR`` runs another checkout of the project (e.g. an older commit in a
 git worktree) to compare, side by side.
-Judging is ``tests/signal_harness.py``'s.
+Judging is ``worker.testing.signal_trials``'s.
 """
 
 from __future__ import annotations

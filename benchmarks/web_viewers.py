@@ -5,7 +5,7 @@ request), alternating phases in one run.
 
     python benchmarks/web_viewers.py [--seconds 15] [--rounds 2] [--viewers 20] [--json]
 
-One real RTSP camera (``tests/rtsp_server.py``: GStreamer, x264 at its default 2 Mbit/s;
+One real RTSP camera (``worker/testing/rtsp_server.py``: GStreamer, x264 at its default 2 Mbit/s;
 the ``snow`` pattern, so every decoded frame is textured like camera footage and its JPEG is
 as costly as a real one) through the demo segmenter in this process, with the pages served as
 ``worker monitor`` serves them. The viewers are a separate process (as browsers are), each

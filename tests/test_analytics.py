@@ -14,9 +14,7 @@ from __future__ import annotations
 import http.server
 import itertools
 import json
-import os
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ import numpy as np
 import pytest
 
 from factory import described, make_model
-from mask_readers import read_bits_png, read_indexed_png, rle_decode
+from readers import read_bits_png, read_indexed_png, rle_decode
 from worker.models import demo_model_path, load_model
 from worker.ops.postprocess import MaskMap
 from worker.ops.preprocess import geometry
@@ -36,17 +34,13 @@ from worker.stages import Inferencer
 from worker.stages.infer import infer_frames
 from worker.stages.runner import run_file
 from worker.stages.sample import robot_scene, write_sample
-from worker.testing import Rig, decode, make_video, walkers
+from worker.testing import Rig, clean_env, decode, make_video, walkers, worker_cli
 
 DOOR = "door=0.35,0.2 0.65,0.2 0.65,0.9 0.35,0.9"
 
 
 def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
-    return subprocess.run(
-        [sys.executable, "-m", "worker", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    return worker_cli(cwd, *args, timeout=300)
 
 
 def lines(path: Path) -> list[dict[str, Any]]:
@@ -263,10 +257,9 @@ def test_the_webhook_buffer_is_bounded_and_losses_are_counted() -> None:
 def test_a_camera_with_zones_rules_and_a_reduced_rate(tmp_path: Path) -> None:
     from worker.testing import RtspServer, worker_cli
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
     with RtspServer(fps=15) as cam:
         proc = worker_cli(
-            tmp_path, env, "monitor", "--input", f"gate={cam.url}", "--zone",
+            tmp_path, "monitor", "--input", f"gate={cam.url}", "--zone",
             "left=0,0 0.5,0 0.5,1 0,1", "--watch", "left:background>0.3@2 end=0.5s",
             "--fps", "5", "--record", "rec", "--events", "events.jsonl", "--duration", "4",
             "--metrics-port", "0",
@@ -299,12 +292,10 @@ def test_the_zones_pipeline_example_runs_with_its_webhook(tmp_path: Path) -> Non
     write_sample(tmp_path / "robot.mp4", seconds=8)
     server, hook = _server(fail_first=0)
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
-        env["EVENTS_WEBHOOK"] = f"http://127.0.0.1:{server.server_address[1]}/events"
-        proc = subprocess.run(
-            [sys.executable, "-m", "worker", "run", "--pipeline", str(example)],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+        to = {"EVENTS_WEBHOOK": f"http://127.0.0.1:{server.server_address[1]}/events"}
+        proc = worker_cli(
+            tmp_path, "run", "--pipeline", str(example), env=clean_env(to), timeout=300
+        )
     finally:
         server.shutdown()
         server.server_close()

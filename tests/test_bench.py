@@ -6,28 +6,18 @@ fast paths with the plain one. Timings are printed, never asserted (they depend 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from factory import make_model
-from worker.testing import make_video
+from worker.testing import make_video, worker_cli
 
 TIMEOUT_S = 90
 
 
 def bench(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
-    return subprocess.run(
-        [sys.executable, "-m", "worker", "bench", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
+    return worker_cli(cwd, "bench", *args, timeout=TIMEOUT_S)
 
 
 def run_json(cwd: Path, *args: str) -> dict[str, Any]:

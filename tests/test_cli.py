@@ -37,7 +37,7 @@ from factory import described, make_model
 from worker.errors import StageError
 from worker.models import load_model
 from worker.stages import run_file
-from worker.testing import decode, make_video
+from worker.testing import clean_env, decode, make_video, one_error, worker_cli
 
 TIMEOUT_S = 60.0
 
@@ -45,28 +45,21 @@ TIMEOUT_S = 60.0
 # ----------------------------------------------------------------------------------- helpers
 
 
-def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """This process's environment without any WORKER_* setting, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
-    env.update(extra or {})
-    return env
-
-
 def worker(
     cwd: Path,
     *args: str,
     env: dict[str, str] | None = None,
-    prefix: Sequence[str] = (sys.executable, "-m", "worker"),
+    prefix: Sequence[str] = (),
     timeout: float = TIMEOUT_S,
 ) -> subprocess.CompletedProcess[str]:
+    """``worker *args`` with ``env`` added to a clean environment; ``prefix``: another way to
+    start the command than ``python -m worker``."""
+    if not prefix:
+        return worker_cli(cwd, *args, env=clean_env(env), timeout=timeout)
     return subprocess.run(
-        [*prefix, *args],
-        cwd=cwd,
-        env=_env(env),
-        capture_output=True,
-        text=True,
+        [*prefix, *args], cwd=cwd, env=clean_env(env), capture_output=True, text=True,
         timeout=timeout,
-    )
+    )  # fmt: skip
 
 
 def tree(root: Path) -> set[str]:
@@ -88,20 +81,6 @@ def summary_of(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 
 def jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def assert_one_error(proc: subprocess.CompletedProcess[str], *needles: str, code: int = 2) -> str:
-    """Exit ``code``, exactly one stderr line, ``error: ...`` naming every needle."""
-    assert proc.returncode == code, (proc.returncode, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1, proc.stderr
-    line = lines[0]
-    assert line.startswith("error: "), line
-    for needle in needles:
-        assert needle in line, (needle, line)
-    assert proc.stdout == ""
-    return line
 
 
 def save_graph(
@@ -571,7 +550,7 @@ def test_bad_input_is_one_error_line_and_writes_nothing(tmp_path: Path, name: st
     case = BAD[name](tmp_path)
     before = tree(tmp_path)
     proc = worker(tmp_path, *case.args, env=case.env)
-    assert_one_error(proc, *case.needles)
+    one_error(proc, *case.needles)
     assert tree(tmp_path) == before  # no output, no .part temporary, no new folder
 
 
@@ -600,7 +579,7 @@ def test_unreadable_input(tmp_path: Path) -> None:
     proc = worker(tmp_path, "run", "--input", "locked.mp4", "--quiet", prefix=prefix)
     if proc.returncode == 97:
         pytest.skip("running as root without CAP_SETPCAP: cannot make a file unreadable to it")
-    assert_one_error(proc, "'locked.mp4'", "cannot read", "Permission denied")
+    one_error(proc, "'locked.mp4'", "cannot read", "Permission denied")
     assert tree(tmp_path) == before
 
 
@@ -736,7 +715,7 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path: Path) -> None:
             "out/long.jsonl",
         ],
         cwd=tmp_path,
-        env=_env(),
+        env=clean_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -775,7 +754,7 @@ def test_stage_failing_at_run_time_stops_the_run(tmp_path: Path) -> None:
         tmp_path, "run", "--input", "clip.mp4", "--model", "b1.onnx", "--batch", "4", "--quiet"
     )
     elapsed = time.monotonic() - started
-    line = assert_one_error(proc, "stage 'inference' failed", code=1)
+    line = one_error(proc, "stage 'inference' failed", code=1)
     assert "reshape" in line.lower()
     assert elapsed < TIMEOUT_S / 2, elapsed  # stopped promptly, no stage left waiting
     assert tree(tmp_path) == before
@@ -806,7 +785,7 @@ def _run_on_a_terminal(tmp: Path, *extra: str) -> tuple[int, str]:
         proc = subprocess.Popen(
             [sys.executable, "-m", "worker", "run", "--input", "clip.mp4", *extra],
             cwd=tmp,
-            env=_env(),
+            env=clean_env(),
             stdout=subprocess.DEVNULL,
             stderr=slave,
         )

@@ -39,7 +39,7 @@ from worker.models import load_model
 from worker.models.repository import card_path_for
 from worker.ops import preprocess, segment
 from worker.stages import Answer, Frame, Recorder, plan_for
-from worker.testing import decode, make_video, pattern
+from worker.testing import clean_env, decode, make_video, one_error, pattern
 
 NETS_DIR = Path(__file__).parent
 TIMEOUT_S = 90.0
@@ -52,24 +52,11 @@ IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 def worker(
     cwd: Path, *args: str, prefix: Sequence[str] = (sys.executable, "-m", "worker")
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(NETS_DIR), env.get("PYTHONPATH")) if p)
+    path = os.pathsep.join(p for p in (str(NETS_DIR), os.environ.get("PYTHONPATH")) if p)
+    env = clean_env({"PYTHONPATH": path})
     return subprocess.run(
         [*prefix, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
     )
-
-
-def one_error(code: int, out: str, err: str, *needles: str) -> str:
-    """Exit 2, nothing on stdout, one ``error: ...`` line on stderr naming every needle."""
-    assert code == 2, (code, err)
-    assert out == "", out
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: "), lines[0]
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def jsonl(path: Path) -> list[dict[str, Any]]:
@@ -380,7 +367,7 @@ def test_export_records_the_interpolation_the_model_was_trained_with(
 ) -> None:
     weights = save(export_nets.randomized(export_nets.classifier(), 5), tmp_path / "w.pth")
     args = export_args(weights, "classifier", "--interpolation", "antialias")
-    code, _, err = cli(args, capfd)
+    code, _, err = outcome(cli(args, capfd))
     assert code == 0, err
     card_file = card_path_for(tmp_path / "out" / "model.onnx")
     assert json.loads(card_file.read_text())["interpolation"] == "antialias"
@@ -411,7 +398,7 @@ def test_half_and_int8_exports_answer_like_float32(
     for i in range(6):
         cv2.imwrite(str(tmp_path / "samples" / f"{i}.png"), detailed(i, 160, 120))
     args = export_args(weights, "segmenter", "--samples", str(tmp_path / "samples"), *flags)
-    code, out, err = cli(args, capfd)
+    code, out, err = outcome(cli(args, capfd))
     assert code == 0, err
     r = json.loads(out)
     assert r["precision"] == precision
@@ -439,7 +426,7 @@ def test_channels_last_input_is_exported_as_nhwc(
     weights = save(export_nets.randomized(export_nets.channels_last(), 4), tmp_path / "w.pth")
     args = export_args(weights, "channels_last", "--dynamic", "batch,height,width")
     args[args.index("1,3,32,32")] = "1,32,32,3"
-    code, out, err = cli(args, capfd)
+    code, out, err = outcome(cli(args, capfd))
     assert code == 0, err
     report = json.loads(out)
     assert report["input"] == "image[batch,height,width,3]"
@@ -463,13 +450,18 @@ def test_without_torch_one_line_names_the_install_hint(tmp_path: Path) -> None:
         *export_args(tmp_path / "missing.pth", "classifier"),
         prefix=(sys.executable, "-c", block),
     )
-    one_error(proc.returncode, proc.stdout, proc.stderr, "PyTorch", "pip install '.[export]'")
+    one_error(proc, "PyTorch", "pip install '.[export]'")
 
 
-def cli(args: list[str], capfd: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+def outcome(proc: subprocess.CompletedProcess[str]) -> tuple[int, str, str]:
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def cli(args: list[str], capfd: pytest.CaptureFixture[str]) -> subprocess.CompletedProcess[str]:
+    """``worker *args`` run in this process, as the command would end."""
     code = main(args)
     out, err = capfd.readouterr()
-    return code, out, err
+    return subprocess.CompletedProcess(args, code, out, err)
 
 
 @pytest.mark.parametrize(
@@ -491,7 +483,7 @@ def test_factory_that_cannot_be_used_is_named(
     (tmp_path / "broken_module.py").write_text("import not_installed_dep\n")
     args = export_args(tmp_path / "w.pth", "classifier")
     args[2] = factory
-    one_error(*cli(args, capfd), f"--factory '{factory}'", *needles)
+    one_error(cli(args, capfd), f"--factory '{factory}'", *needles)
     assert not (tmp_path / "out").exists()
 
 
@@ -504,7 +496,7 @@ def test_weights_that_do_not_match_list_missing_unexpected_and_reshaped_keys(
     state["head.weight"] = torch.zeros(5, 16)
     torch.save({"model": state}, tmp_path / "w.pth")
     one_error(
-        *cli(export_args(tmp_path / "w.pth", "classifier"), capfd),
+        cli(export_args(tmp_path / "w.pth", "classifier"), capfd),
         "do not match the model from 'export_nets:classifier'",
         "missing 1 key: head.bias",
         "unexpected 1 key: head.extra",
@@ -543,10 +535,10 @@ def test_operator_missing_at_the_opset_is_named_with_the_opset_that_has_it(
     weights = save(export_nets.resampler(), tmp_path / "w.pth")
     args = export_args(weights, "resampler", "--opset", "15")
     # stdout empty too: the exporter's own dump of the graph must not get through.
-    one_error(*cli(args, capfd), "operator 'aten::grid_sampler'", "opset 15", "--opset 16")
+    one_error(cli(args, capfd), "operator 'aten::grid_sampler'", "opset 15", "--opset 16")
     assert not (tmp_path / "out").exists()
     # ... and the suggestion is right.
-    code, out, err = cli(export_args(weights, "resampler", "--opset", "16"), capfd)
+    code, out, err = outcome(cli(export_args(weights, "resampler", "--opset", "16"), capfd))
     assert code == 0, err
     assert json.loads(out)["opset"] == 16
 
@@ -563,7 +555,7 @@ def test_model_left_in_training_mode_is_refused(
     tmp_path: Path, capfd: pytest.CaptureFixture[str], factory: str, needle: str
 ) -> None:
     weights = save(getattr(export_nets, factory)(), tmp_path / "w.pth")
-    one_error(*cli(export_args(weights, factory), capfd), "model left in training mode", needle)
+    one_error(cli(export_args(weights, factory), capfd), "model left in training mode", needle)
     assert not (tmp_path / "out").exists()
 
 
@@ -575,13 +567,15 @@ def test_an_eval_mode_model_with_huge_logits_is_judged_relative_to_them(
     # "left in training mode"; ONNX Runtime vs PyTorch differ by as much, relatively ~1e-7.
     weights = save(export_nets.high_logits(), tmp_path / "w.pth")
     for dynamic in ("batch", "none"):
-        code, out, err = cli(export_args(weights, "high_logits", "--dynamic", dynamic), capfd)
+        code, out, err = outcome(
+            cli(export_args(weights, "high_logits", "--dynamic", dynamic), capfd)
+        )
         assert code == 0, err
         checks = json.loads(out)["verification"]
         assert all(c["within_tolerance"] and c["mask_agreement"] == 1.0 for c in checks)
         assert max(c["max_abs_diff"] for c in checks) > 1e-3  # what the old check refused
     # --tolerance, the old flag, still works: it is the absolute part now.
-    code, out, err = cli(export_args(weights, "high_logits", "--tolerance", "2e-5"), capfd)
+    code, out, err = outcome(cli(export_args(weights, "high_logits", "--tolerance", "2e-5"), capfd))
     assert code == 0, err
     assert (json.loads(out)["atol"], json.loads(out)["rtol"]) == (2e-5, 1e-3)
 
@@ -598,7 +592,7 @@ def test_answers_on_the_samples_are_the_verdict(
         cv2.imwrite(str(tmp_path / "bright" / f"{i}.png"), np.full((40, 40, 3), 250, np.uint8))
     args = export_args(weights, "value_branch", "--samples", str(tmp_path / "bright"))
     line = one_error(
-        *cli(args, capfd),
+        cli(args, capfd),
         "verification failed",
         "on samples inputs",
         "top1 agreement 0.0%",
@@ -607,7 +601,7 @@ def test_answers_on_the_samples_are_the_verdict(
     assert "control flow on shapes" not in line
     assert list((tmp_path / "out").iterdir()) == []
     # Noise alone (no samples) cannot see it: the export passes, as it must.
-    code, _, err = cli(export_args(weights, "value_branch"), capfd)
+    code, _, err = outcome(cli(export_args(weights, "value_branch"), capfd))
     assert code == 0, err
 
 
@@ -620,7 +614,7 @@ def test_disagreement_above_tolerance_fails_and_writes_nothing(
     args = export_args(weights, "shape_branch", "--dynamic", "batch,height,width")
     args[args.index("1,3,32,32")] = "1,3,64,64"
     one_error(
-        *cli(args, capfd),
+        cli(args, capfd),
         "verification failed",
         "beyond --rtol 0.001 --atol 1e-05",
         "shaped [1, 3, 128, 128]",
@@ -664,5 +658,5 @@ def test_bad_request_is_one_error_line(
             args[args.index(flag) + 1] = value
         else:
             args += [flag, value]
-    one_error(*cli(args, capfd), *needles)
+    one_error(cli(args, capfd), *needles)
     assert not (tmp_path / "out").exists()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from worker.models import MODEL_FILE
+from worker.testing import clean_env
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "worker"
@@ -47,6 +47,7 @@ LAYERS = {
     "queue": 7,
     "export": 7,
     "cli": 8,
+    "testing": 8,
     "__init__": 9,
     "entry": 9,
     "__main__": 10,
@@ -125,8 +126,7 @@ def test_the_wheel_holds_one_import_name_and_the_demo_models(tmp_path: Path) -> 
     )  # fmt: skip
     away = tmp_path / "elsewhere"
     away.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
-    env["PYTHONPATH"] = str(site)
+    env = clean_env({"PYTHONPATH": str(site)})
 
     def py(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -170,8 +170,7 @@ def test_export_from_a_repository_with_its_own_models_package(tmp_path: Path) ->
     )
     torch.save(net.state_dict(), repo / "best.pth")
     (repo / "labels.txt").write_text("a\nb\nc\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
-    env["WORKER_MODEL_ROOT"] = "zoo"
+    env = clean_env(model_root="zoo")
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

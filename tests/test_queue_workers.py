@@ -8,7 +8,7 @@ once; a worker whose lease was taken over publishes nothing; malformed payloads 
 dead-lettered without killing the worker; bad input is not retried, other failures are,
 then dead-lettered; deadlines; the liveness check, metrics and health endpoints.
 
-Lease 2 s and heartbeat 0.2 s (``queue_harness.worker_env``) keep takeovers quick; waits are
+Lease 2 s and heartbeat 0.2 s (``worker.testing.worker_env``) keep takeovers quick; waits are
 polls with generous deadlines, so a slow, shared machine makes tests slower, not red.
 """
 
@@ -26,9 +26,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+import redis
+
 from factory import make_model
 from worker.constants import GROUP
-from worker.queue.client import Queue
 from worker.queue.leases import Consumer, Lease
 from worker.testing import (
     LONG,
@@ -36,16 +38,13 @@ from worker.testing import (
     done_events,
     files_under,
     free_port,
+    make_slow_model,
     make_video,
+    mid_job,
     state_of,
     wait_for,
+    worker_cli,
 )
-
-
-def running_with_progress(q: Queue, job_id: str) -> dict[str, Any] | None:
-    st = q.status(job_id)
-    done = (st["progress"] or {}).get("done", 0)
-    return st if st["state"] == "running" and done > 0 else None
 
 
 def outputs_of(rig: Rig, job_id: str) -> list[str]:
@@ -87,7 +86,7 @@ def test_a_sigkilled_workers_job_completes_elsewhere_with_one_output(rig: Rig) -
     q = rig.queue()
     job_id, _ = q.submit(q.make_spec(input="long.mp4"))
     a = rig.worker("--burst", name="a")
-    first = wait_for(lambda: running_with_progress(q, job_id), "A to be mid-job")
+    first = wait_for(lambda: mid_job(q, job_id), "A to be mid-job")
     b = rig.worker("--burst", name="b")
     wait_for(lambda: "queue 'video'" in b.text(), "B to be up")
     a.signal(signal.SIGKILL)
@@ -121,7 +120,7 @@ def test_a_redis_restart_mid_run_loses_nothing(rig: Rig) -> None:
     long_id, _ = q.submit(q.make_spec(input="long.mp4", priority="high"))
     ids = [long_id] + [q.submit(q.make_spec(input="a.mp4"))[0] for _ in range(8)]
     workers = [rig.worker("--burst", name=f"w{i}") for i in range(2)]
-    wait_for(lambda: running_with_progress(q, long_id), "the long job to be mid-run")
+    wait_for(lambda: mid_job(q, long_id), "the long job to be mid-run")
     wait_for(lambda: q.depth()["done"] >= 1, "a short job to finish")
 
     rig.redis.kill(signal.SIGKILL)
@@ -150,7 +149,7 @@ def test_cancel_stops_a_running_job_within_seconds(rig: Rig) -> None:
     job_id, _ = q.submit(q.make_spec(input="long.mp4"))
     next_id, _ = q.submit(q.make_spec(input="a.mp4"))
     w = rig.worker("--burst")
-    wait_for(lambda: running_with_progress(q, job_id), "the job to be mid-run")
+    wait_for(lambda: mid_job(q, job_id), "the job to be mid-run")
     proc = rig.cli("cancel", job_id)
     asked = time.monotonic()
     assert proc.returncode == 0, proc.stderr
@@ -174,7 +173,7 @@ def test_sigterm_finishes_the_running_job_within_the_grace_period(rig: Rig) -> N
     q = rig.queue()
     job_id, _ = q.submit(q.make_spec(input="long.mp4"))
     w = rig.worker(grace_s=120)
-    wait_for(lambda: running_with_progress(q, job_id), "the job to be mid-run")
+    wait_for(lambda: mid_job(q, job_id), "the job to be mid-run")
     queued_id, _ = q.submit(q.make_spec(input="a.mp4"))
     w.signal(signal.SIGTERM)
     assert w.wait(90) == 0, w.text()
@@ -190,7 +189,7 @@ def test_sigterm_past_the_grace_period_hands_the_job_back_at_once(rig: Rig) -> N
     q = rig.queue()
     job_id, _ = q.submit(q.make_spec(input="long.mp4"))
     a = rig.worker(name="a", grace_s=0, lease_s=300)
-    wait_for(lambda: running_with_progress(q, job_id), "A to be mid-job")
+    wait_for(lambda: mid_job(q, job_id), "A to be mid-job")
     b = rig.worker("--burst", name="b", lease_s=300)
     wait_for(lambda: "queue 'video'" in b.text(), "B to be up")
     a.signal(signal.SIGTERM)
@@ -212,7 +211,7 @@ def test_a_worker_whose_lease_was_taken_over_publishes_nothing(rig: Rig) -> None
     q = rig.queue()
     job_id, _ = q.submit(q.make_spec(input="long.mp4"))
     a = rig.worker("--burst", name="a")
-    wait_for(lambda: running_with_progress(q, job_id), "A to be mid-job")
+    wait_for(lambda: mid_job(q, job_id), "A to be mid-job")
     # The test takes the job over as another consumer (a lease so short A's counts as lapsed).
     thief = Consumer(rig.queue(lease_s=0.001), "thief")
     lease = thief.start(wait_for(thief.take, "the takeover", timeout=20))
@@ -432,3 +431,151 @@ def test_http_inputs_are_fetched_when_allowlisted(rig: Rig) -> None:
     assert outputs_of(rig, ok_id) == ["clip.jsonl", "clip.mp4"]
     st = q.status(missing_id)
     assert (st["state"], st["attempts"]) == ("failed", 1) and "HTTP 404" in st["error"]
+
+
+def test_bytes_that_are_not_utf8_go_to_the_dead_letters_and_the_queue_goes_on(rig: Rig) -> None:
+    # Before: UnicodeDecodeError in the consumer, `worker serve` exit 1, and every worker
+    # after it died on its first claim of the entry (a crash loop; jobs behind it stuck).
+    q = rig.queue()
+    q.ensure_groups()
+    stream = q.keys.stream("normal")
+    raw = redis.Redis.from_url(rig.redis.url)  # bytes in, bytes out: as redis-cli -x sends
+    raw.xadd(stream, {b"job": b'\xff\xfe{"id": 1}'})
+    # One a dead worker had already read: it is pending and will be claimed after a lease.
+    raw.xadd(stream, {b"\xc3\x28": b"value"})
+    raw.xreadgroup(GROUP, "ghost", {stream: ">"}, count=1)
+    raw.xadd(stream, {b"job": b"\xc3\x28"})
+    good_id, _ = q.submit(q.make_spec(input="a.mp4"))
+    w = rig.worker("--burst")
+    assert w.wait(60) == 0, w.text()
+    assert state_of(q, good_id) == "done"
+    letters = q.dead_letters()
+    assert len(letters) == 3, letters
+    errors = " | ".join(str(d["error"]) for d in letters)
+    assert errors.count("not UTF-8") == 3 and "0xff" in errors and "0xc3" in errors
+    kept = [json.loads(d["raw"]) for d in letters]
+    assert {"job": '\\xff\\xfe{"id": 1}'} in kept  # the bytes, shown escaped
+    assert raw.xlen(stream) == 0 and raw.xpending(stream, GROUP)["pending"] == 0
+    listed = rig.cli("jobs", "--state", "dead")
+    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 3, listed.stderr
+
+
+def test_an_outage_longer_than_the_lease_does_not_restart_a_running_job(rig: Rig) -> None:
+    # Before: the pending entry's idle clock ran while Redis was down; once it was back, an
+    # idle worker that reconnected before the holder claimed the live job and the holder
+    # stopped: the job restarted from frame 0. Which worker reconnects first is chance (each
+    # backs off with jitter), so three idle workers and two outages: on the old code the
+    # holder is first both times in about 1 run of 16.
+    q = rig.queue()
+    # ~0.1 s of model per frame: the job outlasts both outages.
+    make_slow_model(rig.root / "models" / "slow.onnx")
+    job_id, _ = q.submit(q.make_spec(input="long.mp4", model="slow.onnx", max_frames=200))
+    a = rig.worker(name="a")
+    wait_for(lambda: mid_job(q, job_id), "A to be mid-job")
+    idle = [rig.worker(name=f"idle{i}") for i in range(3)]
+    wait_for(lambda: all("queue 'video'" in w.text() for w in idle), "the idle workers")
+    lease = float(rig.env["WORKER_LEASE_S"])
+    for outage in (1, 2):
+        rig.redis.kill(signal.SIGKILL)
+        down = time.monotonic()
+        wait_for(lambda n=outage: a.text().count("unavailable") == n, "A to notice")  # type: ignore[misc]
+        wait_for(lambda d=down: time.monotonic() - d >= 2 * lease, "twice the lease", poll=0.1)  # type: ignore[misc]
+        rig.redis.start()
+        q = rig.queue()
+        if outage == 1:
+            wait_for(lambda: a.text().count("is back") == 1, "A to be back")
+            assert q.status(job_id)["attempts"] == 1, "taken over after the first outage"
+            assert mid_job(q, job_id), "the job should still be running for the second outage"
+    wait_for(lambda: state_of(q, job_id) == "done", "the job to finish", timeout=120)
+    st = q.status(job_id)
+    logs = a.text() + "".join(w.text() for w in idle)
+    assert st["attempts"] == 1, logs
+    assert [e["event"] for e in q.events(job_id)] == ["submitted", "started", "done"]
+    assert "took it over" not in logs
+    assert done_events(q) == {job_id: 1}
+    for w in (a, *idle):
+        w.signal(signal.SIGTERM)
+        assert w.wait(60) == 0, w.text()
+
+
+def test_every_worker_proves_its_own_loop_alive(rig: Rig) -> None:
+    env = {k: v for k, v in rig.env.items() if k != "WORKER_HEARTBEAT_FILE"}
+    env["WORKER_HEARTBEAT_DIR"] = str(rig.root)
+    from worker.testing import WorkerProc
+
+    a = WorkerProc(rig.root, env, "serve", name="a")
+    b = WorkerProc(rig.root, env, "serve", name="b")
+    rig.procs += [a, b]
+    wait_for(lambda: len(list(rig.root.glob("video-worker-*.heartbeat"))) == 2, "two heartbeats")
+    both = worker_cli(rig.root, "check", env=env)
+    assert both.returncode == 0 and len(both.stdout.splitlines()) == 2, both.stderr
+    a.signal(signal.SIGKILL)
+    a.wait()
+    one = worker_cli(rig.root, "check", env=env)
+    assert one.returncode == 0 and len(one.stdout.splitlines()) == 1, one.stderr
+    b.signal(signal.SIGTERM)
+    assert b.wait(60) == 0
+    none = worker_cli(rig.root, "check", env=env)
+    assert none.returncode == 1 and "no worker heartbeat" in none.stderr
+
+
+def test_metrics_can_listen_on_one_address() -> None:
+    from worker.httpd import serve_http
+
+    server = serve_http(0, lambda: b"", lambda: (True, {}), "127.0.0.1")
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("size", [1, 3])
+def test_the_model_cache_keeps_exactly_its_size(tmp_path: Path, size: int) -> None:
+    from worker.queue.cache import ModelCache
+
+    paths = [make_model(tmp_path / f"m{i}.onnx", classes=3, seed=i) for i in range(4)]
+    cache = ModelCache(size, provider="cpu")
+    first = [cache.get(p) for p in paths]
+    assert cache.loads == 4 and len(cache._models) == size
+    # The most recent `size` are served from memory; the ones before were evicted.
+    again = [cache.get(p) for p in paths[-size:]]
+    assert cache.loads == 4 and all(a is b for a, b in zip(again, first[-size:], strict=True))
+    assert cache.get(paths[0]) is not first[0] and cache.loads == 5
+    # A model file replaced in place (a new version, same name) is loaded again.
+    make_model(paths[0], classes=3, seed=99)
+    os.utime(paths[0], ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert cache.get(paths[0]) is not first[0] and cache.loads == 6
+
+
+def test_the_worker_checks_the_input_again_itself(rig: Rig) -> None:
+    # Inside the root at submit; a symlink out of it by the time the worker opens it.
+    q = rig.queue()
+    (rig.root / "in" / "swapped.mp4").write_bytes(b"")  # there at submit, as a plain file
+    spec = q.make_spec(input="swapped.mp4")
+    (rig.root / "in" / "swapped.mp4").unlink()
+    secret = rig.root / "outside.mp4"
+    secret.write_bytes((rig.root / "in" / "a.mp4").read_bytes())
+    (rig.root / "in" / "swapped.mp4").symlink_to(secret)
+    job_id, _ = q.submit(spec)
+    w = rig.worker("--burst")
+    assert w.wait(60) == 0, w.text()
+    st = q.status(job_id)
+    assert st["state"] == "failed" and "outside the input root" in st["error"], st
+    assert rig.outputs(job_id) == []
+
+
+def test_the_last_check_before_renaming_stops_a_job_that_was_taken_over(rig: Rig) -> None:
+    # Heartbeats 15 s apart: the job finishes before its worker renews even once, so only the
+    # check just before the outputs are renamed into place can find the job gone.
+    q = rig.queue()
+    job_id, _ = q.submit(q.make_spec(input="long.mp4"))
+    a = rig.worker("--burst", name="a", heartbeat_s=15, lease_s=30)
+    wait_for(lambda: rig.parts(), "A to be writing")
+    thief = Consumer(rig.queue(lease_s=0.001), "thief")
+    lease = thief.start(wait_for(thief.take, "the takeover"))
+    assert isinstance(lease, Lease)
+    wait_for(lambda: "nothing published" in a.text(), "A to find the job gone at the end")
+    assert "took it over" not in a.text()  # no heartbeat told it: the last check did
+    assert rig.outputs(job_id) == [] and rig.parts() == [], a.text()
+    assert lease.finish("done", "{}") == "done"  # the thief still holds the job
+    assert a.wait(60) == 0, a.text()

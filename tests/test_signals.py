@@ -25,17 +25,22 @@ import av
 import pytest
 
 from worker.stages.atomic import AtomicFile
-from worker.testing import KINDS, MIN_DELAY_S, busy_cores, make_video, run_trial
+from worker.testing import (
+    KINDS,
+    MIN_DELAY_S,
+    busy_cores,
+    clean_env,
+    make_video,
+    run_trial,
+    worker_cli,
+    worker_popen,
+)
 
 pytestmark = pytest.mark.timeout(600)
 
 
 def worker(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
-    return subprocess.run(
-        [sys.executable, "-m", "worker", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    return worker_cli(cwd, *args, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +55,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_term_and_hup_stop_a_run_like_ctrl_c(tmp_path: Path, sig: int) -> None:
     # Before: no handler, the process died at once and left .out.mp4.XXXX.part files behind.
     long = make_video(tmp_path / "long.mp4", frames=600, width=320, height=240)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "worker", "run", "--input", str(long), "--output", "out.mp4"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = worker_popen(tmp_path, "run", "--input", str(long), "--output", "out.mp4")
     deadline = time.monotonic() + 60
     while not list(tmp_path.glob(".out.mp4.*.part")) and time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
@@ -165,7 +166,7 @@ def test_results_on_stdout_and_the_summary_on_stderr(tmp_path: Path, clip: Path)
 
 
 def test_a_reader_that_goes_away(tmp_path: Path, clip: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
+    env = clean_env()
     # After the outputs were committed (| true): exit 0, quietly. Before: exit 1.
     done = subprocess.run(
         f"{sys.executable} -m worker run --input {clip} --output a.mp4 | true; "

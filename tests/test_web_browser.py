@@ -18,7 +18,15 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 
 from factory import make_bright_model
-from worker.testing import Rig, RtspServer, WorkerProc, free_port, make_slow_model, wait_for
+from worker.testing import (
+    Rig,
+    RtspServer,
+    WorkerProc,
+    clean_env,
+    free_port,
+    make_slow_model,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -27,9 +35,7 @@ READ_TIMEOUT_S = 2.0
 
 
 def env(**settings: str) -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
-    e.update({f"WORKER_{k.upper()}": v for k, v in settings.items()})
-    return e
+    return clean_env(**settings)
 
 
 def get_json(port: int, path: str) -> Any:

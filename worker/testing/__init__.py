@@ -7,6 +7,7 @@ in the worker itself imports it. The RTSP cameras need the system packages
 ``tests/system-deps.sh`` installs.
 """
 
+from worker.testing.cli import clean_env, one_error, worker_cli, worker_popen
 from worker.testing.media import decode, make_video, pattern, walker_spans, walkers
 from worker.testing.models import make_slow_model
 from worker.testing.redis_server import RedisServer
@@ -16,9 +17,9 @@ from worker.testing.rig import (
     WorkerProc,
     done_events,
     files_under,
+    mid_job,
     settings_from,
     state_of,
-    worker_cli,
     worker_env,
 )
 from worker.testing.rtsp import SYSTEM_PYTHON, RtspServer, SilentServer
@@ -38,12 +39,15 @@ __all__ = [
     "Trial",
     "WorkerProc",
     "busy_cores",
+    "clean_env",
     "decode",
     "done_events",
     "files_under",
     "free_port",
     "make_slow_model",
     "make_video",
+    "mid_job",
+    "one_error",
     "pattern",
     "run_trial",
     "settings_from",
@@ -53,4 +57,5 @@ __all__ = [
     "walkers",
     "worker_cli",
     "worker_env",
+    "worker_popen",
 ]

@@ -5,7 +5,6 @@ lease and heartbeat, and what to look at afterwards."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from typing import Any
 
 from worker.queue.client import Queue
 from worker.settings import Settings
+from worker.testing.cli import clean_env, worker_cli
 from worker.testing.redis_server import RedisServer
 from worker.testing.waiting import DEADLINE_S, free_port
 
@@ -23,9 +23,9 @@ __all__ = [
     "WorkerProc",
     "done_events",
     "files_under",
+    "mid_job",
     "settings_from",
     "state_of",
-    "worker_cli",
     "worker_env",
 ]
 
@@ -46,9 +46,7 @@ def worker_env(root: Path, redis_url: str, **settings: Any) -> dict[str, str]:
         "HEARTBEAT_FILE": root / "heartbeat.json",
     }
     values.update({k.upper(): v for k, v in settings.items()})
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
-    env.update({f"WORKER_{k}": str(v) for k, v in values.items()})
-    return env
+    return clean_env(**values)
 
 
 def settings_from(env: dict[str, str]) -> Settings:
@@ -98,17 +96,11 @@ class WorkerProc:
         self._out.close()
 
 
-def worker_cli(
-    root: Path, env: dict[str, str], *args: str, timeout: float = DEADLINE_S
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker", *args],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def mid_job(q: Queue, job_id: str) -> dict[str, Any] | None:
+    """The job's status once it runs and has done a frame; None before."""
+    st = q.status(job_id)
+    done = (st["progress"] or {}).get("done", 0)
+    return st if st["state"] == "running" and done > 0 else None
 
 
 def state_of(q: Queue, job_id: str) -> str:
@@ -157,7 +149,7 @@ class Rig:
 
     def cli(self, *args: str, **settings: Any) -> subprocess.CompletedProcess[str]:
         env = {**self.env, **{f"WORKER_{k.upper()}": str(v) for k, v in settings.items()}}
-        return worker_cli(self.root, env, *args)
+        return worker_cli(self.root, *args, env=env)
 
     def outputs(self, job_id: str) -> list[str]:
         return files_under(self.out / job_id) if (self.out / job_id).exists() else []

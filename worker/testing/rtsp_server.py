@@ -1,9 +1,10 @@
 """A live RTSP camera for tests: GStreamer's RTSP server, run with Debian's /usr/bin/python3.
 
-Not imported by the tests (the project's venv has no GObject bindings): ``rtsp_harness``
+Not imported by the tests (the project's venv has no GObject bindings): ``worker.testing.rtsp``
 starts it as a process, waits for the ``READY`` line, and kills it to simulate an outage.
 
-    /usr/bin/python3 tests/rtsp_server.py --port 8554 [--size 320x240] [--fps 15] [--pattern ball]
+    /usr/bin/python3 worker/testing/rtsp_server.py --port 8554 [--size 320x240] [--fps 15] \
+        [--pattern ball]
 
 Serves ``rtsp://127.0.0.1:<port>/cam``: a moving ball (or another ``videotestsrc`` pattern),
 H.264, one key frame per second.

@@ -16,7 +16,6 @@ the benchmark counts such cases apart (``Trial.before_our_code``).
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -26,6 +25,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from worker.testing.cli import clean_env
 
 #: What a trial sends: one signal, or SIGINT twice 20-50 ms apart (an impatient user).
 KINDS = ("INT", "TERM", "HUP", "INT,INT")
@@ -67,11 +68,11 @@ def run_trial(workdir: Path, video: Path, kind: str, delay_s: float, rng: random
     """Start ``worker run``, wait ``delay_s``, send ``kind``; judge what is left."""
     workdir.mkdir(parents=True, exist_ok=True)
     out, res = workdir / "out.mp4", workdir / "out.jsonl"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "worker", "run", "--input", str(video), "--output", str(out),
          "--results", str(res)],
-        cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=workdir, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True,
     )  # fmt: skip
     t = Trial(kind, delay_s)
     deadline = time.monotonic() + delay_s

@@ -1,5 +1,6 @@
-"""Readers of the masks the worker writes (``worker.ops.masks``), for the tests: an indexed
-PNG back to its class map and palette, a bits PNG back to its bits, COCO RLE back to a mask.
+"""Readers of what the worker writes, for the tests: a PNG picture (libpng, through cv2), an
+indexed PNG back to its class map and palette, a bits PNG back to its bits, COCO RLE back to
+a mask (``worker.ops.masks``).
 Written independently of the writers' code paths, so a test that round-trips through them
 checks the files, not the writers against themselves."""
 
@@ -13,10 +14,17 @@ from typing import Any
 import cv2
 import numpy as np
 
-__all__ = ["read_bits_png", "read_indexed_png", "rle_decode"]
+__all__ = ["decode_png", "read_bits_png", "read_indexed_png", "rle_decode"]
 
 Array = np.ndarray[Any, Any]
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def decode_png(data: bytes, flags: int = cv2.IMREAD_COLOR) -> Array:
+    """A PNG as libpng reads it, through cv2."""
+    img: Array | None = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    assert img is not None
+    return img
 
 
 def _chunks(data: bytes) -> list[tuple[bytes, bytes]]:

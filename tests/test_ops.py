@@ -25,6 +25,8 @@ from worker.ops import (
     softmax,
     warp_matrix,
 )
+from worker.ops.postprocess import MaskMap, shown_from_bits
+from worker.ops.preprocess import warp
 
 Array = np.ndarray[Any, Any]
 rng = np.random.default_rng(7)
@@ -215,3 +217,85 @@ def test_draw_top_writes_only_in_its_box() -> None:
     assert len(changed) > 100
     assert changed[:, 0].max() < 60 and changed[:, 1].max() < 120
     np.testing.assert_array_equal(draw_top(f, []), f)
+
+
+GEOMETRIES = [
+    ((47, 63), (32, 32), "stretch", None, (16, 16)),
+    ((48, 64), (40, 40), "letterbox", None, (20, 20)),
+    ((60, 90), (32, 48), "center_crop", 40, (16, 24)),
+    ((33, 17), (24, 24), "letterbox", None, (24, 24)),
+]
+
+
+@pytest.mark.parametrize(("frame_hw", "model_hw", "mode", "crop", "small_hw"), GEOMETRIES)
+def test_coverage_counted_on_the_small_mask_equals_the_full_one(
+    frame_hw: tuple[int, int],
+    model_hw: tuple[int, int],
+    mode: Any,
+    crop: int | None,
+    small_hw: tuple[int, int],
+) -> None:
+    g = geometry(frame_hw, model_hw, mode, crop).then_scale(
+        small_hw[1] / model_hw[1], small_hw[0] / model_hw[0]
+    )
+    where = MaskMap.build(g, small_hw, frame_hw)
+    labels = tuple(f"c{i}" for i in range(6))
+    small = rng.integers(0, 7, small_hw).astype(np.uint8)  # 6 is not a label: not counted
+    small[0, 0] = 255
+    full = restore(small, g, frame_hw)
+    np.testing.assert_array_equal(where.restore(small), full)
+    assert where.coverage(small, labels) == coverage(full, labels)  # exactly, floats and all
+    bits = rng.integers(0, 64, small_hw).astype(np.uint8)
+    assert where.coverage_bits(bits, labels) == coverage_bits(
+        restore(bits.astype(np.uint32), g, frame_hw, fill=0), labels
+    )
+
+
+def test_shown_class_from_bits_is_the_highest_on() -> None:
+    p = rng.random((2, 10, 5, 6)).astype(np.float32)
+    shown, bits = segment(p, "multilabel", "none", 0.9)
+    assert bits is not None
+    np.testing.assert_array_equal(shown_from_bits(bits.astype(np.uint16), 10), shown)
+    assert (shown == 255).any() and (shown < 10).any()
+
+
+def test_stretch_warp_is_the_resize_at_pixel_centres() -> None:
+    frame = rng.integers(0, 256, (45, 70, 3), dtype=np.uint8)
+    out = warp([frame, frame], (32, 40), "stretch")
+    affine = warp_matrix(geometry((45, 70), (32, 40), "stretch"))
+    import cv2
+
+    general = cv2.warpAffine(frame, affine, (40, 32), flags=cv2.INTER_LINEAR)
+    assert out.shape == (2, 32, 40, 3) and out.dtype == np.uint8
+    assert np.abs(out[0].astype(int) - general).max() <= 1  # fixed-point rounding only
+    same = warp([frame], (45, 70), "stretch")
+    np.testing.assert_array_equal(same[0], frame)
+
+
+@pytest.mark.parametrize(("frame_hw", "model_hw", "mode", "crop", "small_hw"), GEOMETRIES)
+@pytest.mark.parametrize("alpha", [0.0, 0.4, 0.5, 1.0])
+def test_blending_over_the_small_mask_equals_blending_the_restored_one(
+    frame_hw: tuple[int, int],
+    model_hw: tuple[int, int],
+    mode: Any,
+    crop: int | None,
+    small_hw: tuple[int, int],
+    alpha: float,
+) -> None:
+    # The packed path never builds the full-size class map; it must not change one pixel,
+    # unseen ones (crop, letterbox bands) and NO_CLASS ones included.
+    g = geometry(frame_hw, model_hw, mode, crop).then_scale(
+        small_hw[1] / model_hw[1], small_hw[0] / model_hw[0]
+    )
+    where = MaskMap.build(g, small_hw, frame_hw)
+    colors = rng.integers(0, 256, (256, 3), dtype=np.uint8)
+    painted = np.zeros(256, bool)
+    painted[1:5] = True
+    blend = Blender.build(colors, alpha, painted)
+    frame = rng.integers(0, 256, (*frame_hw, 3), dtype=np.uint8)
+    small = rng.choice(np.array([0, 1, 2, 3, 4, 9, 255], np.uint8), size=small_hw)
+    want = blend(frame, where.restore(small))
+    got = blend.over(frame, small, where.restore)
+    np.testing.assert_array_equal(got, want)
+    if alpha > 0:
+        assert not np.array_equal(got, frame)

@@ -9,9 +9,7 @@ they are.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from factory import make_model
 from worker.cli.common import configured_model
 from worker.errors import CardError, SettingsError
 from worker.settings import load_settings
+from worker.testing import clean_env, one_error, worker_cli
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "pipelines"
@@ -34,22 +33,7 @@ def write(path: Path, text: str) -> Path:
 def run_cli(
     cwd: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
-    full.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "worker", *args],
-        cwd=cwd, env=full, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-
-
-def one_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
+    return worker_cli(cwd, *args, env=clean_env(env), timeout=180)
 
 
 # ----------------------------------------------------------------------------- precedence

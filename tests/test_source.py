@@ -1,5 +1,7 @@
-"""Damaged and unusual media: cut-off files, timestamps that go backwards, text that FFmpeg
-would "play" as video, and checking an input without decoding it.
+"""``worker.stages.source``: decoding damaged and unusual media (cut-off files, timestamps
+that go backwards, text that FFmpeg would "play" as video), checking an input without
+decoding it, and decoding on the hardware where it exists (NVDEC; "auto" falls back to
+software silently, with exactly software's frames).
 
 Every input is made here with PyAV, and each test first shows, with PyAV alone, that the file
 really has the trait it is about (a half picture at the end, timestamps out of order, a
@@ -24,11 +26,23 @@ from worker.description import Encode
 from worker.errors import InputError, InputNotFoundError
 from worker.stages.atomic import AtomicFile
 from worker.stages.frames import Frame
-from worker.stages.source import VideoSource, probe
+from worker.stages.source import VideoSource, decode_threads, probe
 from worker.stages.writer import VideoWriter
-from worker.testing import decode, make_video, pattern
+from worker.testing import decode, make_video, pattern, worker_cli
 
 Array = np.ndarray[Any, Any]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_video(tmp_path_factory.mktemp("io") / "clip.mp4", frames=9, width=96, height=64)
+
+
+def frames_of(source: VideoSource) -> list[np.ndarray[Any, Any]]:
+    try:
+        return [f.image for f in source.frames()]
+    finally:
+        source.close()
 
 
 def read_all(path: Path, **kwargs: Any) -> tuple[VideoSource, list[Frame]]:
@@ -321,18 +335,54 @@ def test_probe_refuses_what_the_source_refuses(tmp_path: Path) -> None:
 def test_the_run_summary_says_what_the_file_lost(tmp_path: Path) -> None:
     # Through the real command: before, a half MKV read as a whole one of half the length.
     import json
-    import os
-    import subprocess
-    import sys
 
     half = cut(make_video(tmp_path / "full.mkv", frames=60), tmp_path / "half.mkv", 0.5)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "worker", "run", "--input", str(half), "--quiet"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    proc = worker_cli(tmp_path, "run", "--input", str(half), "--quiet")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["frames_expected"] == 60 and summary["truncated"] is True
     assert 0 < summary["frames"] < 40 and summary["bad_packets"] == 0
     assert proc.stderr.count("looks truncated") == 1
+
+
+def test_auto_hardware_decode_gives_the_software_frames(
+    clip: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    software = frames_of(VideoSource(clip, hw_decode="off"))
+    with caplog.at_level(logging.WARNING):
+        auto = VideoSource(clip, hw_decode="auto")
+    assert not caplog.records  # falling back is not worth a warning
+    assert auto.decoder in ("cuda", "software")
+    if auto.decoder == "software":
+        assert auto.hw_unavailable  # says why it is not on the GPU
+    got = frames_of(auto)
+    assert len(got) == len(software) == 9
+    for a, b in zip(got, software, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_required_hardware_decode_fails_with_the_reason_where_absent(clip: Path) -> None:
+    probe = VideoSource(clip, hw_decode="auto")
+    probe.close()
+    if probe.decoder == "cuda":
+        pytest.skip("this machine decodes on the GPU")
+    with pytest.raises(InputError, match=r"hardware decoding \(cuda\) is not available"):
+        VideoSource(clip, hw_decode="cuda")
+
+
+def test_a_missing_file_is_still_reported_as_missing_with_hardware_decode(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="file not found"):
+        VideoSource(tmp_path / "nope.mp4", hw_decode="auto")
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"\x00" * 1000)
+    with pytest.raises(InputError, match="not a readable video"):
+        VideoSource(garbage, hw_decode="auto")
+
+
+def test_decoder_threads_follow_the_machine(clip: Path) -> None:
+    source = VideoSource(clip, threads=0)
+    try:
+        assert source.stream.codec_context.thread_count == decode_threads()
+        assert decode_threads() >= 1 and decode_threads(3) == 3
+    finally:
+        source.close()
