@@ -246,7 +246,7 @@ def test_the_webhook_buffer_is_bounded_and_losses_are_counted() -> None:
     sink = Webhook(f"http://127.0.0.1:{port}/", buffer=3, retry_base_s=0.05, timeout_s=0.5)
     for i in range(10):
         sink.write({"n": i})
-    sink.close()
+    sink.close(drain_s=0.5)
     said = sink.describe()
     assert said["written"] == 0 and said["lost"] == 10  # 7 over the buffer, 3 never sent
 

@@ -568,7 +568,7 @@ def test_the_last_check_before_renaming_stops_a_job_that_was_taken_over(rig: Rig
     # Heartbeats 15 s apart: the job finishes before its worker renews even once, so only the
     # check just before the outputs are renamed into place can find the job gone.
     q = rig.queue()
-    job_id, _ = q.submit(q.make_spec(input="long.mp4"))
+    job_id, _ = q.submit(q.make_spec(input="long.mp4", max_frames=300))
     a = rig.worker("--burst", name="a", heartbeat_s=15, lease_s=30)
     wait_for(lambda: rig.parts(), "A to be writing")
     thief = Consumer(rig.queue(lease_s=0.001), "thief")
@@ -578,4 +578,5 @@ def test_the_last_check_before_renaming_stops_a_job_that_was_taken_over(rig: Rig
     assert "took it over" not in a.text()  # no heartbeat told it: the last check did
     assert rig.outputs(job_id) == [] and rig.parts() == [], a.text()
     assert lease.finish("done", "{}") == "done"  # the thief still holds the job
+    a.signal(signal.SIGTERM)  # else it idles a 15 s heartbeat before it sees the queue drained
     assert a.wait(60) == 0, a.text()

@@ -263,6 +263,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 makes a burst of connections wait for the kernel's
+    # SYN retries (1 s, 3 s, 7 s...) before the server even sees them.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], routes: Router) -> None:
         self.routes = routes
