@@ -11,6 +11,12 @@ import pytest
 from worker.testing import RedisServer, Rig, worker_env
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``long`` first: run in parallel (``-n auto``), the suite ends when its
+    longest test does, so the long ones must not start last."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 @pytest.fixture(autouse=True)
 def _clean_env(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory

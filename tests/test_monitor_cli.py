@@ -348,6 +348,7 @@ def test_duration_stops_with_exit_0_and_a_summary(tmp_path: Path) -> None:
     assert "error" not in r.stderr
 
 
+@pytest.mark.long
 def test_writer_falling_behind_drops_oldest_frames_as_writer_behind(tmp_path: Path) -> None:
     # Inference is quick (a 1x1 convolution on 32x32) but recording is not: 1280x720 at 25 fps
     # through x264's slowest preset encodes far slower than frames come. The writer's queue

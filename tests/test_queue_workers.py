@@ -82,6 +82,7 @@ def test_many_jobs_on_several_workers_each_finish_exactly_once(rig: Rig) -> None
 # ---------------------------------------------------------------------------- worker killed
 
 
+@pytest.mark.long
 def test_a_sigkilled_workers_job_completes_elsewhere_with_one_output(rig: Rig) -> None:
     q = rig.queue()
     job_id, _ = q.submit(q.make_spec(input="long.mp4"))
@@ -341,6 +342,7 @@ def _get(url: str) -> tuple[int, str]:
         return 0, ""
 
 
+@pytest.mark.long
 def test_check_metrics_and_health_follow_the_worker(rig: Rig) -> None:
     port = free_port()
     gone = rig.cli("check")
@@ -460,6 +462,7 @@ def test_bytes_that_are_not_utf8_go_to_the_dead_letters_and_the_queue_goes_on(ri
     assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 3, listed.stderr
 
 
+@pytest.mark.long
 def test_an_outage_longer_than_the_lease_does_not_restart_a_running_job(rig: Rig) -> None:
     # Before: the pending entry's idle clock ran while Redis was down; once it was back, an
     # idle worker that reconnected before the holder claimed the live job and the holder
@@ -467,9 +470,11 @@ def test_an_outage_longer_than_the_lease_does_not_restart_a_running_job(rig: Rig
     # backs off with jitter), so three idle workers and two outages: on the old code the
     # holder is first both times in about 1 run of 16.
     q = rig.queue()
-    # ~0.1 s of model per frame: the job outlasts both outages.
+    # ~0.1 s of model per frame: the job outlasts both outages (each twice a 1 s lease).
     make_slow_model(rig.root / "models" / "slow.onnx")
-    job_id, _ = q.submit(q.make_spec(input="long.mp4", model="slow.onnx", max_frames=200))
+    job_id, _ = q.submit(q.make_spec(input="long.mp4", model="slow.onnx", max_frames=120))
+    quick = {"lease_s": 1, "heartbeat_s": 0.1}
+    rig.env.update({f"WORKER_{k.upper()}": str(v) for k, v in quick.items()})
     a = rig.worker(name="a")
     wait_for(lambda: mid_job(q, job_id), "A to be mid-job")
     idle = [rig.worker(name=f"idle{i}") for i in range(3)]
@@ -564,6 +569,7 @@ def test_the_worker_checks_the_input_again_itself(rig: Rig) -> None:
     assert rig.outputs(job_id) == []
 
 
+@pytest.mark.long
 def test_the_last_check_before_renaming_stops_a_job_that_was_taken_over(rig: Rig) -> None:
     # Heartbeats 15 s apart: the job finishes before its worker renews even once, so only the
     # check just before the outputs are renamed into place can find the job gone.

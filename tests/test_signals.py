@@ -68,6 +68,7 @@ def test_term_and_hup_stop_a_run_like_ctrl_c(tmp_path: Path, sig: int) -> None:
     assert not (tmp_path / "out.mp4").exists() and out == ""
 
 
+@pytest.mark.long
 def test_twenty_signals_at_random_moments_on_a_loaded_machine(tmp_path: Path, clip: Path) -> None:
     # Before: 'terminate called without an active exception' (SIGABRT, exit 134) in about a
     # third of the tries under load, 'Exception ignored in threading._shutdown' after a

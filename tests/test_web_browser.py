@@ -68,6 +68,7 @@ return s ? s.textContent : null;
 """
 
 
+@pytest.mark.long
 def test_camera_grid_events_and_recordings_in_a_browser(tmp_path: Path) -> None:
     port = free_port()
     # The test camera's ball spends ~6 s of every ~10 in the left half: events come and go.
@@ -174,6 +175,7 @@ def test_camera_grid_events_and_recordings_in_a_browser(tmp_path: Path) -> None:
     assert SECRET not in w.text()
 
 
+@pytest.mark.long
 def test_dashboard_shows_a_job_progress_then_done_with_its_chart(rig: Rig) -> None:
     make_slow_model(rig.root / "models" / "slow.onnx")  # ~0.1 s a frame: progress to watch
     q = rig.queue()
