@@ -33,16 +33,25 @@ __all__ = ["HANDLED", "Caught", "install_startup_handlers", "on_signals", "stop_
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+def _ignore_from_now_on() -> None:
+    """The command is on its way out: a second signal must not interrupt its unwinding (an
+    import's clean-up interrupted prints 'Exception ignored'; temporaries not yet removed
+    would stay)."""
+    for sig in HANDLED:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def _raise(signum: int, frame: FrameType | None) -> None:
+    _ignore_from_now_on()
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
     raise Signalled(signum)
 
 
 def install_startup_handlers() -> None:
-    """SIGTERM and SIGHUP raise ``Signalled`` in the main thread (SIGINT already raises
-    ``KeyboardInterrupt``)."""
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    """SIGINT raises ``KeyboardInterrupt`` and SIGTERM and SIGHUP ``Signalled`` in the main
+    thread, once: further signals are ignored while the command unwinds."""
+    for sig in HANDLED:
         signal.signal(sig, _raise)
 
 
@@ -91,3 +100,7 @@ def stop_on_signals(stop: threading.Event) -> Iterator[Caught]:
 
     with on_signals(on_signal):
         yield caught
+    if caught.signum is not None:
+        # Stopping for that signal: what is left (removing the temporaries, one line, the
+        # exit) must not be cut short by another one.
+        _ignore_from_now_on()
