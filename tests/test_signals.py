@@ -30,6 +30,7 @@ from worker.testing import (
     MIN_DELAY_S,
     busy_cores,
     clean_env,
+    make_slow_model,
     make_video,
     run_trial,
     worker_cli,
@@ -54,8 +55,13 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_term_and_hup_stop_a_run_like_ctrl_c(tmp_path: Path, sig: int) -> None:
     # Before: no handler, the process died at once and left .out.mp4.XXXX.part files behind.
-    long = make_video(tmp_path / "long.mp4", frames=600, width=320, height=240)
-    proc = worker_popen(tmp_path, "run", "--input", str(long), "--output", "out.mp4")
+    # A model of ~0.1 s a frame: the run is still going when the signal comes, however late
+    # a loaded machine lets this test send it.
+    long = make_video(tmp_path / "long.mp4", frames=200)
+    slow = make_slow_model(tmp_path / "slow.onnx")
+    proc = worker_popen(
+        tmp_path, "run", "--input", str(long), "--model", str(slow), "--output", "out.mp4"
+    )
     deadline = time.monotonic() + 60
     while not list(tmp_path.glob(".out.mp4.*.part")) and time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
@@ -140,17 +146,23 @@ def test_a_second_signal_while_the_temporaries_go_cannot_leave_them(
 
 
 def test_stop_on_signals_only_sets_the_stop_event_in_the_main_thread() -> None:
-    from worker.signals import stop_on_signals
+    from worker.signals import HANDLED, stop_on_signals
 
     stop = threading.Event()
-    with stop_on_signals(stop) as caught:
-        os.kill(os.getpid(), signal.SIGHUP)
-        os.kill(os.getpid(), signal.SIGINT)  # a second one asks the same, raises nothing
-        deadline = time.monotonic() + 5
-        while not stop.is_set() and time.monotonic() < deadline:
-            time.sleep(0.01)
-    assert stop.is_set() and caught.signum == signal.SIGHUP and caught.name == "SIGHUP"
-    assert signal.getsignal(signal.SIGHUP) is not None  # restored
+    before = {sig: signal.getsignal(sig) for sig in HANDLED}
+    try:
+        with stop_on_signals(stop) as caught:
+            os.kill(os.getpid(), signal.SIGHUP)
+            os.kill(os.getpid(), signal.SIGINT)  # a second one asks the same, raises nothing
+            deadline = time.monotonic() + 5
+            while not stop.is_set() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        assert stop.is_set() and caught.signum == signal.SIGHUP and caught.name == "SIGHUP"
+        # Stopping for a signal: the ones after it are ignored while the command unwinds.
+        assert all(signal.getsignal(sig) == signal.SIG_IGN for sig in HANDLED)
+    finally:
+        for sig, handler in before.items():  # this process is pytest's: its handlers back
+            signal.signal(sig, handler)
 
 
 # ----------------------------------------------------------------------------- special files

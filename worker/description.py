@@ -89,6 +89,15 @@ class ZoneSpec(_Frozen):
                         f"zone '{self.name}': point ({x:g}, {y:g}) is outside 0..1; give "
                         'fractions of the width and height, or units = "px"'
                     )
+        # A zone with no area (its points on one line) has nothing inside: no coverage to
+        # count, no crop to classify.
+        pts = self.points
+        area = sum(a[0] * b[1] - b[0] * a[1] for a, b in zip(pts, pts[1:] + pts[:1])) / 2
+        if abs(area) < (1e-6 if self.units == "fraction" else 0.5):
+            raise ValueError(
+                f"zone '{self.name}': its points enclose no area (they lie on one line); "
+                "expected a polygon"
+            )
         return self
 
 

@@ -22,7 +22,7 @@ by ``text`` when it is unset or empty (as in a shell or a compose file), and ``$
 literal ``${``; a variable that is not set (and has no default) is an error naming the file
 and the key. A password written into a URL in the file is refused, and so is a default for
 one: files get committed and shared, the environment (or a secret store behind it) is where
-credentials belong.
+credentials belong. The rule covers every URL in the file, its query too (``?password=``).
 
 Paths in a pipeline file are relative to the working directory, as on the command line.
 """
@@ -36,13 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from worker.errors import SettingsError
+from worker.urls import secret_query
 
 __all__ = ["read_pipeline"]
 
 _REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)@")
-#: Keys whose values are URLs that may carry credentials.
-_URL_KEYS = ("cameras", "redis_url")
+_URLISH = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def _where(path: Path) -> str:
@@ -50,15 +50,25 @@ def _where(path: Path) -> str:
 
 
 def _check_no_literal_password(path: Path, key: str, raw: str) -> None:
+    """Any URL in the file (a camera, the webhook, Redis, a job's input): a password in its
+    user info, or a query value named like a secret (``?password=``, ``?token=``), only by
+    reference (``${VAR}``, without a default)."""
     m = _USERINFO.match(raw)
-    if m is None or ":" not in m.group(1):
-        return
-    password = m.group(1).split(":", 1)[1]
-    if _REF.sub("", password) or ":-" in password:
-        raise SettingsError(
-            f"{_where(path)}: key '{key}': the URL has a password written in the file; "
-            "put it in the environment and write ${VARIABLE} in its place"
-        )
+    if m is not None and ":" in m.group(1):
+        password = m.group(1).split(":", 1)[1]
+        if _REF.sub("", password) or ":-" in password:
+            raise SettingsError(
+                f"{_where(path)}: key '{key}': the URL has a password written in the file; "
+                "put it in the environment and write ${VARIABLE} in its place"
+            )
+    query = raw.split("#", 1)[0].partition("?")[2]
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        if secret_query(f"?{name}") and (_REF.sub("", value) or ":-" in value):
+            raise SettingsError(
+                f"{_where(path)}: key '{key}': the URL's '{name}' is written in the file; put "
+                "it in the environment and write ${VARIABLE} in its place"
+            )
 
 
 def _expand(path: Path, key: str, value: Any) -> Any:
@@ -68,7 +78,7 @@ def _expand(path: Path, key: str, value: Any) -> Any:
         return [_expand(path, f"{key}[{i}]", v) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
-    if key.split(".")[0].split("[")[0] in _URL_KEYS:
+    if _URLISH.match(value):
         _check_no_literal_password(path, key, value)
 
     def sub(m: re.Match[str]) -> str:

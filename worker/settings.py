@@ -22,10 +22,12 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
+import pydantic_settings
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
+    EnvSettingsSource,
     InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
@@ -45,6 +47,7 @@ from worker.errors import SettingsError
 from worker.kinds import Task
 from worker.messages import plain, redact, tuple_length
 from worker.pipeline_file import read_pipeline
+from worker.urls import check_http_url
 
 __all__ = ["ENV_PREFIX", "Settings", "load_settings"]
 
@@ -58,7 +61,42 @@ _PIPELINE: ContextVar[tuple[Path, dict[str, Any]] | None] = ContextVar("pipeline
 _SECRET_FIELDS = ("redis_url", "cameras", "webhook")
 
 
-class _WorkerDotEnv(DotEnvSettingsSource):
+#: List settings also written without JSON in the environment: one value, or values separated
+#: by commas (``WORKER_WATCH='door:person>0.2'``, ``WORKER_URL_SCHEMES=file,http``).
+_PLAIN_LISTS = ("watch", "url_schemes")
+#: What the other structured settings look like as JSON, for the error that says so.
+_JSON_EXAMPLES = {
+    "zones": '[{"name": "door", "points": [[0.1, 0.2], [0.4, 0.2], [0.4, 0.9]]}]',
+    "cameras": '{"door": "rtsp://host/stream"}',
+    "camera_options": '{"door": {"every": 2}}',
+    "card_overrides": '{"threshold": 0.4}',
+}
+
+
+class _PlainOrJson:
+    """Structured settings in the environment or ``.env``: JSON; a list of rules or schemes
+    also as plain text; anything else a plain error naming the variable and the JSON
+    expected (not pydantic-settings' traceback)."""
+
+    def decode_complex_value(self, field_name: str, field: Any, value: Any) -> Any:
+        try:
+            return super().decode_complex_value(field_name, field, value)  # type: ignore[misc]
+        except ValueError as e:
+            if field_name in _PLAIN_LISTS and isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            example = _JSON_EXAMPLES.get(field_name, "")
+            raise SettingsError(
+                f"setting {ENV_PREFIX}{field_name.upper()}: expected JSON"
+                + (f", e.g. {example}" if example else "")
+                + f" ({e})"
+            ) from None
+
+
+class _WorkerEnv(_PlainOrJson, EnvSettingsSource):
+    pass
+
+
+class _WorkerDotEnv(_PlainOrJson, DotEnvSettingsSource):
     """``.env`` entries for us only: with ``extra="forbid"`` pydantic-settings would reject every
     other entry too, so a ``.env`` shared with other tools (``REDIS_URL=...``) would break us."""
 
@@ -196,6 +234,14 @@ class Settings(BaseSettings, Look, Encode, Analytics, Speed, Live):
             return text.split("://", 1)[1]
         return v
 
+    @field_validator("webhook")
+    @classmethod
+    def _webhook(cls, v: SecretStr | None) -> SecretStr | None:
+        # Malformed, its events would all be lost at run time: refused now.
+        if v is not None:
+            check_http_url(v.get_secret_value())
+        return v
+
     @field_validator("cameras", "camera_options")
     @classmethod
     def _camera_names(cls, v: dict[str, Any]) -> dict[str, Any]:
@@ -224,8 +270,9 @@ class Settings(BaseSettings, Look, Encode, Analytics, Speed, Live):
         # Spelled out rather than inherited so the precedence is visible here.
         pipeline = _PIPELINE.get()
         from_file = () if pipeline is None else (InitSettingsSource(settings_cls, pipeline[1]),)
+        env = _WorkerEnv(settings_cls)
         dotenv = _WorkerDotEnv(settings_cls)
-        return init_settings, env_settings, *from_file, dotenv, file_secret_settings
+        return init_settings, env, *from_file, dotenv, file_secret_settings
 
 
 @contextmanager
@@ -237,12 +284,16 @@ def _pipeline(path: Path | None, data: dict[str, Any]) -> Iterator[None]:
         _PIPELINE.reset(token)
 
 
+#: Flags not named after their setting (one ``--zone`` per zone sets ``zones``).
+_FLAGS = {"zones": "--zone"}
+
+
 def _source(
     field: str, given: dict[str, Any], from_file: dict[str, Any], pipeline: Path | None
 ) -> str:
     """Who set ``field``, in precedence order: the flag, the environment, the file, .env."""
     if field in given:
-        return f"setting --{field.replace('_', '-')}"
+        return f"setting {_FLAGS.get(field, '--' + field.replace('_', '-'))}"
     if f"{ENV_PREFIX}{field.upper()}" in os.environ:
         return f"setting {ENV_PREFIX}{field.upper()} (environment)"
     if field in from_file or (pipeline is not None and field == "card" and "card" in from_file):
@@ -262,6 +313,11 @@ def load_settings(pipeline: Path | None = None, **cli: Any) -> Settings:
             settings = Settings(**given)
         settings._pipeline = pipeline
         return settings
+    except pydantic_settings.SettingsError as e:
+        # A source could not read a value: ours say why in plain words; theirs, name it.
+        if isinstance(e.__cause__, SettingsError):
+            raise e.__cause__ from None
+        raise SettingsError(str(e)) from None
     except UnicodeDecodeError as e:
         # The only text read here that is not checked already: .env.
         raise SettingsError(
@@ -286,5 +342,6 @@ def load_settings(pipeline: Path | None = None, **cli: Any) -> Settings:
             if source.startswith("pipeline"):
                 source = f"pipeline '{pipeline}'"
             raise SettingsError(f"{source}: {what}") from e
-        detail = where[len(field) :].lstrip(".")
+        # Where in the value, unless the message names it already (a zone, a rule).
+        detail = where[len(field) :].lstrip(".") if err.get("type") != "value_error" else ""
         raise SettingsError(f"{source}{f' ({detail})' if detail else ''}: {what}") from e

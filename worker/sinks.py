@@ -27,6 +27,7 @@ from worker.constants import EVENTS_MAXLEN, Keys
 from worker.errors import OutputError, SettingsError
 from worker.messages import redact
 from worker.retry import backoff
+from worker.urls import check_http_url, with_basic_auth
 
 __all__ = [
     "EventSink",
@@ -263,19 +264,19 @@ class Webhook(_Outbox):
         retry_base_s: float = 0.5,
         retry_max_s: float = 30.0,
     ) -> None:
-        if not url.lower().startswith(("http://", "https://")):
-            raise SettingsError(
-                f"setting WORKER_WEBHOOK: expected an http:// or https:// URL (got '{redact(url)}')"
-            )
+        check_http_url(url, "webhook")
         self.url = url
+        # user:password in the URL is sent as HTTP Basic authentication, not as the host.
+        self._target, self._headers = with_basic_auth(url)
         self._timeout_s = timeout_s
         super().__init__(buffer=buffer, retry_base_s=retry_base_s, retry_max_s=retry_max_s)
 
     def _deliver(self, batch: list[bytes]) -> int:
         (body,) = batch
         req = urllib.request.Request(
-            self.url, data=body, method="POST", headers={"Content-Type": "application/json"}
-        )
+            self._target, data=body, method="POST",
+            headers={"Content-Type": "application/json", **self._headers},
+        )  # fmt: skip
         try:
             with urllib.request.urlopen(req, timeout=self._timeout_s):
                 return 0

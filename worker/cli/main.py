@@ -34,10 +34,29 @@ from worker.cli.flags import (
 from worker.cli.queue import QUEUE_COMMANDS, add_queue_parsers
 from worker.errors import Cancelled, OutputError, WorkerError
 from worker.settings import load_settings
+from worker.urls import redact_urls
 
-__all__ = ["main"]
+__all__ = ["main", "setup_logging"]
 
 log = logging.getLogger("worker")
+
+
+class _Redacted(logging.Filter):
+    """No URL's credentials in any log line (a job's input, a webhook, a camera)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        shown = redact_urls(text)
+        if shown != text:
+            record.msg, record.args = shown, None
+        return True
+
+
+def setup_logging(fmt: str, *, force: bool = False) -> None:
+    """Warnings and errors to stderr in ``fmt``, URLs redacted."""
+    logging.basicConfig(level=logging.WARNING, format=fmt, force=force)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_Redacted())
 
 
 class _Parser(argparse.ArgumentParser):
@@ -210,8 +229,9 @@ def _env_debug() -> bool:
 
 
 def _one_line(e: BaseException) -> str:
-    """The message on one line: a library's (ONNX Runtime's, say) may span several."""
-    return " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    """The message on one line (a library's, ONNX Runtime's say, may span several), with no
+    URL's credentials in it."""
+    return redact_urls(" ".join(line.strip() for line in str(e).splitlines() if line.strip()))
 
 
 #: Subcommand -> handler. A handler gets the parsed arguments and returns the exit code; it
@@ -242,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    setup_logging("%(levelname)s: %(message)s")
     # Before settings exist only the flag can ask for tracebacks; WORKER_DEBUG counts too.
     debug = bool(getattr(args, "debug", False)) or _env_debug()
     try:

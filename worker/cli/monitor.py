@@ -160,14 +160,13 @@ def _watch(monitor: Monitor, settings: Settings, stop: threading.Event) -> str:
 
 def cmd_monitor(args: argparse.Namespace) -> int:
     from worker.cli.common import configured_model
+    from worker.cli.main import setup_logging
     from worker.live.monitor import Monitor
     from worker.sinks import open_sinks
 
     settings = load_settings(args.pipeline, **settings_args(args, *_GROUPS))
     if not settings.quiet:
-        logging.basicConfig(
-            level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", force=True
-        )
+        setup_logging("%(asctime)s %(levelname)s %(message)s", force=True)
         logging.getLogger("worker").setLevel(logging.INFO)
     cameras = cameras_from(args.inputs, settings)
     model = configured_model(settings)

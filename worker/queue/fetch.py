@@ -17,6 +17,8 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from worker.errors import JobError
+from worker.messages import redact
+from worker.urls import with_basic_auth
 
 __all__ = ["fetch"]
 
@@ -40,7 +42,8 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
         scheme = urlsplit(newurl).scheme.lower()
         if scheme not in self.schemes:
             raise JobError(
-                f"input '{req.full_url}': redirected to scheme '{scheme}', which is not allowed"
+                f"input '{redact(req.full_url)}': redirected to scheme '{scheme}', which is not "
+                "allowed"
             )
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
@@ -55,22 +58,27 @@ def fetch(url: str, *, schemes: tuple[str, ...], max_bytes: int) -> Path:
     folder = Path(tempfile.mkdtemp(prefix="video-worker-input-"))
     name = PurePosixPath(urlsplit(url).path).name or "input"
     path = folder / name
+    shown = redact(url)
+    # user:password in the URL is sent as HTTP Basic authentication, not as the host.
+    target, headers = with_basic_auth(url)
     try:
         try:
-            response: Any = opener.open(url, timeout=_TIMEOUT_S)
+            response: Any = opener.open(
+                urllib.request.Request(target, headers=headers), timeout=_TIMEOUT_S
+            )
         except urllib.error.HTTPError as e:
             if 400 <= e.code < 500:
-                raise JobError(f"input '{url}': HTTP {e.code} {e.reason}") from None
-            raise OSError(f"input '{url}': HTTP {e.code} {e.reason}") from None
+                raise JobError(f"input '{shown}': HTTP {e.code} {e.reason}") from None
+            raise OSError(f"input '{shown}': HTTP {e.code} {e.reason}") from None
         except urllib.error.URLError as e:
-            raise OSError(f"input '{url}': {e.reason}") from None
+            raise OSError(f"input '{shown}': {e.reason}") from None
         with response, path.open("wb") as out:
             got = 0
             while chunk := response.read(_CHUNK):
                 got += len(chunk)
                 if got > max_bytes:
                     raise JobError(
-                        f"input '{url}': larger than {max_bytes // (1 << 20)} MB "
+                        f"input '{shown}': larger than {max_bytes // (1 << 20)} MB "
                         "(WORKER_DOWNLOAD_MAX_MB)"
                     )
                 out.write(chunk)

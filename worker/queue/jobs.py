@@ -21,9 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from worker.constants import Priority
 from worker.description import check_partial
-from worker.errors import JobError
+from worker.errors import JobError, SettingsError
 from worker.kinds import Task
+from worker.messages import redact
 from worker.roots import MAX_PATH, resolve_inside
+from worker.urls import check_http_url, redact_urls
 
 __all__ = [
     "JobSpec",
@@ -114,20 +116,23 @@ def resolve_input(value: str, root: Path, schemes: tuple[str, ...]) -> Path | st
     scheme = _scheme(value)
     if scheme is None:
         return resolve_inside(value, root, "input")
+    shown = redact(value)
     if scheme not in schemes:
         raise JobError(
-            f"input '{value}': URL scheme '{scheme}' is not allowed; "
+            f"input '{shown}': URL scheme '{scheme}' is not allowed; "
             f"allowed: {', '.join(schemes)} (WORKER_URL_SCHEMES)"
         )
-    parts = urlsplit(value)
     if scheme == "file":
+        parts = urlsplit(value)
         if parts.netloc not in ("", "localhost"):
             raise JobError(
-                f"input '{value}': file URLs name a local path, not host '{parts.netloc}'"
+                f"input '{shown}': file URLs name a local path, not host '{parts.netloc}'"
             )
         return resolve_inside(unquote(parts.path), root, "input")
-    if not parts.hostname:
-        raise JobError(f"input '{value}': expected {scheme}://host/path")
+    try:
+        check_http_url(value, "input")
+    except SettingsError as e:
+        raise JobError(str(e)) from None
     return value
 
 
@@ -178,12 +183,12 @@ def view(h: dict[str, str]) -> dict[str, Any]:
         "state": h.get("state"),
         "priority": h.get("priority"),
         "attempts": int(h.get("attempts") or 0),
-        "input": spec.get("input"),
+        "input": redact(spec["input"]) if isinstance(spec.get("input"), str) else None,
         "output": spec.get("output"),
         "model": spec.get("model"),
         "progress": json.loads(h["progress"]) if h.get("progress") else None,
-        "result": json.loads(h["result"]) if h.get("result") else None,
-        "error": h.get("error") or None,
+        "result": json.loads(redact_urls(h["result"])) if h.get("result") else None,
+        "error": redact_urls(h["error"]) if h.get("error") else None,
         "worker": h.get("worker") or None,
         "cancel_requested": h.get("cancel") == "1",
         "created": _number(h.get("created")),

@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 _REDIS_BACKOFF_MAX_S = 10.0
 #: Queue-wide gauges (jobs by state, queue depth) are refreshed this often.
 _GAUGES_EVERY_S = 5.0
+#: The longest an idle worker blocks in Redis waiting for new jobs.
+_IDLE_BLOCK_S = 1.0
 #: Progress is written at most this often, whatever the heartbeat.
 _PROGRESS_EVERY_S = 1.0
 #: After the grace period, how long a job thread may keep trying to record its hand-back while
@@ -257,7 +259,9 @@ class Server:
             if s.burst and not self._running and self.consumer.idle():
                 log.info("burst: queue drained")
                 return True
-            self.consumer.wait_for_new(s.heartbeat_s)
+            # Blocked in Redis, the loop cannot see a signal or a job that ended: at most a
+            # second at a time, whatever the heartbeat.
+            self.consumer.wait_for_new(min(s.heartbeat_s, _IDLE_BLOCK_S))
         else:
             self._wake.wait(s.heartbeat_s)
             self._wake.clear()

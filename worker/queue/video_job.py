@@ -25,6 +25,7 @@ from worker.queue.jobs import JobSpec, outputs_for, resolve_input
 from worker.roots import resolve_inside
 from worker.settings import Settings
 from worker.stages import run_file
+from worker.urls import redact_urls
 
 __all__ = ["VideoJobs"]
 
@@ -44,10 +45,10 @@ class VideoJobs:
 
     def shown(self, text: str) -> str:
         """``text`` with the worker's absolute root folders left out, so a job names its files
-        as the submitter does: relative to the roots."""
+        as the submitter does (relative to the roots), and no URL's credentials in it."""
         for root in self._roots:
             text = text.replace(f"{root}/", "")
-        return text
+        return redact_urls(text)
 
     def __call__(self, spec: JobSpec, ctx: JobContext) -> dict[str, Any]:
         s = self.settings
