@@ -91,8 +91,8 @@ class ZoneSpec(_Frozen):
                     )
         # A zone with no area (its points on one line) has nothing inside: no coverage to
         # count, no crop to classify.
-        pts = self.points
-        area = sum(a[0] * b[1] - b[0] * a[1] for a, b in zip(pts, pts[1:] + pts[:1])) / 2
+        pts, after = self.points, self.points[1:] + self.points[:1]
+        area = sum(a[0] * b[1] - b[0] * a[1] for a, b in zip(pts, after, strict=True)) / 2
         if abs(area) < (1e-6 if self.units == "fraction" else 0.5):
             raise ValueError(
                 f"zone '{self.name}': its points enclose no area (they lie on one line); "
