@@ -148,7 +148,7 @@ def test_kubernetes_manifests_have_what_the_queue_needs() -> None:
 
 def test_monitor_manifest_keeps_camera_credentials_in_a_secret() -> None:
     docs = _docs("k8s/monitor.yaml")
-    secret = _by_kind(docs, "Secret")
+    secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
     deploy = _by_kind(docs, "Deployment")
     assert deploy["spec"]["replicas"] == 1 and deploy["spec"]["strategy"]["type"] == "Recreate"
     pod = deploy["spec"]["template"]["spec"]
@@ -156,8 +156,12 @@ def test_monitor_manifest_keeps_camera_credentials_in_a_secret() -> None:
     assert c["args"][0] == "monitor" and "rtsp://" not in " ".join(c["args"])
     env = {e["name"]: e for e in c["env"]}
     ref = env["WORKER_CAMERAS"]["valueFrom"]["secretKeyRef"]
-    assert ref["name"] == secret["metadata"]["name"]
-    cameras = Settings(cameras=yaml.safe_load(secret["stringData"][ref["key"]])).cameras
+    cameras = Settings(
+        cameras=yaml.safe_load(secrets[ref["name"]]["stringData"][ref["key"]])
+    ).cameras
+    # The pages listen beyond loopback: their login's hash comes from a Secret too.
+    login = env["WORKER_UI_PASSWORD_HASH"]["valueFrom"]["secretKeyRef"]
+    assert login["key"] in secrets[login["name"]]["stringData"]
     assert cameras and all(v.get_secret_value().startswith("rtsp://") for v in cameras.values())
     assert Settings(watch=yaml.safe_load(env["WORKER_WATCH"]["value"])).watch
     port = int(env["WORKER_METRICS_PORT"]["value"])

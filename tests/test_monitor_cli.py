@@ -24,6 +24,7 @@ from worker.testing import (
     clean_env,
     decode,
     free_port,
+    one_error,
     wait_for,
     worker_cli,
 )
@@ -34,7 +35,8 @@ SECRET = "hunter2-s3cret"
 
 
 def env(**settings: str) -> dict[str, str]:
-    return clean_env(**settings)
+    """A clean environment with ``settings``; the pages on this machine only (no login)."""
+    return clean_env(**{"metrics_host": "127.0.0.1", **settings})
 
 
 def get(port: int, path: str) -> tuple[int, str]:
@@ -129,6 +131,18 @@ def test_bad_input_is_one_line_and_exit_2(
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], r.stderr
     assert SECRET not in r.stderr
+
+
+def test_pages_open_to_the_network_without_a_login_do_not_start(tmp_path: Path) -> None:
+    # Before: the pages listened on every interface with no login at all. Now the command
+    # refuses, before it connects to anything, and says how to set one.
+    r = worker_cli(
+        tmp_path, "monitor", "--input", "rtsp://127.0.0.1:9/cam", "--metrics-port",
+        str(free_port()), env=clean_env(),
+    )  # fmt: skip
+    line = one_error(r, "WORKER_UI_PASSWORD_HASH", "worker password", "127.0.0.1",
+                     "WORKER_UI=false")  # fmt: skip
+    assert "every interface" in line
 
 
 def test_cameras_pipeline_example_runs_as_it_is(tmp_path: Path) -> None:

@@ -35,7 +35,8 @@ READ_TIMEOUT_S = 2.0
 
 
 def env(**settings: str) -> dict[str, str]:
-    return clean_env(**settings)
+    """A clean environment with ``settings``; the pages on this machine only (no login)."""
+    return clean_env(**{"metrics_host": "127.0.0.1", **settings})
 
 
 def get_json(port: int, path: str) -> Any:
@@ -173,6 +174,49 @@ def test_camera_grid_events_and_recordings_in_a_browser(tmp_path: Path) -> None:
         finally:
             w.close()
     assert SECRET not in w.text()
+
+
+def test_the_cameras_only_after_a_login(tmp_path: Path) -> None:
+    # Before: the camera pages had no login and listened on every interface by default:
+    # anyone who could reach the port watched the cameras.
+    from worker.web.auth import hash_password
+
+    port = free_port()
+    password = "a long enough password"
+    with RtspServer(fps=15) as yard:
+        w = WorkerProc(
+            tmp_path,
+            clean_env(cameras=json.dumps({"yard": yard.url}),
+                      ui_password_hash=hash_password(password)),  # every interface: a login
+            "monitor", "--metrics-port", str(port), name="monitor",
+        )  # fmt: skip
+        try:
+            wait_for(lambda: get_json(port, "/healthz"), "the monitor (its probe needs no login)")
+            with browser(tmp_path) as b:
+                b.get(f"http://127.0.0.1:{port}/")
+                wait_for(lambda: "/login" in b.current_url, "the way to the login")
+
+                def log_in(secret: str) -> None:
+                    b.find_element(By.NAME, "user").send_keys("admin")
+                    b.find_element(By.NAME, "password").send_keys(secret)
+                    b.find_element(By.CSS_SELECTOR, "form button").click()
+
+                log_in("wrong password")
+                said = wait_for(
+                    lambda: js(b, "const s = document.getElementById('said');"
+                                  "return s && !s.hidden ? s.textContent : null;"),
+                    "the refusal",
+                )  # fmt: skip
+                assert "Wrong user or password" in said
+                assert not b.find_elements(By.CSS_SELECTOR, ".card[data-camera]")
+                screenshot(b, tmp_path / "login.png")
+                log_in(password)
+                wait_for(lambda: js(b, _PICTURE, "yard"), "the yard's picture, logged in")
+                assert b.current_url.rstrip("/") == f"http://127.0.0.1:{port}"
+        finally:
+            w.signal(signal.SIGTERM)
+            w.wait()
+            w.close()
 
 
 @pytest.mark.long

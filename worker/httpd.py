@@ -9,6 +9,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from worker.web.auth import Auth
 from worker.web.server import Request, Response, Router, WebServer
 
 __all__ = ["Health", "serve_http"]
@@ -23,9 +24,11 @@ def serve_http(
     health: Health,
     host: str = "",
     router: Router | None = None,
+    auth: Auth | None = None,
 ) -> WebServer:
     """``/metrics`` and ``/healthz`` (200 when ``health`` says ok, else 503) on ``host:port``
-    (``""``: all interfaces), plus ``router``'s pages if given, in a daemon thread."""
+    (``""``: all interfaces), plus ``router``'s pages if given (behind ``auth``'s login, if
+    given; the probes never are), in a daemon thread."""
     routes = router or Router()
 
     def metrics(_: Request) -> Response:
@@ -38,4 +41,6 @@ def serve_http(
     routes.add("/metrics", metrics)
     routes.add("/healthz", healthz)
     routes.add("/health", healthz)
-    return WebServer(routes, port, host, what="setting WORKER_METRICS_PORT/WORKER_METRICS_HOST")
+    return WebServer(
+        routes, port, host, what="setting WORKER_METRICS_PORT/WORKER_METRICS_HOST", auth=auth
+    )

@@ -58,7 +58,7 @@ ENV_PREFIX = "WORKER_"
 #: ``load_settings``, and handed to its source here.
 _PIPELINE: ContextVar[tuple[Path, dict[str, Any]] | None] = ContextVar("pipeline", default=None)
 #: Fields whose values are never shown, not even in an error.
-_SECRET_FIELDS = ("redis_url", "cameras", "webhook")
+_SECRET_FIELDS = ("redis_url", "cameras", "webhook", "ui_password_hash")
 
 
 #: List settings also written without JSON in the environment: one value, or values separated
@@ -200,6 +200,17 @@ class Settings(BaseSettings, Look, Encode, Analytics, Speed, Live):
     duration: float | None = Field(None, gt=0, description="monitor: stop after this many s")
     ui: bool = Field(True, description="monitor: the camera and event pages on the metrics port")
 
+    # Who may see the pages (worker monitor's and worker dashboard's). Needed whenever they
+    # listen beyond loopback.
+    ui_user: str = Field("admin", min_length=1, max_length=64, description="the pages' user")
+    ui_password_hash: SecretStr | None = Field(
+        None, description="the pages' password as 'worker password' prints it (a salted hash)"
+    )
+    ui_password_hash_file: Path | None = Field(
+        None, description="a file holding that hash instead (a Docker or Kubernetes secret)"
+    )
+    ui_session_hours: float = Field(12.0, gt=0, le=24 * 30, description="a login lasts this long")
+
     # The queue's pages (worker dashboard): read-only, so local by default.
     dashboard_host: str = Field("127.0.0.1", description="address 'worker dashboard' listens on")
     dashboard_port: int = Field(9410, ge=1, le=65535, description="port of 'worker dashboard'")
@@ -233,6 +244,12 @@ class Settings(BaseSettings, Look, Encode, Analytics, Speed, Live):
         if scheme == "file":
             return text.split("://", 1)[1]
         return v
+
+    @field_validator("webhook", "events", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: Any) -> Any:
+        # "${EVENTS_WEBHOOK:-}" in a pipeline file, WORKER_WEBHOOK= in .env: none.
+        return None if v == "" else v
 
     @field_validator("webhook")
     @classmethod

@@ -96,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
     add_pipeline_flag(r, "the run (input, model, outputs, options)")
     add_flags(r, RUN_FLAGS, MODEL, LOOK, ENCODE, ANALYTICS, FILE_OUTPUTS, EVENTS, RUN_CONTROL)
 
+    sub.add_parser(
+        "password",
+        help="read a password (typed, or one line on stdin) and print the salted hash to "
+        "set as WORKER_UI_PASSWORD_HASH",
+    )
+
     i = sub.add_parser("inspect", help="show what the worker reads from a model and its card")
     i.add_argument("model", type=Path, help="model name in the repository, or .onnx path")
     i.add_argument("--card", type=Path)
@@ -188,6 +194,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_password(args: argparse.Namespace) -> int:
+    import getpass
+
+    from worker.web.auth import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            raise WorkerError("the two passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < 8:
+        raise WorkerError("the password is shorter than 8 characters; choose a longer one")
+    print(hash_password(password))
+    return 0
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from worker.models import load_model, resolve_model
 
@@ -240,6 +263,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "sample": _cmd_sample,
     "run": _cmd_run,
     "inspect": _cmd_inspect,
+    "password": _cmd_password,
     "models": _cmd_models,
     "export": _cmd_export,
     **QUEUE_COMMANDS,

@@ -39,6 +39,7 @@ from worker.signals import stop_on_signals
 if TYPE_CHECKING:
     from worker.live import Camera, Monitor
     from worker.web import WebServer
+    from worker.web.auth import Auth
 
 __all__ = ["add_monitor_parser", "cameras_from", "cmd_monitor"]
 
@@ -117,7 +118,7 @@ def _log_stats(stats: dict[str, dict[str, Any]]) -> None:
         )  # fmt: skip
 
 
-def _pages(monitor: Monitor, settings: Settings) -> WebServer | None:
+def _pages(monitor: Monitor, settings: Settings, auth: Auth | None) -> WebServer | None:
     """``/metrics``, ``/healthz`` and (unless switched off) the pages, if they have a port."""
     from worker.httpd import serve_http
     from worker.live.metrics import MonitorMetrics
@@ -133,6 +134,7 @@ def _pages(monitor: Monitor, settings: Settings) -> WebServer | None:
         metrics.health,
         settings.metrics_host,
         router=pages,
+        auth=auth,
     )
     if pages is not None:
         host = settings.metrics_host or "localhost"
@@ -159,7 +161,7 @@ def _watch(monitor: Monitor, settings: Settings, stop: threading.Event) -> str:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
-    from worker.cli.common import configured_model
+    from worker.cli.common import configured_model, pages_auth
     from worker.cli.main import setup_logging
     from worker.live.monitor import Monitor
     from worker.sinks import open_sinks
@@ -169,6 +171,10 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         setup_logging("%(asctime)s %(levelname)s %(message)s", force=True)
         logging.getLogger("worker").setLevel(logging.INFO)
     cameras = cameras_from(args.inputs, settings)
+    # Before anything starts: pages open to the network without a login are refused.
+    auth = None
+    if settings.metrics_port and settings.ui:
+        auth = pages_auth(settings, settings.metrics_host, "WORKER_METRICS_HOST")
     model = configured_model(settings)
     run = settings.run
     per_camera = {name: run.overlay(opts) for name, opts in settings.camera_options.items()}
@@ -199,7 +205,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     try:
         with stop_on_signals(stop) as caught:
             monitor.start()
-            http = _pages(monitor, settings)
+            http = _pages(monitor, settings, auth)
             why = _watch(monitor, settings, stop)
             log.info("monitor: stopping (%s); finishing recordings", caught.name or why)
             summary = monitor.stop()

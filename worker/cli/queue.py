@@ -272,6 +272,7 @@ def _cmd_purge(args: argparse.Namespace) -> int:
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     import threading
 
+    from worker.cli.common import pages_auth
     from worker.queue.connection import TRANSIENT, describe_url
     from worker.queue.dashboard import dashboard_routes
     from worker.signals import stop_on_signals
@@ -284,11 +285,13 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         q.client.ping()
     except TRANSIENT as e:  # the page says so too, and recovers when Redis is back
         print(f"note: Redis at {where} unreachable for now ({e})", file=sys.stderr)
+    auth = pages_auth(settings, settings.dashboard_host, "--host, WORKER_DASHBOARD_HOST")
     server = WebServer(
         dashboard_routes(q, settings.output_root),
         settings.dashboard_port,
         settings.dashboard_host,
         what="setting WORKER_DASHBOARD_HOST/WORKER_DASHBOARD_PORT",
+        auth=auth,
     )
     host = settings.dashboard_host
     shown = f"[{host}]" if ":" in host else (host or "localhost")

@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from worker.errors import WorkerError
+from worker.web.auth import Auth, TooManyFailures
 
 __all__ = [
     "Request",
@@ -55,8 +56,12 @@ MAX_CONNECTIONS = 64
 #: Requests in progress at once, probes (``PROBES``) not counted: the rest of the connections
 #: stay for probes and idle clients, so a liveness probe answers while the pages are flooded.
 MAX_BUSY = 48
-#: Paths a liveness or readiness probe, or a metrics scraper, asks for.
+#: Paths a liveness or readiness probe, or a metrics scraper, asks for: never behind a login.
 PROBES = frozenset({"/healthz", "/health", "/metrics"})
+#: What the login page itself needs.
+_OPEN = frozenset({"/login", "/api/session"})
+#: A login form is small: more is not one.
+_MAX_FORM = 4096
 #: Files are sent in chunks of this size: memory per download stays flat, whatever the file.
 _CHUNK = 256 * 1024
 
@@ -181,6 +186,16 @@ class Router:
         return None
 
 
+def _see(location: str, headers: dict[str, str] | None = None) -> Response:
+    """303 See Other: the browser asks for ``location`` next, with GET."""
+    return Response(303, headers={"Location": location, **(headers or {})})
+
+
+def _login_page() -> Response:
+    path = Path(__file__).parent / "assets" / "login.html"
+    return Response(200, path.read_bytes(), "text/html; charset=utf-8")
+
+
 class _Handler(BaseHTTPRequestHandler):
     """One connection's requests, answered from ``server.routes``."""
 
@@ -202,6 +217,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._serve("HEAD")
 
+    def do_POST(self) -> None:
+        self._serve("POST")
+
     def _serve(self, method: str) -> None:
         self.connection.settimeout(_SEND_TIMEOUT_S)
         url = urlsplit(self.path)
@@ -212,10 +230,64 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(Response(503, b"busy\n", headers={"Retry-After": "1"}), method)
             return
         try:
-            self._send(self._answer(method, raw, url.query), method)
+            if method == "POST":
+                self._send(self._post(raw), method)
+            elif probe or self._allowed(raw):
+                self._send(self._answer(method, raw, url.query), method)
+            else:
+                self._send(self._login_first(raw, url.query), method)
         finally:
             if not probe:
                 self.server.busy.release()
+
+    # -- the login -------------------------------------------------------------------------
+
+    def _allowed(self, raw: str) -> bool:
+        auth = self.server.auth
+        if auth is None or raw in _OPEN or raw.startswith("/assets/"):
+            return True
+        return auth.allows(self.headers.get("Cookie"))
+
+    def _login_first(self, raw: str, query: str) -> Response:
+        """Not logged in: a page goes to the login, anything else is told so."""
+        wants_page = "text/html" in (self.headers.get("Accept") or "")
+        if wants_page and not raw.startswith("/api/"):
+            back = raw + (f"?{query}" if query else "")
+            return _see("/login?" + urlencode({"next": back}))
+        return json_response({"error": "log in first (/login)"}, 401)
+
+    def _post(self, raw: str) -> Response:
+        auth = self.server.auth
+        if raw == "/logout":
+            if auth is not None:
+                auth.logout(self.headers.get("Cookie"))
+            return _see("/login?out", {"Set-Cookie": Auth.cleared()})
+        if raw != "/login" or auth is None:
+            return Response(405, b"not here\n")
+        try:
+            n = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            n = -1
+        if not 0 <= n <= _MAX_FORM:
+            self.close_connection = True
+            return Response(413, b"a login form is smaller\n")
+        form = parse_qs(self.rfile.read(n).decode("utf-8", "replace"))
+        user, password = (form.get(k, [""])[0] for k in ("user", "password"))
+        back = form.get("next", ["/"])[0]
+        if not back.startswith("/") or back.startswith("//"):
+            back = "/"  # only here: a login is no door to another site
+        try:
+            token = auth.login(user, password, self.client_address[0])
+        except TooManyFailures as e:
+            wait = f"{e.retry_after_s:.0f}"
+            return Response(
+                303, headers={"Location": f"/login?limited={wait}", "Retry-After": wait}
+            )
+        if token is None:
+            return Response(
+                303, headers={"Location": "/login?" + urlencode({"failed": 1, "next": back})}
+            )
+        return Response(303, headers={"Location": back, "Set-Cookie": auth.cookie(token)})
 
     def _answer(self, method: str, raw: str, query: str) -> Response:
         found = self.server.routes.find(raw)
@@ -267,8 +339,9 @@ class _Server(ThreadingHTTPServer):
     # SYN retries (1 s, 3 s, 7 s...) before the server even sees them.
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], routes: Router) -> None:
+    def __init__(self, address: tuple[str, int], routes: Router, auth: Auth | None) -> None:
         self.routes = routes
+        self.auth = auth
         self.busy = threading.BoundedSemaphore(MAX_BUSY)
         self._lock = threading.Lock()
         # Open connections -> since when they have waited for a request (None: serving one).
@@ -320,11 +393,21 @@ class _Server(ThreadingHTTPServer):
 
 
 class WebServer:
-    """A router served on ``host:port`` by a daemon thread; ``close()`` stops it."""
+    """A router served on ``host:port`` by a daemon thread; ``close()`` stops it. With
+    ``auth``, every path but the probes and the login asks for a logged-in session."""
 
-    def __init__(self, router: Router, port: int, host: str = "", what: str = "port") -> None:
+    def __init__(
+        self,
+        router: Router,
+        port: int,
+        host: str = "",
+        what: str = "port",
+        auth: Auth | None = None,
+    ) -> None:
+        router.add("/login", lambda _: _login_page())
+        router.add("/api/session", lambda _: json_response({"login": auth is not None}))
         try:
-            self.httpd = _Server((host, port), router)
+            self.httpd = _Server((host, port), router, auth)
         except OSError as e:
             where = f"{host}:{port}" if host else f"port {port}"
             raise WorkerError(f"{what}: cannot listen on {where} ({e.strerror or e})") from None

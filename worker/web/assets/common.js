@@ -2,6 +2,10 @@
 "use strict";
 async function getJSON(url) {
   const r = await fetch(url, { cache: "no-store" });
+  if (r.status === 401) {  // the session ended: log in again, then come back here
+    location.href = "/login?" + new URLSearchParams({ next: location.pathname + location.search });
+    throw new Error("log in first");
+  }
   if (!r.ok) {
     let why = `HTTP ${r.status}`;
     try { why = (await r.json()).error || why; } catch (_) { /* not JSON */ }
@@ -33,3 +37,11 @@ function setStatus(text) {
   const s = document.querySelector("header .status");
   if (s) s.textContent = text;
 }
+// With a login, a way out of it in the header.
+getJSON("/api/session").then((s) => {
+  const header = document.querySelector("header");
+  if (!s.login || !header) return;
+  const form = el("form", { method: "post", action: "/logout", class: "logout" },
+    el("button", { type: "submit", text: "Log out" }));
+  header.append(form);
+}).catch(() => {});
