@@ -201,12 +201,19 @@ def test_events_snapshots_and_the_picture(tmp_path: Path, street: Path) -> None:
 class _Hook(http.server.BaseHTTPRequestHandler):
     bodies: list[dict[str, Any]]
     fail_first: int
+    refuse: int = 0  # answer every event with this code (a 4xx: the receiver refuses them)
+    authorization: str | None = None  # if set, the Authorization header asked for
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        if type(self).fail_first > 0:
-            type(self).fail_first -= 1
-            self.send_response(503)
+        hook = type(self)
+        if hook.authorization and self.headers.get("Authorization") != hook.authorization:
+            self.send_response(401)
+            self.end_headers()
+            return
+        if hook.refuse or hook.fail_first > 0:
+            hook.fail_first -= 1
+            self.send_response(hook.refuse or 503)
             self.end_headers()
             return
         type(self).bodies.append(json.loads(body))
@@ -217,8 +224,8 @@ class _Hook(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _server(fail_first: int) -> tuple[http.server.ThreadingHTTPServer, type[_Hook]]:
-    handler = type("Hook", (_Hook,), {"bodies": [], "fail_first": fail_first})
+def _server(fail_first: int, **hook: Any) -> tuple[http.server.ThreadingHTTPServer, type[_Hook]]:
+    handler = type("Hook", (_Hook,), {"bodies": [], "fail_first": fail_first, **hook})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, handler
@@ -237,6 +244,43 @@ def test_events_go_to_a_webhook_retried_through_errors(tmp_path: Path, street: P
     assert proc.returncode == 0, proc.stderr
     assert hook.bodies == lines(tmp_path / "r.events.jsonl")  # the same events, in order
     assert "webhook unavailable" in proc.stderr and "is back" in proc.stderr
+
+
+def test_a_webhook_url_s_user_and_password_are_sent_as_basic_authentication(
+    tmp_path: Path, street: Path
+) -> None:
+    # Issue 19 item 2. Before: 'user:s3cr3t@127.0.0.1' was looked up as a host name, every
+    # event lost; and the summary's webhook line showed the password.
+    server, hook = _server(fail_first=0, authorization="Basic dXNlcjpzM2NyM3Q=")  # user:s3cr3t
+    try:
+        port = server.server_address[1]
+        proc = cli(tmp_path, "run", "--input", str(street), "--output", "none", "--results",
+                   "r.jsonl", "--zone", DOOR, "--watch", "door:robot>0.02@2 end=0.4s",
+                   "--webhook", f"http://user:s3cr3t@127.0.0.1:{port}/hook")  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 0, proc.stderr
+    assert hook.bodies and hook.bodies == lines(tmp_path / "r.events.jsonl")
+    assert json.loads(proc.stdout)["events"]["lost"] == 0
+    assert "s3cr3t" not in proc.stdout + proc.stderr
+
+
+def test_the_summary_counts_the_events_the_webhook_lost(tmp_path: Path, street: Path) -> None:
+    # Issue 19 item 11. Before: the summary had no count of lost events (the README said so).
+    server, _ = _server(fail_first=0, refuse=400)
+    try:
+        proc = cli(tmp_path, "run", "--input", str(street), "--output", "none", "--results",
+                   "r.jsonl", "--zone", DOOR, "--watch", "door:robot>0.02@2 end=0.4s",
+                   "--webhook", f"http://127.0.0.1:{server.server_address[1]}/hook")  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 0, proc.stderr
+    written = len(lines(tmp_path / "r.events.jsonl"))
+    summary = json.loads(proc.stdout)
+    assert written > 0 and summary["events"]["lost"] == written
+    assert summary["events_sink"]["lost"] == written
 
 
 def test_the_webhook_buffer_is_bounded_and_losses_are_counted() -> None:

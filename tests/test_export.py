@@ -630,6 +630,8 @@ def test_disagreement_above_tolerance_fails_and_writes_nothing(
     [
         (["--input-shape", "1,3,32"], ["--input-shape '1,3,32'", "4 sizes"]),
         (["--input-shape", "1,4,32,32"], ["3 colour channels"]),
+        # Before: MemoryError, "unexpected" and exit 1, after a 100000x100000 tensor was tried.
+        (["--input-shape", "1,3,100000,100000"], ["--input-shape 1,3,100000,100000", "8192"]),
         (["--dynamic", "batch,depth"], ["--dynamic depth"]),
         (["--opset", "30"], ["--opset 30", "opsets 9 to 20"]),
         (["--output", "model.json"], ["ending in .onnx"]),

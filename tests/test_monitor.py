@@ -277,6 +277,30 @@ def test_a_camera_whose_recording_fails_stops_alone(
     assert summary["cameras"]["good"]["segments_written"] == 1
 
 
+def test_a_zone_that_does_not_fit_one_camera_stops_that_camera_alone(
+    monitors: list[Monitor], tmp_path: Path
+) -> None:
+    # Issue 19 item 7. A zone in pixels that fits the 320x240 camera but not the 160x120 one:
+    # its error came up in the inference stage all cameras share, so every camera stopped.
+    model = load_model(make_model(tmp_path / "c.onnx", output="classify_softmax"), provider="cpu")
+    zone = {"name": "gate", "points": [[200, 0], [300, 0], [300, 100]], "units": "px"}
+    with RtspServer(size="320x240") as big, RtspServer(size="160x120") as small:
+        m = start(
+            monitors,
+            [Camera("big", big.url), Camera("small", small.url)],
+            model,
+            described(**FAST, zones=[zone]),
+        )
+        wait_for(lambda: stat(m, "small", "state") == "failed", "the small camera to fail")
+        assert "zone 'gate'" in stat(m, "small", "detail")
+        before = stat(m, "big", "processed")
+        wait_for(lambda: stat(m, "big", "processed") >= before + 15, "the big camera to go on")
+        assert not m.failed.is_set()
+        summary = m.stop()
+    add_up(summary)
+    assert summary["cameras"]["big"]["state"] != "failed"
+
+
 def test_a_frozen_camera_is_stalled_within_the_read_timeout_and_counts_no_stale_frame(
     demo: Model, monitors: list[Monitor], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -94,6 +94,19 @@ def test_tables_cameras_and_card_with_environment_references(
             '[cameras]\ndoor = "rtsp://admin:${P:-hunter2}@10.0.0.5/s"\n',
             ["'p.toml'", "key 'cameras.door'", "password written in the file"],
         ),
+        # Issue 19 item 2: every URL-valued setting, and passwords in the query too.
+        (
+            'webhook = "http://user:hunter2@hooks.example/e"\n',
+            ["'p.toml'", "key 'webhook'", "password written in the file"],
+        ),
+        (
+            '[cameras]\ndoor = "rtsp://10.0.0.5/s?user=admin&password=hunter2"\n',
+            ["'p.toml'", "key 'cameras.door'", "'password' is written in the file"],
+        ),
+        (
+            'redis_url = "redis://:hunter2@10.0.0.7:6379/0"\n',
+            ["'p.toml'", "key 'redis_url'", "password written in the file"],
+        ),
         ("alpha = \n", ["'p.toml'", "not valid TOML"]),
         ('watch = "sky>0.2"\n', ["'p.toml'", "key 'watch'", "expected a list"]),
     ],

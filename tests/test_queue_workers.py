@@ -14,6 +14,7 @@ polls with generous deadlines, so a slow, shared machine makes tests slower, not
 
 from __future__ import annotations
 
+import base64
 import functools
 import http.server
 import json
@@ -433,6 +434,62 @@ def test_http_inputs_are_fetched_when_allowlisted(rig: Rig) -> None:
     assert outputs_of(rig, ok_id) == ["clip.jsonl", "clip.mp4"]
     st = q.status(missing_id)
     assert (st["state"], st["attempts"]) == ("failed", 1) and "HTTP 404" in st["error"]
+
+
+def test_a_password_in_an_http_input_is_sent_as_basic_auth_and_never_shown(rig: Rig) -> None:
+    # Issue 19 item 2. Before: 'user:s3cr3t@127.0.0.1' was looked up as a host name, so the
+    # job failed after every attempt; and its URL, password and all, was printed by
+    # 'worker status', 'worker jobs', the worker's log lines and the dashboard's /api/jobs.
+    from worker.queue.dashboard import dashboard_routes
+    from worker.web import WebServer
+
+    web = rig.root / "web"
+    web.mkdir()
+    make_video(web / "clip.mp4", frames=6)
+    wanted = "Basic " + base64.b64encode(b"user:s3cr3t").decode()
+
+    class Guarded(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.headers.get("Authorization") != wanted:
+                self.send_error(401)
+                return
+            super().do_GET()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Guarded, directory=str(web))
+    )
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        base = f"http://user:s3cr3t@127.0.0.1:{httpd.server_address[1]}"
+        q = rig.queue(url_schemes='["file", "http"]')
+        ok_id, _ = q.submit(q.make_spec(input=f"{base}/clip.mp4"))
+        missing_id, _ = q.submit(q.make_spec(input=f"{base}/missing.mp4"))
+        w = rig.worker("--burst", url_schemes='["file", "http"]')
+        assert w.wait(60) == 0, w.text()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    st = q.status(ok_id)
+    assert st["state"] == "done" and st["result"]["frames"] == 6, st
+    assert q.status(missing_id)["state"] == "failed"
+    said = {
+        "worker log": w.text(),
+        "status": rig.cli("status", ok_id).stdout + rig.cli("status", missing_id).stdout,
+        "jobs": rig.cli("jobs", "--state", "done").stdout
+        + rig.cli("jobs", "--state", "failed").stdout,
+    }
+    site = WebServer(dashboard_routes(q, rig.out), 0, "127.0.0.1")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{site.port}/api/jobs", timeout=10) as r:
+            said["/api/jobs"] = r.read().decode()
+    finally:
+        site.close()
+    for where, text in said.items():
+        assert "s3cr3t" not in text, (where, text)
+    assert "missing.mp4" in said["status"] and "HTTP 404" in said["status"]
 
 
 def test_bytes_that_are_not_utf8_go_to_the_dead_letters_and_the_queue_goes_on(rig: Rig) -> None:

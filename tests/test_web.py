@@ -9,6 +9,7 @@ import http.client
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -32,7 +33,7 @@ from worker.testing import RedisServer, free_port, make_video, wait_for, worker_
 from worker.web import WebServer
 from worker.web.mjpeg import Broadcast
 from worker.web.series import label_series
-from worker.web.server import MAX_CONNECTIONS
+from worker.web.server import MAX_BUSY, MAX_CONNECTIONS
 
 SECRET = "hunter2-s3cret"
 
@@ -175,6 +176,97 @@ def test_clients_that_never_ask_cannot_take_the_server(
     finally:
         for s in silent:
             s.close()
+
+
+def _rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+@pytest.fixture
+def big_recording(monitor_site: tuple[int, Path, bytes]) -> tuple[int, str, int]:
+    """A 1 GiB recording on the monitor's site (sparse: no disk, and cheap to read)."""
+    port, segment, _ = monitor_site
+    big = segment.with_name("yard-20261129T080000.000Z.mp4")
+    size = 1 << 30
+    with big.open("wb") as f:
+        f.truncate(size)
+    return port, f"/recordings/yard/{big.name}", size
+
+
+def test_a_download_is_sent_in_chunks_not_read_whole(big_recording: tuple[int, str, int]) -> None:
+    # Issue 19 item 3. Before: the whole file (or range) was read into memory per response, so
+    # this one download of a 1 GiB recording cost the server 1 GiB. (The server runs in this
+    # process: its memory is ours. benchmarks/web_downloads.py: 20 clients at once.)
+    port, path, size = big_recording
+    before = _rss_bytes()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        got = 0
+        while got < 8 << 20:  # 8 MiB of it, then hold the connection a moment
+            chunk = s.recv(1 << 20)
+            assert chunk, "the server closed the connection"
+            got += len(chunk)
+        grown = _rss_bytes() - before
+    assert grown < 200 << 20, f"the server grew by {grown >> 20} MiB for one download"
+    assert size > 4 * (200 << 20)
+
+
+def test_probes_answer_while_every_request_slot_streams_a_download(
+    big_recording: tuple[int, str, int],
+) -> None:
+    # Issue 19 item 4. Clients that start a large download and stop reading hold a request
+    # slot each; the probes must still answer at once (a liveness probe that times out
+    # restarts a healthy monitor), and a page beyond the slots is told "busy", not kept waiting.
+    port, path, _ = big_recording
+    held = []
+    try:
+        for _ in range(MAX_BUSY):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", port))
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            held.append(s)
+        for s in held:  # each download under way (and stuck: nobody reads)
+            s.settimeout(10)
+            assert s.recv(12).startswith(b"HTTP/1.")
+        for probe in ("/healthz", "/metrics", "/healthz"):
+            started = time.monotonic()
+            assert raw_get(port, probe)[0] != 503  # (no probe routes on this site: 404)
+            assert time.monotonic() - started < 2.0
+        started = time.monotonic()
+        wait_for(lambda: raw_get(port, "/events")[0] == 503, "a page to be told busy")
+        assert time.monotonic() - started < 5.0
+    finally:
+        for s in held:
+            s.close()
+    wait_for(lambda: raw_get(port, "/events")[0] == 200, "the pages once the downloads end")
+
+
+def test_a_client_resetting_a_kept_alive_connection_prints_no_traceback(
+    monitor_site: tuple[int, Path, bytes], capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 19 item 5. A video element abandoning a range download resets its kept-alive
+    # connection: the server, reading the next request, gets ECONNRESET. Before: a 16-line
+    # ConnectionResetError traceback on stderr each time.
+    port, segment, _ = monitor_site
+    for abandon_mid_response in (False, True):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(
+            f"GET /recordings/yard/{segment.name} HTTP/1.1\r\nHost: x\r\n"
+            "Range: bytes=0-99\r\n\r\n".encode()
+        )
+        if abandon_mid_response:
+            s.sendall(f"GET /recordings/yard/{segment.name} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert s.recv(12).startswith(b"HTTP/1.1 206")
+        # SO_LINGER 0: close() sends RST, as a browser abandoning the connection does.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+    wait_for(lambda: raw_get(port, "/events")[0] == 200, "the server to answer again")
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "ConnectionResetError" not in err, err
 
 
 def test_zone_outlines_and_event_links() -> None:

@@ -128,9 +128,10 @@ def plain(
 
     if kind == "extra_forbidden":
         return where, f"unknown key '{loc[-1] if loc else where}'{did_you_mean(loc[-1], known)}"
-    if index is not None and lengths is not None:
-        size = lengths[loc[-1]]
-        return where, f"expected {size} values" + (f", got {index}" if kind == "missing" else "")
+    if index is not None and lengths is not None and kind == "missing":
+        return where, f"expected {lengths[loc[-1]]} values, got {index}"
+    if index is not None:
+        where = f"{where} (value {index + 1})"  # what is wrong is that value, said below
     if kind in ("too_short", "too_long"):
         n = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
         exact = lengths.get(loc[-1]) if lengths and loc else None

@@ -112,6 +112,8 @@ def read_pipeline(path: Path) -> dict[str, Any]:
         raise SettingsError(f"{_where(path)}: not UTF-8 text; expected a TOML file") from None
     except tomllib.TOMLDecodeError as e:
         raise SettingsError(f"{_where(path)}: not valid TOML ({e})") from None
+    except RecursionError:
+        raise SettingsError(f"{_where(path)}: nested too deeply to be settings") from None
     data = dict(_expand(path, "", data))
     card = data.get("card")
     if isinstance(card, dict):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pydantic_settings
-from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
@@ -41,11 +41,13 @@ from worker.description import (
     Look,
     RunDescription,
     Speed,
+    WatchSpec,
+    ZoneSpec,
     check_partial,
 )
 from worker.errors import SettingsError
 from worker.kinds import Task
-from worker.messages import plain, redact, tuple_length
+from worker.messages import plain, tuple_length
 from worker.pipeline_file import read_pipeline
 from worker.urls import check_http_url
 
@@ -120,7 +122,9 @@ class Settings(BaseSettings, Look, Encode, Analytics, Speed, Live):
     )
 
     # What to run.
-    input: Path | None = Field(None, description="video file to process")
+    input: str | None = Field(
+        None, description="video file to process (worker submit: or an http(s) URL)"
+    )
     model: Path | None = Field(
         None, description="ONNX model: a repository name or a path; default: the demo model"
     )
@@ -229,21 +233,8 @@ class Settings(BaseSettings, Look, Encode, Analytics, Speed, Live):
 
     @field_validator("input", mode="before")
     @classmethod
-    def _input_is_a_file(cls, v: Any) -> Any:
-        text = str(v) if v is not None else ""
-        scheme = text.split("://", 1)[0].lower() if "://" in text else ""
-        if scheme and scheme != "file":
-            hint = (
-                "for cameras use 'worker monitor'"
-                if scheme in ("rtsp", "rtsps")
-                else "for downloads use 'worker submit' (a queued job fetches http(s) inputs)"
-            )
-            raise ValueError(
-                f"'{redact(text)}' is a URL ({scheme}://); 'worker run' reads video files: {hint}"
-            )
-        if scheme == "file":
-            return text.split("://", 1)[1]
-        return v
+    def _input_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, Path) else v
 
     @field_validator("webhook", "events", mode="before")
     @classmethod
@@ -320,6 +311,35 @@ def _source(
     return f"setting {ENV_PREFIX}{field.upper()} (.env)"
 
 
+#: The tables a list setting may hold, for errors inside them: by the name pydantic gives a
+#: union's member, and by the setting.
+_TABLES: dict[str, type[BaseModel]] = {"WatchSpec": WatchSpec, "ZoneSpec": ZoneSpec}
+_TABLE_OF: dict[str, type[BaseModel]] = {"watch": WatchSpec, "zones": ZoneSpec}
+
+
+def _telling(errors: list[Any]) -> dict[str, Any]:
+    """The error that says most: for a value that could be text or a table (a watch rule),
+    the table's error (its field named) rather than "expected text"; the union's member
+    names left out of where it is."""
+    first = dict(errors[0])
+    loc = tuple(first.get("loc") or ())
+    if len(loc) > 2 and loc[2] in ("str", *_TABLES):
+        inside = [
+            dict(err)
+            for err in errors
+            if tuple(err.get("loc") or ())[:2] == loc[:2]
+            and len(err.get("loc") or ()) > 2
+            and err["loc"][2] in _TABLES
+        ]
+        # A misspelt key says more than the key it was meant to be ("abov", not "above").
+        inside.sort(key=lambda err: err.get("type") != "extra_forbidden")
+        first = inside[0] if inside else first
+        where = tuple(first.get("loc") or ())
+        first["loc"] = where[:2] + where[3:]
+        first["known"] = _TABLES.get(str(where[2]))
+    return first
+
+
 def load_settings(pipeline: Path | None = None, **cli: Any) -> Settings:
     """Build settings from CLI values (``None`` means "not given") over the environment, the
     pipeline file (if any), .env and defaults."""
@@ -342,8 +362,8 @@ def load_settings(pipeline: Path | None = None, **cli: Any) -> Settings:
             "expected KEY=value lines"
         ) from None
     except ValidationError as e:
-        err: dict[str, Any] = dict(e.errors()[0])
-        loc = err.get("loc") or ()
+        err: dict[str, Any] = _telling(e.errors())
+        loc: tuple[Any, ...] = tuple(err.get("loc") or ())
         field = str(loc[0]) if loc else "?"
         if field in _SECRET_FIELDS:
             err.pop("input", None)
@@ -352,11 +372,16 @@ def load_settings(pipeline: Path | None = None, **cli: Any) -> Settings:
             for name, f in Settings.model_fields.items()
             if (n := tuple_length(f.annotation)) is not None
         }
-        where, what = plain(err, known=Settings.model_fields, lengths=lengths)
+        table = err.pop("known", None) or _TABLE_OF.get(field)
+        known = table.model_fields if table is not None else Settings.model_fields
+        where, what = plain(err, known=known, lengths=lengths)
         source = _source(field, given, from_file, pipeline)
         if err.get("type") == "extra_forbidden":
             # The key is the problem: name where it came from, then say it is unknown.
-            if source.startswith("pipeline"):
+            # (A key inside a table, as a [[watch]] rule's: the setting and which value.)
+            if len(loc) > 2 and isinstance(loc[1], int):
+                source = f"{source} (value {loc[1] + 1})"
+            elif source.startswith("pipeline"):
                 source = f"pipeline '{pipeline}'"
             raise SettingsError(f"{source}: {what}") from e
         # Where in the value, unless the message names it already (a zone, a rule).

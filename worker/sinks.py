@@ -76,7 +76,7 @@ class JsonlEvents:
             self._file.close()
 
     def describe(self) -> dict[str, Any]:
-        return {"to": str(self.path), "written": self.written}
+        return {"to": str(self.path), "written": self.written, "lost": 0}
 
 
 class _Unavailable(Exception):

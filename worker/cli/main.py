@@ -146,10 +146,29 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _file_input(text: str) -> Path:
+    """``--input`` as the video file ``worker run`` reads (a ``file://`` URL is one too)."""
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme == "file":
+        return Path(text.split("://", 1)[1])
+    if scheme:
+        hint = (
+            "for cameras use 'worker monitor'"
+            if scheme in ("rtsp", "rtsps")
+            else "for downloads use 'worker submit' (a queued job fetches http(s) inputs)"
+        )
+        raise WorkerError(
+            f"--input '{redact_urls(text)}' is a URL ({scheme}://); 'worker run' reads video "
+            f"files: {hint}"
+        )
+    return Path(text)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from worker.cli.common import configured_model
     from worker.sinks import open_sinks
     from worker.stages import probe, run_file
+    from worker.stages.runner import plan_outputs
 
     flags = settings_args(
         args, RUN_FLAGS, MODEL, LOOK, ENCODE, ANALYTICS, FILE_OUTPUTS, EVENTS, RUN_CONTROL
@@ -157,7 +176,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings(args.pipeline, **flags)
     if settings.input is None:
         raise WorkerError("--input is required (or set WORKER_INPUT)")
-    inp = settings.input
+    inp = _file_input(settings.input)
     # The input first: a missing or unreadable video is said before a large model loads.
     probe(inp)
     model = configured_model(settings)
@@ -167,6 +186,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     results = settings.results or inp.with_name(f"{inp.stem}.{model.task}.jsonl")
     run = settings.run
+    events = settings.events if settings.events != "redis" else None
+    # Every file of the run checked against the input and each other before any is opened
+    # (--events is appended to: pointed at the input, it would grow the video).
+    plan_outputs(inp, output, results, run, events=Path(events) if events else None)
     sink = None
     if run.analytics.watch and (settings.events or settings.webhook):
         webhook = settings.webhook.get_secret_value() if settings.webhook else None
@@ -190,7 +213,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     finally:
         if sink is not None:
             sink.close()
-    print(json.dumps(summary.to_dict()), file=summary_to, flush=True)
+    said = summary.to_dict()
+    if sink is not None:
+        # Where the events went, and how many could not be delivered (the README's promise).
+        went = sink.describe()
+        said["events_sink"] = went
+        said["events"]["lost"] = sum(s.get("lost", 0) for s in went.get("sinks", [went]))
+    print(json.dumps(said), file=summary_to, flush=True)
     return 0
 
 

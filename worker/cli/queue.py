@@ -143,7 +143,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.pipeline, **settings_args(args, *_SUBMIT_GROUPS))
     q = _queue(settings)
-    if args.deadline is not None and args.deadline <= 0:
+    if args.deadline is not None and not 0 < args.deadline < float("inf"):
         raise JobError(f"--deadline {args.deadline:g}: expected a positive number of seconds")
     source = _text(settings.input)
     if source is None:
@@ -201,13 +201,21 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The most jobs one page of ``worker jobs`` lists (more: the next page, with --offset).
+_MAX_PAGE = 10_000
+
+
 def _cmd_jobs(args: argparse.Namespace) -> int:
     from worker.queue.connection import redis_errors
 
+    if not 1 <= args.limit <= _MAX_PAGE:
+        raise JobError(
+            f"--limit {args.limit}: expected 1 to {_MAX_PAGE} jobs a page (the next page: --offset)"
+        )
+    if not 0 <= args.offset <= 10**12:
+        raise JobError(f"--offset {args.offset}: expected 0 or more, at most 10^12")
     settings = _settings()
     q = _queue(settings)
-    if args.limit < 1 or args.offset < 0:
-        raise JobError("--limit must be at least 1 and --offset at least 0")
     with redis_errors(settings):
         jobs = q.jobs(args.state, limit=args.limit, offset=args.offset)
         for job in jobs:

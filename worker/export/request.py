@@ -17,6 +17,10 @@ from worker.errors import ExportError
 from worker.export.exporter import opset_range
 from worker.models.card import ModelCard
 
+#: What an export is asked to trace at most: it runs the model on random inputs of this size.
+_MAX_BATCH = 64
+_MAX_SIDE = 8192
+
 __all__ = [
     "CARD_FLAGS",
     "DIMS",
@@ -85,6 +89,12 @@ def validate_request(req: ExportRequest) -> ModelCard:
         raise ExportError(
             f"--input-shape {','.join(map(str, s))}: expected 4 positive sizes with 3 colour "
             "channels, N,3,H,W (NCHW) or N,H,W,3 (NHWC), e.g. 1,3,512,512"
+        )
+    n, (h, w) = s[0], req.hw
+    if n > _MAX_BATCH or max(h, w) > _MAX_SIDE:
+        raise ExportError(
+            f"--input-shape {','.join(map(str, s))}: at most a batch of {_MAX_BATCH} and "
+            f"{_MAX_SIDE} pixels a side (the export runs the model on it, twice)"
         )
     unknown = sorted(set(req.dynamic) - set(DIMS))
     if unknown:

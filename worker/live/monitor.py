@@ -37,6 +37,7 @@ from worker.live.counters import Counters, LatencyStats
 from worker.live.segments import SegmentRecorder
 from worker.models import Model
 from worker.ops.sampling import Sampler
+from worker.ops.zones import FrameZones
 from worker.stages.analytics import rules_for, zones_for
 from worker.stages.batching import run_inference
 from worker.stages.channels import END, DropOldest
@@ -269,13 +270,25 @@ class Monitor:
                 lambda item, answer: self.cams[item.stream].out.put((item, answer)),
                 batch=self.batch,
                 wait_s=self.run.speed.batch_wait_s,
-                zones=lambda item: self.cams[item.stream].records.zones_to_classify(item.frame),
+                zones=self._zones_to_classify,
             )
         except BaseException as e:
             self._fail("inference", e)
         finally:
             for cam in self.cams.values():
                 cam.out.close(drain=not self.failed.is_set())
+
+    def _zones_to_classify(self, item: Item) -> FrameZones | None:
+        """A classifier's zones of this camera's frame, cropped and classified in the shared
+        inference stage: a zone that does not fit the frame fails its camera, not the
+        stage every camera shares."""
+        cam = self.cams[item.stream]
+        try:
+            return cam.records.zones_to_classify(item.frame)
+        except Exception as e:
+            cam.stop.set()
+            self._state(cam.camera.name, "failed", f"zones: {_one_line(e)}")
+            return None
 
     def _writer_thread(self, cam: _Cam) -> Callable[[], None]:
         loop = self._loops[cam.camera.name]

@@ -97,6 +97,8 @@ def _fields(text: str, where: str) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise CardError(f"{where}: not valid JSON ({e})") from e
+    except RecursionError:
+        raise CardError(f"{where}: nested too deeply to be a card") from None
     if not isinstance(data, dict):
         raise CardError(f"{where}: expected a JSON object, got {type(data).__name__}")
     try:

@@ -92,11 +92,18 @@ def resolve_model(value: str | Path, root: Path, *, confined: bool = False) -> P
     if path.is_dir():
         if (path / MODEL_FILE).is_file():
             return path / MODEL_FILE
+        if path.suffix == ".onnx":
+            raise ModelError(f"model '{text}': is a folder; expected an .onnx file")
         raise ModelError(f"model '{text}': a folder without {MODEL_FILE}; expected a model folder")
     if is_model_name(text):
         found = _in_root(text, root) or _in_root(text, builtin_root())
         if found is not None:
             return found
+        if (root / text / MODEL_FILE).is_dir():
+            raise ModelError(
+                f"model '{text}': '{root / text / MODEL_FILE}' is a folder; expected the "
+                "model's .onnx file"
+            )
         raise ModelError(
             f"model '{text}': no such file, and no model of that name in the repository "
             f"'{root}' (WORKER_MODEL_ROOT: expected '{root / text / MODEL_FILE}'); "

@@ -14,9 +14,11 @@ from typing import Any, cast
 
 import redis
 import redis.exceptions
+from pydantic import ValidationError
 
 from worker.constants import GROUP, PRIORITIES, STATES, TERMINAL, Keys, Priority
 from worker.errors import JobError, JobNotFoundError
+from worker.messages import plain
 from worker.queue.connection import TRANSIENT, connect
 from worker.queue.jobs import (
     JobSpec,
@@ -33,8 +35,26 @@ from worker.settings import Settings
 
 __all__ = ["Queue"]
 
+#: The flag that gives each field of a job, for errors.
+_FLAGS = {"deadline_s": "--deadline", "key": "--key", "priority": "--priority",
+          "max_frames": "--max-frames", "options": "options"}  # fmt: skip
+
 #: Longest pause between two tries of ``watch`` while Redis is away.
 _WATCH_BACKOFF_MAX_S = 5.0
+
+
+def _shown(text: str) -> str:
+    """A name with bytes that are not UTF-8 shown as escapes (``\\xff``)."""
+    raw = text.encode("utf-8", "surrogateescape")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # bytes the file system gave that are not UTF-8 (surrogates)
+        return False
+    return True
 
 
 class Queue:
@@ -79,6 +99,14 @@ class Queue:
         later; where it does not (the submitter does not mount it), workers check.
         """
         s = self.settings
+        for what, value in (("input", input), ("output", output), ("model", model), ("card", card)):
+            if value is not None and not _utf8(value):
+                raise JobError(
+                    f"--{what} '{_shown(value)}': the name "
+                    "is not UTF-8 text, which a job (JSON) cannot carry; rename it"
+                )
+        if deadline_s is not None and not 0 < deadline_s < float("inf"):
+            raise JobError(f"--deadline {deadline_s:g}: expected a positive number of seconds")
         stored = stored_input(input, s.input_root, s.url_schemes)
         if "://" not in stored and s.input_root.is_dir():
             path = s.input_root.resolve() / stored
@@ -101,8 +129,11 @@ class Queue:
         }
         try:
             spec = JobSpec(**fields)
-        except ValueError as e:
-            raise JobError(f"job: {e}") from None
+        except ValidationError as e:
+            err = e.errors()[0]
+            field = str(err["loc"][0]) if err["loc"] else "job"
+            _, what = plain(err)
+            raise JobError(f"{_FLAGS.get(field, field)}: {what}") from None
         if spec.output is not None and not spec.output.lower().endswith(".mp4"):
             raise JobError(f"output '{output}': expected a file name ending in .mp4")
         if spec.output is not None and s.output_root.is_dir():

@@ -16,14 +16,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from worker.description import RunDescription
-from worker.errors import Cancelled, InputError, OutputError, StageError
+from worker.errors import Cancelled, InputError, OutputError, SettingsError, StageError
 from worker.messages import plural
 from worker.models import Model
 from worker.ops.sampling import Sampler
@@ -42,7 +42,7 @@ from worker.stages.source import VideoSource
 from worker.stages.threads import Threads
 from worker.stages.writer import ResultsWriter, VideoWriter
 
-__all__ = ["RunSummary", "default_batch", "run_file"]
+__all__ = ["RunSummary", "default_batch", "plan_outputs", "run_file"]
 
 log = logging.getLogger(__name__)
 
@@ -100,17 +100,52 @@ def default_batch(model: Model, requested: int = 0) -> int:
     return 8 if model.engine.device == "cuda" else 1
 
 
-def _check_paths(input: Path, output: Path | None, results: Path) -> None:
+def plan_outputs(
+    input: Path,
+    output: Path | None,
+    results: Path,
+    run: RunDescription,
+    *,
+    events: Path | None = None,
+    rules: bool | None = None,
+) -> SidecarPaths:
+    """Where a run's files go, checked against each other and the input before anything is
+    written: none may be the input, no two the same (a FIFO or a device excepted: it is
+    written through). ``events``: a file the events are appended to (``--events``)."""
     if output is not None and str(output) == "-":
         raise OutputError(
             "output '-': the video cannot go to stdout (use --results - for the JSON lines); "
             "give a file, a FIFO or /dev/null"
         )
-    for path, what in ((output, "output"), (results, "results")):
-        if path is not None and str(path) != "-" and path.resolve() == input.resolve():
+    rules = bool(run.analytics.watch) if rules is None else rules
+    paths = SidecarPaths.plan(
+        run.analytics, results=results, output=output, rules=rules,
+        events_elsewhere=events is not None,
+    )  # fmt: skip
+    named: list[tuple[str, Path]] = [
+        (what, p)
+        for what, p in (
+            ("output", output),
+            ("results", results),
+            ("events", events),
+            ("events file", paths.events_file),
+            ("masks", paths.masks if isinstance(paths.masks, Path) else None),
+            ("snapshots", paths.snapshots),
+            ("picture", paths.picture),
+        )
+        if p is not None and str(p) != "-"
+    ]
+    source = input.resolve()
+    seen: dict[Path, str] = {}
+    for what, path in named:
+        real = path.resolve()
+        if real == source:
             raise OutputError(f"{what} '{path}': would overwrite the input")
-    if output is not None and output.resolve() == results.resolve() and not _is_device(output):
-        raise OutputError(f"results '{results}': same path as the output video")
+        if real in seen and not _is_device(path):
+            other = "output video" if seen[real] == "output" else seen[real]
+            raise OutputError(f"{what} '{path}': same path as the {other}")
+        seen.setdefault(real, what)
+    return paths
 
 
 def run_file(
@@ -138,13 +173,20 @@ def run_file(
     the job).
     """
     run = run or RunDescription()
-    _check_paths(input, output, results)
+    if run.analytics.masks and model.task != "segment":
+        raise SettingsError(
+            f"--masks: model '{model.path.name}' is a classifier: it makes no masks to write"
+        )
     zones = zones_for(run.analytics.zones)
     rules = rules_for(run.analytics.watch, model, [z.name for z in zones.zones] if zones else [])
-    paths = SidecarPaths.plan(
-        run.analytics, results=results, output=output, rules=bool(rules),
-        events_elsewhere=not events_file,
-    )  # fmt: skip
+    paths = plan_outputs(input, output, results, run, rules=bool(rules))
+    if not events_file:
+        paths = replace(paths, events_file=None)
+    if rules and paths.events_file is None and emit is None:
+        raise SettingsError(
+            "--watch: its events would go nowhere (no results file to put them beside); "
+            "give --events FILE, --webhook URL or a --results file"
+        )
     speed = run.speed
     source = VideoSource(
         input, max_frames=max_frames, threads=speed.decode_threads, hw_decode=speed.hw_decode

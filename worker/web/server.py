@@ -21,7 +21,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -88,7 +88,7 @@ class Response:
     # A streaming body: chunks written as they come, until the iterator ends. With ``length``
     # (a file), sent with its Content-Length on a connection kept alive; without (MJPEG),
     # the connection closes at its end.
-    stream: Iterator[bytes] | None = None
+    stream: Iterable[bytes] | None = None
     length: int | None = None
 
 
@@ -145,20 +145,29 @@ def file_response(path: Path, request: Request, content_type: str | None = None)
     except OSError:
         return not_found()
     length = end - start + 1
-    return Response(status, b"", ctype, headers, stream=_chunks(f, start, length), length=length)
+    return Response(status, b"", ctype, headers, stream=_Chunks(f, start, length), length=length)
 
 
-def _chunks(f: BinaryIO, start: int, length: int) -> Iterator[bytes]:
-    """``length`` bytes of ``f`` from ``start``, a chunk at a time; the file closes at the end
-    (or when the response is closed early)."""
-    with f:
-        f.seek(start)
+class _Chunks:
+    """``length`` bytes of ``f`` from ``start``, a chunk at a time. ``close()`` closes the file
+    whether or not sending began (a generator's ``with`` would not run if never started: a
+    client gone before the headers were out leaked the file)."""
+
+    def __init__(self, f: BinaryIO, start: int, length: int) -> None:
+        self._f, self._start, self._length = f, start, length
+
+    def __iter__(self) -> Iterator[bytes]:
+        f, length = self._f, self._length
+        f.seek(self._start)
         while length > 0:
             chunk = f.read(min(_CHUNK, length))
             if not chunk:
                 return  # the file shrank under us: what there was
             length -= len(chunk)
             yield chunk
+
+    def close(self) -> None:
+        self._f.close()
 
 
 class Router:
