@@ -190,13 +190,22 @@ def _n_vop(time_increment_bits: int) -> bytes:
 
 
 def make_packed_avi(
-    path: Path, *, frames: int = 30, width: int = 64, height: int = 48, fps: int = 25
+    path: Path,
+    *,
+    frames: int = 30,
+    width: int = 64,
+    height: int = 48,
+    fps: int = 25,
+    doubled: bool = False,
 ) -> Path:
     """MPEG-4 part 2 with B-frames in AVI, as DivX and Xvid wrote it ("packed bitstream"):
     each P-frame shares its AVI chunk with the B-frame that follows it in decode order, an
     N-VOP chunk keeps the count of chunks equal to the count of frames, and the user data says
     ``DivX503b1393p``. AVI keeps one timestamp per chunk, in decode order, so the frames come
-    out of FFmpeg's decoder in display order with timestamps that go back and forth."""
+    out of FFmpeg's decoder in display order with timestamps that go back and forth.
+
+    ``doubled``: as some cameras wrote it, an N-VOP after every chunk and the header at twice
+    the rate (``frames`` pictures in 2 x ``frames`` chunks at 2 x ``fps``)."""
     cc: Any = av.CodecContext.create("mpeg4", "w")
     cc.width, cc.height, cc.pix_fmt = width, height, "yuv420p"
     cc.time_base = Fraction(1, fps)
@@ -223,15 +232,18 @@ def make_packed_avi(
             i += 1
     first = chunks[0].index(b"\x00\x00\x01\xb6")
     chunks[0] = chunks[0][:first] + b"\x00\x00\x01\xb2DivX503b1393p" + chunks[0][first:]
+    if doubled:
+        chunks = [c for chunk in chunks for c in (chunk, nvop)]
+    rate = 2 * fps if doubled else fps
     with av.open(str(path), mode="w", format="avi") as c:
-        s: Any = c.add_stream("mpeg4", rate=Fraction(fps))
+        s: Any = c.add_stream("mpeg4", rate=Fraction(rate))
         s.width, s.height, s.pix_fmt = width, height, "yuv420p"
-        s.time_base = Fraction(1, fps)
+        s.time_base = Fraction(1, rate)
         for k, data in enumerate(chunks):
             packet = av.Packet(data)
             packet.stream = s
             packet.pts = packet.dts = k
-            packet.time_base = Fraction(1, fps)
+            packet.time_base = Fraction(1, rate)
             packet.is_keyframe = _vop_type(data) == 0
             c.mux(packet)
     return path

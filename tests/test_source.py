@@ -26,6 +26,7 @@ from worker.description import Encode
 from worker.errors import InputError, InputNotFoundError
 from worker.stages.atomic import AtomicFile
 from worker.stages.frames import Frame
+from worker.stages.packed import divisor_from_counts
 from worker.stages.source import VideoSource, decode_threads, probe
 from worker.stages.writer import VideoWriter
 from worker.testing import decode, make_video, pattern, worker_cli
@@ -240,6 +241,40 @@ def test_packed_b_frames_encode_to_an_output_at_the_regular_rate(tmp_path: Path)
     times = [t for t, _ in decode(tmp_path / "out.mp4")]
     assert len(times) == 20
     assert np.diff(times) == pytest.approx([0.04] * 19, abs=1e-3)
+
+
+def test_packed_avi_stating_twice_the_rate_is_timed_at_the_real_rate(tmp_path: Path) -> None:
+    # Issue 19 item 9. Before: times 0.02, 0.06, 0.12, 0.14, ... (the chunks' own), the
+    # header's 60 frames expected of the 30 that decode (a job's progress stopped at 50%),
+    # and an output written at 50 fps that played twice as fast.
+    video = make_packed_avi(tmp_path / "cam.avi", frames=30, doubled=True)
+    with av.open(str(video)) as c:  # the real trigger: what the header states
+        stated = c.streams.video[0]
+        assert (stated.frames, stated.average_rate) == (60, Fraction(50))
+    assert len(raw_frames(video)) == 30
+    source, frames = read_all(video)
+    assert len(frames) == 30
+    assert (source.frames_expected, source.info.rate) == (30, Fraction(25))
+    assert np.diff([f.time for f in frames]) == pytest.approx([0.04] * 29)
+    assert not source.truncated
+    # In display order. (The B-frames come out softer than in the ordinary packed file: this
+    # factory's extra N-VOPs carry no time, which direct-mode prediction reads distances from.)
+    for i, f in enumerate(frames):
+        assert np.abs(f.image.astype(int) - pattern(i, 64, 48)).mean() < 10
+    # The ordinary packed file is taken as stated.
+    plain, _ = read_all(make_packed_avi(tmp_path / "divx.avi", frames=30))
+    assert (plain.frames_expected, plain.info.rate, plain.info.by_count) == (
+        30,
+        Fraction(25),
+        False,
+    )
+
+
+def test_one_frame_for_two_chunks_is_what_halves_the_rate() -> None:
+    assert divisor_from_counts(96, 47) == 2  # doubled: the decoder still holds a frame or two
+    assert divisor_from_counts(96, 95) == 1  # packed as usual, or not packed
+    assert divisor_from_counts(10, 5) == 1  # too few chunks to tell: as stated
+    assert divisor_from_counts(96, 0) == 1  # nothing decodes: the source says so, not this
 
 
 def test_variable_frame_rate_times_are_kept_as_they_are(tmp_path: Path) -> None:

@@ -29,6 +29,9 @@ class VideoInfo:
     # Seconds the header states: its frame count at the average rate, or its duration (None:
     # it states neither, and FFmpeg's estimate from the file as it is would not be a statement).
     duration: float | None = None
+    # The file's timestamps are known to be wrong (worker.stages.packed: the header states
+    # twice the rate): frames are timed at ``rate`` from the first one.
+    by_count: bool = False
 
 
 @dataclass

@@ -24,6 +24,7 @@ import numpy as np
 from worker.description import HwDecode
 from worker.errors import InputError, InputNotFoundError
 from worker.stages.frames import Frame, VideoInfo
+from worker.stages.packed import rate_divisor
 from worker.stages.timing import FrameClock
 
 __all__ = ["VideoSource", "decode_threads", "probe"]
@@ -139,6 +140,11 @@ def _inspect(container: Any, path: Path) -> tuple[Any, VideoInfo]:
         raise InputError(f"input '{path}': video stream has no frame size")
     rate = _rate(stream)
     frames, seconds = _stated_length(container, stream, rate)
+    # DivX-era AVI may state twice the real rate, and twice the frames (worker.stages.packed).
+    divisor = rate_divisor(path, stream.index) if (fmt, cc.name) == ("avi", "mpeg4") else 1
+    if divisor > 1:
+        rate /= divisor
+        frames = None if frames is None else round(frames / divisor)
     info = VideoInfo(
         path=str(path),
         codec=cc.name,
@@ -150,6 +156,7 @@ def _inspect(container: Any, path: Path) -> tuple[Any, VideoInfo]:
         frames=frames,
         format=fmt,
         duration=None if seconds is None else float(seconds),
+        by_count=divisor > 1,
     )
     return stream, info
 
@@ -250,7 +257,14 @@ class VideoSource:
             self.container.close()
             raise
         self.frames_expected = self.info.frames
-        self._stated = _stated_length(self.container, self.stream, self.info.rate)[1]
+        # (At the stated rate: a doubled packed AVI states twice the frames at twice the rate.)
+        self._stated = _stated_length(self.container, self.stream, _rate(self.stream))[1]
+        if self.info.by_count:
+            log.warning(
+                "input '%s': packed AVI whose header states twice the frame rate; frames "
+                "timed at %.3g fps, %s of them expected",
+                path, float(self.info.rate), self.frames_expected,
+            )  # fmt: skip
         start = self.stream.start_time
         self._start = Fraction(start) * self.info.time_base if start is not None else Fraction(0)
 
@@ -280,7 +294,7 @@ class VideoSource:
         """Decoded frames in presentation order, their times increasing; stops at
         ``max_frames``. Each frame waits for the next one to be decoded: only then does it
         show whether its timestamp can be trusted (see ``worker.stages.timing.FrameClock``)."""
-        clock = FrameClock(self.info.time_base, self.info.rate)
+        clock = FrameClock(self.info.time_base, self.info.rate, by_count=self.info.by_count)
         held: Any = None
         for f in self._decoded():
             clock.count(f.pts, f.dts)
@@ -411,7 +425,7 @@ class VideoSource:
         index = self.frames_read
         self.frames_read += 1
         pts = clock.time(f.pts, f.dts)
-        if clock.fixed and not self.timestamps_fixed:
+        if clock.fixed and not self.timestamps_fixed and not self.info.by_count:
             log.warning(
                 "input '%s': frame timestamps go backwards or repeat (from frame %d on); "
                 "timing frames by their decode timestamps or the frame rate instead",

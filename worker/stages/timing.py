@@ -23,8 +23,11 @@ class FrameClock:
     the 3 is the wrong one, which only the 2 shows.
     """
 
-    def __init__(self, time_base: Fraction, rate: Fraction) -> None:
+    def __init__(self, time_base: Fraction, rate: Fraction, *, by_count: bool = False) -> None:
         self.step = 1 / (rate * time_base)  # one frame, in time_base units
+        # The timestamps are known to be wrong (worker.stages.packed): after the first frame,
+        # one frame at the rate each.
+        self.by_count = by_count
         self.faulty_pts = 0
         self.faulty_dts = 0
         self.seen_pts: int | None = None
@@ -49,7 +52,9 @@ class FrameClock:
     def time(self, pts: int | None, dts: int | None) -> int:
         """The time, in time_base units, of the oldest frame counted and not yet timed."""
         t: int | None
-        if pts is not None and (self.faulty_pts <= self.faulty_dts or dts is None):
+        if self.by_count and self.last is not None:
+            t = None  # the next step, below
+        elif pts is not None and (self.faulty_pts <= self.faulty_dts or dts is None):
             t = pts
         else:
             t = dts
