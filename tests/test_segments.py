@@ -41,3 +41,25 @@ def test_segment_recorder_keeps_a_count_and_the_last_paths(tmp_path: Path) -> No
     files = sorted((tmp_path / "door").iterdir())
     assert len(files) == rec.written == 40
     assert list(rec.last) == files[-5:]
+
+
+def test_an_event_s_parts_are_every_segment_it_spans(tmp_path: Path) -> None:
+    # Issue 19 item 14. Before: the events page played only the segment an event started in:
+    # an event near a segment's end played for a fraction of a second.
+    rec = SegmentRecorder(tmp_path, "door", seconds=2.0, encode=Encode(crf=40, encoder="libx264"))
+    t0 = 1_700_000_000.0
+    for i in range(50):  # 10 fps for 5 s: segments from t0, t0 + 2, t0 + 4 (open)
+        image = np.full((16, 16, 3), i * 4, dtype=np.uint8)
+        frame = Frame(index=i, pts=i, time=i / 10, image=image)
+        rec.write(Item("door", frame, i / 10, t0 + i / 10, 1), image)
+    assert rec.written == 2 and rec.is_open  # the third is still being written
+    parts = rec.parts(t0 + 1.5, t0 + 4.5)
+    names = [segment_name("door", t0 + d) for d in (0, 2, 4)]
+    assert [Path(p["file"]).name for p in parts] == names
+    assert [(p["from_s"], p["until_s"], p["ready"]) for p in parts] == [
+        (1.5, None, True), (0.0, None, True), (0.0, 0.5, False)]  # fmt: skip
+    # In progress (no end yet): from its start to the newest frame.
+    assert len(rec.parts(t0 + 3.0, None)) == 2
+    # Within one segment: that one, to the event's end.
+    assert [(p["from_s"], p["until_s"]) for p in rec.parts(t0 + 0.2, t0 + 0.7)] == [(0.2, 0.7)]
+    rec.close()

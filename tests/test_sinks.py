@@ -30,7 +30,7 @@ def test_jsonl_appends_complete_lines_readable_while_open(tmp_path: Path) -> Non
         {"type": "camera", "camera": "a", "state": "live"},
         {"type": "watch", "event": "start"},
     ]
-    assert sink.describe() == {"to": str(path), "written": 2}
+    assert sink.describe() == {"to": str(path), "written": 2, "lost": 0}
 
 
 def test_jsonl_path_that_cannot_be_written_is_named(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ import pytest
 
 from worker.description import RunDescription
 from worker.live import Camera, Monitor
-from worker.live.pages import event_links, monitor_routes, zone_outlines
+from worker.live.pages import camera_condition, event_links, monitor_routes, zone_outlines
 from worker.models import demo_model_path, load_model
 from worker.ops.zones import Zone, ZoneSet
 from worker.queue.client import Queue
@@ -267,6 +267,49 @@ def test_a_client_resetting_a_kept_alive_connection_prints_no_traceback(
     wait_for(lambda: raw_get(port, "/events")[0] == 200, "the server to answer again")
     err = capfd.readouterr().err
     assert "Traceback" not in err and "ConnectionResetError" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("facts", "condition", "reason"),
+    [
+        ({"state": "live", "last_frame_age_s": 0.1}, "live", ""),
+        ({"state": "connecting"}, "connecting", "no frame yet"),
+        # Killed: the connection refused, reconnecting. Before: "backoff", amber.
+        (
+            {"state": "backoff", "detail": "connection refused; reconnecting in 1.0 s",
+             "last_frame_age_s": 30.0},
+            "offline", "connection lost: connection refused",
+        ),
+        # Silent: the socket open, nothing comes. Before: "stalled", the same amber.
+        (
+            {"state": "stalled", "stalled": True, "detail": "no data for 2 s",
+             "last_frame_age_s": 2.5},
+            "offline", "the camera sends nothing",
+        ),
+        (
+            {"state": "connecting", "stalled": True, "last_frame_age_s": 9.0},
+            "offline", "reconnecting",
+        ),
+        (
+            {"state": "failed", "detail": "refused; gave up after 5 attempts"},
+            "offline", "stopped trying: refused",
+        ),
+        ({"state": "stopped"}, "stopped", "stopping"),
+    ],
+)  # fmt: skip
+def test_a_camera_is_live_or_plainly_offline_with_the_reason_and_since_when(
+    facts: dict[str, Any], condition: str, reason: str
+) -> None:
+    # Issue 19 item 13.
+    now = 1_700_000_000.0
+    said = camera_condition({"state_for_s": 4.0, **facts}, now)
+    assert said["condition"] == condition and reason in said["reason"]
+    age = facts.get("last_frame_age_s")
+    assert said["last_frame_at"] == (None if age is None else now - age)
+    if condition == "offline":  # since its last frame, else since it went offline
+        assert said["offline_since"] == (now - age if age is not None else now - 4.0)
+    else:
+        assert said["offline_since"] is None
 
 
 def test_zone_outlines_and_event_links() -> None:

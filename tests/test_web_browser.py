@@ -18,6 +18,7 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 
 from factory import make_bright_model
+from worker.models import load_model
 from worker.testing import (
     Rig,
     RtspServer,
@@ -63,6 +64,18 @@ g.drawImage(img, 0, 0, 32, 24);
 return {w: img.naturalWidth, h: img.naturalHeight,
         pixels: Array.from(g.getImageData(0, 0, 32, 24).data.filter((_, i) => i % 4 === 0))};
 """
+_ROWS = """
+return [...document.querySelectorAll("#events tr")].map((r) => ({
+  kind: r.dataset.event, start: r.dataset.start,
+  cells: [...r.querySelectorAll("td")].map((c) => c.textContent),
+  downloads: [...r.querySelectorAll("a[data-download]")].map((a) => [a.href, a.download]),
+}));
+"""
+_PLAY = """
+const r = document.querySelector(`#events tr[data-start="${arguments[0]}"] a[data-recording]`);
+if (r) r.click();
+return !!r;
+"""
 _STATE = """
 const s = document.querySelector(`.card[data-camera="${arguments[0]}"] .state`);
 return s ? s.textContent : null;
@@ -105,34 +118,80 @@ def test_camera_grid_events_and_recordings_in_a_browser(tmp_path: Path) -> None:
                 card = b.find_element(By.CSS_SELECTOR, '.card[data-camera="yard"]')
                 assert len(card.find_elements(By.CSS_SELECTOR, "svg polygon")) == 1
                 img = card.find_element(By.CSS_SELECTOR, ".view img")
+                badge = card.find_element(By.CSS_SELECTOR, ".coords")
+                # The badge only while hovering (before: "x -, y -" on every picture).
+                ActionChains(b).move_to_element(b.find_element(By.TAG_NAME, "h1")).perform()
+                assert not badge.is_displayed()
                 ActionChains(b).move_to_element(img).perform()  # its centre
-                coords = card.find_element(By.CSS_SELECTOR, ".coords").text
+                coords = badge.text
                 x, y = (float(v.strip(" xy")) for v in coords.split(","))
                 assert abs(x - 0.5) < 0.02 and abs(y - 0.5) < 0.02, coords
+                facts = card.find_element(By.CSS_SELECTOR, ".facts").text
+                assert "last frame" in facts and "s ago" in facts
                 screenshot(b, tmp_path / "monitor.png")
+                # A click shows the camera large, another (or Escape) puts it back.
+                small = img.size["width"]
+                img.click()
+                wait_for(lambda: "large" in card.get_attribute("class"), "the yard enlarged")
+                assert img.size["width"] > 1.3 * small
+                assert img.size["height"] <= js(b, "return window.innerHeight")
+                screenshot(b, tmp_path / "monitor-large.png")
+                ActionChains(b).send_keys("\ue00c").perform()  # Escape
+                wait_for(lambda: "large" not in card.get_attribute("class"), "the grid back")
 
                 # A camera that goes silent says so within its read timeout (+ a refresh).
                 os.kill(gate.proc.pid, signal.SIGSTOP)
                 silent = time.monotonic()
                 try:
+                    # Before: "stalled" (and "backoff" when killed) in amber, the last frame
+                    # still shown as if live.
                     wait_for(
-                        lambda: js(b, _STATE, "gate") == "stalled",
-                        "the gate's card to say stalled",
+                        lambda: js(b, _STATE, "gate") == "offline",
+                        "the gate's card to say offline",
                         timeout=READ_TIMEOUT_S + 10,
                     )
                     took = time.monotonic() - silent
-                    assert took <= READ_TIMEOUT_S + 2.5, f"stalled shown after {took:.1f} s"
+                    assert took <= READ_TIMEOUT_S + 2.5, f"offline shown after {took:.1f} s"
+                    gate_card = b.find_element(By.CSS_SELECTOR, '.card[data-camera="gate"]')
+                    why = gate_card.find_element(By.CSS_SELECTOR, ".reason")
+                    assert why.is_displayed() and "nothing" in why.text, why.text
+                    mark = gate_card.find_element(By.CSS_SELECTOR, ".offline-mark")
+                    assert mark.is_displayed() and mark.text.startswith("offline since")
                     assert js(b, _STATE, "yard") == "live"
-                    screenshot(b, tmp_path / "monitor-stalled.png")
+                    screenshot(b, tmp_path / "monitor-offline.png")
                 finally:
                     os.kill(gate.proc.pid, signal.SIGCONT)
 
-                # An event: its snapshot shows, and its recording plays from the event.
+                # Events: one in progress is listed as such; then, once ended, its snapshot,
+                # date and duration, a download, and its recording plays from the event
+                # across the segments it spans (2 s segments; the ball stays ~6 s). (Rows are
+                # read and clicked in one script each: the page redraws them every 2 s.)
                 b.get(f"http://127.0.0.1:{port}/events")
-                link = wait_for(
-                    lambda: b.find_elements(By.CSS_SELECTOR, "a[data-recording]"),
-                    "an event with its recording",
+                going = wait_for(
+                    lambda: [r for r in js(b, _ROWS) if r["kind"] == "in-progress"],
+                    "an event in progress",
                 )[0]
+                assert "in progress" in going["cells"][5]
+                ended = wait_for(
+                    lambda: [
+                        r for r in js(b, _ROWS) if r["kind"] == "ended" and len(r["downloads"]) > 1
+                    ],
+                    "an ended event over several segments",
+                )[0]
+                cells = ended["cells"]
+                assert str(time.gmtime().tm_year) in cells[4]  # the date, not only the time
+                assert cells[5].endswith(" s") and "in progress" not in cells[5]
+                href, name = ended["downloads"][0]
+                assert name.endswith(".mp4")
+                with urllib.request.urlopen(href) as r:
+                    assert r.status == 200 and r.read(8)[4:8] == b"ftyp"
+                # Filters: by camera.
+                pick = "document.getElementById('f-camera')"
+                assert "yard" in js(b, f"return [...{pick}.options].map(o => o.value)")
+                js(b, f"{pick}.value = 'gate'; {pick}.dispatchEvent(new Event('change'))")
+                assert {r["cells"][1] for r in js(b, _ROWS)} <= {"gate"}
+                js(b, f"{pick}.value = ''; {pick}.dispatchEvent(new Event('change'))")
+                assert {r["cells"][1] for r in js(b, _ROWS)} >= {"yard"}
                 thumb = wait_for(
                     lambda: js(
                         b,
@@ -142,7 +201,7 @@ def test_camera_grid_events_and_recordings_in_a_browser(tmp_path: Path) -> None:
                     "an event's snapshot",
                 )
                 assert thumb == 320
-                link.click()
+                assert js(b, _PLAY, ended["start"])
                 started = wait_for(
                     lambda: js(
                         b,
@@ -158,6 +217,14 @@ def test_camera_grid_events_and_recordings_in_a_browser(tmp_path: Path) -> None:
                     "the recording's time to advance",
                 )
                 assert js(b, "return document.getElementById('recording').error") is None
+                # No wider than the window (before: a 720p clip overflowed it).
+                width = js(b, "return document.getElementById('recording').clientWidth")
+                assert width <= js(b, "return window.innerWidth")
+                # The next segment follows when the first ends.
+                wait_for(
+                    lambda: "segment 2 of" in b.find_element(By.ID, "part").text,
+                    "the next segment of the event to play",
+                )
                 screenshot(b, tmp_path / "events.png")
 
                 # No credential anywhere a browser can see.
@@ -260,6 +327,22 @@ def test_dashboard_shows_a_job_progress_then_done_with_its_chart(rig: Rig) -> No
         assert len(lines) >= 2  # a line per label
         points = lines[0].get_attribute("points") or ""
         assert len(points.split()) >= 10
+        # Issue 19 item 15. Each label in the video's colour, the model card's (before: the
+        # chart's own palette: clothes blue in the chart, red in the video) ...
+        model = load_model(rig.root / "models" / "slow.onnx", provider="cpu")
+        card = {
+            label: "#{:02x}{:02x}{:02x}".format(*map(int, model.colors[i]))
+            for i, label in enumerate(model.labels)
+        }
+        strokes = js(b, "return [...document.querySelectorAll('#chart polyline')]"
+                        ".map(p => [p.dataset.label, p.getAttribute('stroke')])")  # fmt: skip
+        assert strokes and all(card[label] == stroke for label, stroke in strokes), strokes
+        # ... and the y axis scaled to the data (before: 0..1, small coverages drew flat).
+        series = get_json(port, f"/jobs/{job_id}/series")
+        top = max(v for values in series["series"].values() for v in values)
+        ticks = js(b, "return [...document.querySelectorAll('#chart text')].map(t => t.textContent)"
+                      ".filter(t => !t.endsWith(' s')).map(Number)")  # fmt: skip
+        assert top <= max(ticks) <= 2.5 * top, (top, ticks)
         wait_for(
             lambda: js(b, "return document.getElementById('video').readyState >= 1"),
             "the job's video to load",
@@ -268,3 +351,29 @@ def test_dashboard_shows_a_job_progress_then_done_with_its_chart(rig: Rig) -> No
         counts = b.find_element(By.CSS_SELECTOR, '[data-count="done"] b').text
         assert counts == "1"
         screenshot(b, rig.root / "dashboard.png")
+        # A job whose label covers 1-5 % of the frame (cracks in concrete): the axis ends at
+        # 0.05, not at 1 where the line would lie flat along the bottom.
+        small = rig.out / "small"
+        small.mkdir()
+        (small / "c.jsonl").write_text("".join(
+            json.dumps({"frame": i, "time": i / 25, "coverage": {"crack": 0.01 + i / 1000}}) + "\n"
+            for i in range(41)
+        ))  # fmt: skip
+        result = {"frames": 41, "results": "small/c.jsonl", "colors": {"crack": "#ff0000"}}
+        spec = json.dumps({"id": "f" * 32, "input": "c.mp4"})
+        fields = {"id": "f" * 32, "state": "done", "spec": spec, "result": json.dumps(result)}
+        q.client.hset(q.keys.job("f" * 32), mapping=fields)  # type: ignore[arg-type]
+        q.client.zadd(q.keys.state("done"), {"f" * 32: time.time()})
+        view = wait_for(
+            lambda: b.find_elements(By.CSS_SELECTOR, f'a[data-view="{"f" * 32}"]'), "the job"
+        )
+        view[0].click()
+        wait_for(
+            lambda: js(b, "return document.querySelector('#chart polyline[data-label=crack]')"),
+            "its chart",
+        )
+        ticks = js(b, "return [...document.querySelectorAll('#chart text')].map(t => t.textContent)"
+                      ".filter(t => !t.endsWith(' s')).map(Number)")  # fmt: skip
+        assert max(ticks) == 0.05, ticks
+        stroke = js(b, "return document.querySelector('#chart polyline').getAttribute('stroke')")
+        assert stroke == "#ff0000"

@@ -16,6 +16,7 @@ Every camera URL shown is redacted (``Camera.shown``), as in ``/metrics``.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from worker.web import (
 )
 from worker.web.mjpeg import BOUNDARY
 
-__all__ = ["event_links", "monitor_routes", "zone_outlines"]
+__all__ = ["camera_condition", "event_links", "monitor_routes", "zone_outlines"]
 
 _EVENTS_MAX = 200
 
@@ -55,9 +56,42 @@ def zone_outlines(zones: ZoneSet | None, frame_hw: tuple[int, int] | None) -> li
     return out
 
 
-def event_links(event: dict[str, Any], record: Path | None) -> dict[str, Any]:
+def camera_condition(s: dict[str, Any], now: float) -> dict[str, Any]:
+    """What a person should read off a camera's facts (``Monitor.stats``): ``condition``
+    "live", "connecting" (before its first frame), "offline" or "stopped"; the ``reason``
+    in words; since when it is offline (wall-clock: its last frame, else when it went so)."""
+    state, detail = s.get("state"), s.get("detail") or ""
+    stalled = bool(s.get("stalled"))
+    age = s.get("last_frame_age_s")
+    last_frame_at = None if age is None else round(now - age, 3)
+    out: dict[str, Any] = {"last_frame_at": last_frame_at, "offline_since": None}
+    if state == "live" and not stalled:
+        return {**out, "condition": "live", "reason": ""}
+    if state == "stopped":
+        return {**out, "condition": "stopped", "reason": "the monitor is stopping"}
+    if state == "connecting" and not stalled and last_frame_at is None:
+        return {**out, "condition": "connecting", "reason": "no frame yet"}
+    if stalled:
+        reason = f"the camera sends nothing ({detail or 'stalled'})"
+        if state in ("backoff", "connecting"):
+            reason = "the camera sent nothing; reconnecting"
+    elif state == "failed":
+        reason = f"stopped trying: {detail}" if detail else "stopped trying"
+    elif state == "backoff":
+        reason = f"connection lost: {detail}" if detail else "connection lost"
+    else:
+        reason = "reconnecting"
+    since = last_frame_at if last_frame_at is not None else now - (s.get("state_for_s") or 0)
+    return {**out, "condition": "offline", "reason": reason, "offline_since": round(since, 3)}
+
+
+def event_links(
+    event: dict[str, Any], record: Path | None, parts: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """The event with ``snapshot_url``, ``recording_url`` and ``recording_offset_s`` added
-    where its files lie in the camera's folder under ``record``; file paths are left out."""
+    where its files lie in the camera's folder under ``record``; file paths are left out.
+    ``parts``: the segments it spans (``SegmentRecorder.parts``), as ``recording_parts``
+    (each ``url``, ``from_s``, ``until_s``, ``ready``), to play it across segments."""
     out = {k: v for k, v in event.items() if k not in ("snapshot", "recording")}
     cam = event.get("camera")
     if record is None or not isinstance(cam, str):
@@ -75,6 +109,13 @@ def event_links(event: dict[str, Any], record: Path | None) -> dict[str, Any]:
             out["recording_offset_s"] = where.get("offset_s", 0)
             # The segment an event starts in is renamed into place when it closes.
             out["recording_ready"] = p.is_file()
+    if parts:
+        out["recording_parts"] = [
+            {**{k: v for k, v in part.items() if k != "file"},
+             "url": f"/recordings/{cam}/{Path(part['file']).name}"}
+            for part in parts
+            if Path(part["file"]).parent.name == cam
+        ]  # fmt: skip
     return out
 
 
@@ -87,7 +128,9 @@ def monitor_routes(monitor: Monitor, router: Router | None = None) -> Router:
 
     def cameras(_: Request) -> Response:
         stats = monitor.stats()
+        now = time.time()
         for name, s in stats.items():
+            s.update(camera_condition(s, now))
             cam = monitor.cams[name]
             s.pop("last_segments", None)  # paths on the worker's disk: not the page's business
             s["frame"] = list(cam.frame_hw[::-1]) if cam.frame_hw else None  # [w, h]
@@ -102,7 +145,15 @@ def monitor_routes(monitor: Monitor, router: Router | None = None) -> Router:
         except ValueError:
             return Response(400, b"limit: expected a whole number\n")
         recent = monitor.recent_events(limit)
-        return json_response({"events": [event_links(e, record) for e in recent]})
+        return json_response({"events": [event_links(e, record, _parts(e)) for e in recent]})
+
+    def _parts(event: dict[str, Any]) -> list[dict[str, Any]] | None:
+        cam = monitor.cams.get(event.get("camera"))  # type: ignore[arg-type]
+        start = event.get("start")
+        if cam is None or cam.recorder is None or not isinstance(start, (int, float)):
+            return None
+        end = event.get("end") if event.get("event") == "end" else None
+        return cam.recorder.parts(start, end if isinstance(end, (int, float)) else None)
 
     def camera(req: Request) -> Response:
         if len(req.segments) != 2 or req.segments[0] not in monitor.cams:

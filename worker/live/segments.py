@@ -35,6 +35,9 @@ _MS = Fraction(1, 1000)
 #: Paths of the most recent segments kept for the summary and ``/healthz``. Not all of them: a
 #: year of 60 s segments is ~525,000 per camera, and every health answer would carry them.
 LAST_SEGMENTS = 5
+#: Closed segments whose times are kept, to play an event across them (``parts``): hours of
+#: 60 s segments, a few kB.
+_SPANS_KEPT = 256
 
 
 def segment_name(camera: str, wall: float) -> str:
@@ -130,6 +133,26 @@ class SegmentRecorder(Output):
                 return {"file": str(path), "offset_s": round(wall - start, 3)}
         return None
 
+    def parts(self, start: float, end: float | None) -> list[dict[str, Any]]:
+        """The segments that hold wall-clock times ``start`` to ``end`` (None: still going),
+        oldest first: each its ``file`` (final name), where to play ``from_s`` and ``until_s``
+        (None: to its end) and whether it is ``ready`` (closed; the open one is not yet)."""
+        spans = [(p, a, b, True) for p, a, b in self._spans]
+        seg = self._open
+        if seg is not None:
+            spans.append((seg.target.final, seg.wall, self._last_wall, False))
+        out: list[dict[str, Any]] = []
+        for path, first, last, ready in spans:
+            if last < start or (end is not None and first > end):
+                continue
+            out.append({
+                "file": str(path),
+                "from_s": round(max(0.0, start - first), 3),
+                "until_s": None if end is None or end >= last else round(end - first, 3),
+                "ready": ready,
+            })  # fmt: skip
+        return out
+
     @property
     def is_open(self) -> bool:
         return self._open is not None
@@ -150,7 +173,7 @@ class SegmentRecorder(Output):
         path = seg.target.commit()
         self.written += 1
         self.last = (*self.last, path)[-LAST_SEGMENTS:]
-        self._spans = (*self._spans, (path, seg.wall, self._last_wall))[-LAST_SEGMENTS:]
+        self._spans = (*self._spans, (path, seg.wall, self._last_wall))[-_SPANS_KEPT:]
         log.info("camera %s: segment %s (%d frames)", self.camera, path.name, seg.frames)
         return path
 

@@ -136,10 +136,15 @@ class _Dashboard:
                 return not_found("no video")
             return file_response(path, req, "video/mp4")
         if what == "series":
-            return self.series(output_path(self.output_root, result.get("results")))
+            colors = result.get("colors")
+            return self.series(
+                output_path(self.output_root, result.get("results")),
+                colors if isinstance(colors, dict) else {},
+            )
         return not_found()
 
-    def series(self, path: Path | None) -> Response:
+    def series(self, path: Path | None, colors: dict[str, Any]) -> Response:
+        """The chart's series, each label in the video's colour (``colors``, from the job)."""
         if path is None or not path.is_file():
             return not_found("no results")
         key = (str(path), path.stat().st_mtime)
@@ -147,7 +152,9 @@ class _Dashboard:
             if len(self.series_cache) > 64:
                 self.series_cache.clear()
             self.series_cache[key] = read_series(path)
-        return json_response(self.series_cache[key])
+        data = self.series_cache[key]
+        shown = {k: v for k, v in colors.items() if k in data.get("series", {})}
+        return json_response({**data, "colors": shown})
 
 
 def dashboard_routes(queue: Queue, output_root: Path) -> Router:

@@ -99,5 +99,11 @@ class VideoJobs:
         result["output"] = video.relative_to(out).as_posix()
         result["results"] = results.relative_to(out).as_posix()
         result["model"] = spec.model or f"built-in:{DEMO_NAMES[spec.task or 'segment']}"
+        # The video's colour of each label it found: the dashboard's chart uses the same.
+        result["colors"] = {
+            label: "#{:02x}{:02x}{:02x}".format(*map(int, model.colors[i]))
+            for i, label in enumerate(model.labels)
+            if label in result.get("totals", {})
+        }
         shown: dict[str, Any] = json.loads(self.shown(json.dumps(result)))
         return shown

@@ -55,9 +55,10 @@ async function open(job) {
   if (!job.series_url) return;
   const s = await getJSON(job.series_url);
   document.getElementById("chart-title").textContent = s.kind === "score" ? "top labels' scores over time" : "coverage per label over time";
-  chart.append(lineChart(s.t, s.series, { yMax: s.kind === "coverage" ? 1 : null }));
+  // The y axis scaled to the data; each label in the model card's colour, as in the video.
+  chart.append(lineChart(s.t, s.series, { colors: s.colors || {} }));
   legend.append(...Object.keys(s.series).map((label, i) =>
-    el("span", {}, el("i", { style: `background:${PALETTE[i % PALETTE.length]}` }), document.createTextNode(label))));
+    el("span", { "data-label": label }, el("i", { style: `background:${seriesColor(label, i, s.colors)}` }), document.createTextNode(label))));
 }
 
 async function refresh() {
