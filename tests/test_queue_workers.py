@@ -32,10 +32,12 @@ import redis
 
 from factory import make_model
 from worker.constants import GROUP
+from worker.queue.client import Queue
 from worker.queue.leases import Consumer, Lease
 from worker.testing import (
     LONG,
     Rig,
+    WorkerProc,
     done_events,
     files_under,
     free_port,
@@ -406,21 +408,35 @@ def test_status_watch_and_jobs_list(rig: Rig) -> None:
 # ---------------------------------------------------------------------------- http inputs
 
 
-def test_http_inputs_are_fetched_when_allowlisted(rig: Rig) -> None:
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    #: If set, the Authorization header a request must carry (else 401).
+    authorization: str | None = None
+
+    def do_GET(self) -> None:
+        if self.authorization and self.headers.get("Authorization") != self.authorization:
+            self.send_error(401)
+            return
+        super().do_GET()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _two_http_jobs(rig: Rig, userinfo: str = "", authorization: str | None = None) -> tuple[
+    Queue, WorkerProc, str, str
+]:  # fmt: skip
+    """A web server over a clip; one job for the clip and one for a missing file, both by
+    http (with ``userinfo@`` in the URL), run by a burst worker. (queue, worker, ok, missing)"""
     web = rig.root / "web"
     web.mkdir()
     make_video(web / "clip.mp4", frames=6)
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
+    handler = type("Handler", (_Quiet,), {"authorization": authorization})
     httpd = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(web))
+        ("127.0.0.1", 0), functools.partial(handler, directory=str(web))
     )
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        base = f"http://127.0.0.1:{httpd.server_address[1]}"
+        base = f"http://{userinfo}127.0.0.1:{httpd.server_address[1]}"
         q = rig.queue(url_schemes='["file", "http"]')
         ok_id, _ = q.submit(q.make_spec(input=f"{base}/clip.mp4"))
         missing_id, _ = q.submit(q.make_spec(input=f"{base}/missing.mp4"))
@@ -429,6 +445,11 @@ def test_http_inputs_are_fetched_when_allowlisted(rig: Rig) -> None:
     finally:
         httpd.shutdown()
         httpd.server_close()
+    return q, w, ok_id, missing_id
+
+
+def test_http_inputs_are_fetched_when_allowlisted(rig: Rig) -> None:
+    q, _, ok_id, missing_id = _two_http_jobs(rig)
     st = q.status(ok_id)
     assert st["state"] == "done" and st["result"]["frames"] == 6
     assert outputs_of(rig, ok_id) == ["clip.jsonl", "clip.mp4"]
@@ -443,35 +464,8 @@ def test_a_password_in_an_http_input_is_sent_as_basic_auth_and_never_shown(rig: 
     from worker.queue.dashboard import dashboard_routes
     from worker.web import WebServer
 
-    web = rig.root / "web"
-    web.mkdir()
-    make_video(web / "clip.mp4", frames=6)
     wanted = "Basic " + base64.b64encode(b"user:s3cr3t").decode()
-
-    class Guarded(http.server.SimpleHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.headers.get("Authorization") != wanted:
-                self.send_error(401)
-                return
-            super().do_GET()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Guarded, directory=str(web))
-    )
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        base = f"http://user:s3cr3t@127.0.0.1:{httpd.server_address[1]}"
-        q = rig.queue(url_schemes='["file", "http"]')
-        ok_id, _ = q.submit(q.make_spec(input=f"{base}/clip.mp4"))
-        missing_id, _ = q.submit(q.make_spec(input=f"{base}/missing.mp4"))
-        w = rig.worker("--burst", url_schemes='["file", "http"]')
-        assert w.wait(60) == 0, w.text()
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    q, w, ok_id, missing_id = _two_http_jobs(rig, "user:s3cr3t@", wanted)
     st = q.status(ok_id)
     assert st["state"] == "done" and st["result"]["frames"] == 6, st
     assert q.status(missing_id)["state"] == "failed"

@@ -32,24 +32,19 @@ from typing import Any
 
 from worker.description import RunDescription
 from worker.errors import SettingsError, StageError, WorkerError
+from worker.live.cam import Cam
 from worker.live.camera import Camera, CameraSource, CameraState
-from worker.live.counters import Counters, LatencyStats
-from worker.live.segments import SegmentRecorder
 from worker.models import Model
-from worker.ops.sampling import Sampler
 from worker.ops.zones import FrameZones
-from worker.stages.analytics import rules_for, zones_for
+from worker.stages.analytics import rules_for
 from worker.stages.batching import run_inference
 from worker.stages.channels import END, DropOldest
 from worker.stages.events import EventLog
-from worker.stages.frames import Answer, Item
+from worker.stages.frames import Item
 from worker.stages.infer import Inferencer
-from worker.stages.loop import FrameLoop, Output, Picture, Record
-from worker.stages.painters import painters_for
-from worker.stages.records import MaskMaps, Recorder
+from worker.stages.loop import FrameLoop
 from worker.stages.runner import default_batch
 from worker.stages.threads import Threads
-from worker.web.mjpeg import Broadcast
 
 __all__ = ["Monitor"]
 
@@ -59,59 +54,6 @@ _POLL_S = 0.1
 _DRAIN_S = 30.0  # how long stop() lets inference and frame loops finish what they hold
 #: Events kept in memory for ``/events``.
 RECENT_EVENTS = 200
-
-
-class _Cam:
-    """Everything the monitor keeps for one camera."""
-
-    def __init__(self, camera: Camera, run: RunDescription, model: Model, monitor: Monitor):
-        self.camera = camera
-        self.run = run
-        live = monitor.live
-        self.sampler = Sampler(run.analytics.every, run.analytics.fps)
-        self.counters = Counters()
-        self.latency = LatencyStats()
-        self.state: CameraState = "connecting"
-        # Silent past the read timeout, and not live again since: while it reconnects
-        # (backoff, connecting) it is still a stalled camera to whoever looks at it.
-        self.stalled = False
-        self.detail = ""
-        self.since = time.monotonic()
-        self.last_frame_at: float | None = None
-        self.frame_hw: tuple[int, int] | None = None  # of the newest processed frame
-        self.last_event: dict[str, Any] | None = None  # the newest watch event
-        self.view = Broadcast(live.ui_fps, live.jpeg_quality)
-        self.out = DropOldest(live.writer_queue, lambda pair, why: monitor.drop(pair[0], why),
-                              full="writer_behind")  # fmt: skip
-        self.recorder: SegmentRecorder | None = None
-        if live.record is not None:
-            self.recorder = SegmentRecorder(
-                live.record, camera.name, seconds=live.segment_seconds, encode=run.encode
-            )
-        self.zones = zones_for(run.analytics.zones, camera.name)
-        self.records = Recorder(model, self.zones, MaskMaps(model))
-        self.stop = threading.Event()  # this camera's source only
-        self.source: CameraSource | None = None
-        self.thread: threading.Thread | None = None
-        self.writer: threading.Thread | None = None
-
-    def loop(self, model: Model, events: EventLog) -> FrameLoop:
-        outputs: list[Output] = [_View(self)]
-        if self.recorder is not None:
-            outputs.insert(0, self.recorder)
-        painters = painters_for(model, self.run.look, self.records)
-        return FrameLoop(self.records, painters, outputs, events, when=lambda item: item.wall)
-
-
-class _View(Output):
-    """The live view: the newest annotated frame for the pages, while someone watches."""
-
-    def __init__(self, cam: _Cam) -> None:
-        self.cam = cam
-
-    def processed(self, item: Item, answer: Answer, record: Record, picture: Picture) -> None:
-        self.cam.frame_hw = item.frame.image.shape[:2]
-        self.cam.view.offer(picture)
 
 
 def _rule_names(run: RunDescription) -> list[str]:
@@ -150,12 +92,12 @@ class Monitor:
         #: The newest events, for the pages (the sink has them all).
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
         self.batch = default_batch(model, run.speed.batch)
-        self.cams: dict[str, _Cam] = {}
+        self.cams: dict[str, Cam] = {}
         self._loops: dict[str, FrameLoop] = {}
         for c in cameras:
             cam_run = per_camera.get(c.name, run)
             _check_zone_cameras(cam_run, names)
-            cam = self.cams[c.name] = _Cam(c, cam_run, model, self)
+            cam = self.cams[c.name] = Cam(c, cam_run, model, self.live, self.drop)
             self._loops[c.name] = cam.loop(model, self._events_for(cam))
         self.ingress = DropOldest(
             run.live.live_queue,
@@ -229,7 +171,7 @@ class Monitor:
             cam.stop.set()
         self.ingress.close(drain=False)
 
-    def _events_for(self, cam: _Cam) -> EventLog:
+    def _events_for(self, cam: Cam) -> EventLog:
         rules = rules_for(cam.run.analytics.watch, self.model, _rule_names(cam.run))
         names = {z.name for z in cam.zones.zones} if cam.zones else set()
         rules = [r for r in rules if r.zone is None or r.zone in names]
@@ -249,7 +191,7 @@ class Monitor:
 
     # -- stages ------------------------------------------------------------------------------
 
-    def _camera_thread(self, cam: _Cam) -> Callable[[], None]:
+    def _camera_thread(self, cam: Cam) -> Callable[[], None]:
         def run() -> None:
             assert cam.source is not None
             try:
@@ -290,7 +232,7 @@ class Monitor:
             self._state(cam.camera.name, "failed", f"zones: {_one_line(e)}")
             return None
 
-    def _writer_thread(self, cam: _Cam) -> Callable[[], None]:
+    def _writer_thread(self, cam: Cam) -> Callable[[], None]:
         loop = self._loops[cam.camera.name]
 
         def run() -> None:
@@ -342,7 +284,7 @@ class Monitor:
 
         return run
 
-    def _salvage(self, cam: _Cam) -> None:
+    def _salvage(self, cam: Cam) -> None:
         """Keep what the open segment holds if it still closes cleanly; else drop it."""
         r = cam.recorder
         if r is None:
@@ -352,7 +294,7 @@ class Monitor:
         except Exception:
             r.discard()
 
-    def _close_idle(self, cam: _Cam) -> None:
+    def _close_idle(self, cam: Cam) -> None:
         r = cam.recorder
         if r is None or not r.is_open or cam.last_frame_at is None:
             return

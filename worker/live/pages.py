@@ -119,6 +119,16 @@ def event_links(
     return out
 
 
+def _event_parts(monitor: Monitor, event: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The segments a watch event spans (to its end, or to now while it goes on)."""
+    cam = monitor.cams.get(event.get("camera"))  # type: ignore[arg-type]
+    start = event.get("start")
+    if cam is None or cam.recorder is None or not isinstance(start, (int, float)):
+        return None
+    end = event.get("end") if event.get("event") == "end" else None
+    return cam.recorder.parts(start, end if isinstance(end, (int, float)) else None)
+
+
 def monitor_routes(monitor: Monitor, router: Router | None = None) -> Router:
     routes = router or Router()
     record = monitor.live.record
@@ -145,15 +155,9 @@ def monitor_routes(monitor: Monitor, router: Router | None = None) -> Router:
         except ValueError:
             return Response(400, b"limit: expected a whole number\n")
         recent = monitor.recent_events(limit)
-        return json_response({"events": [event_links(e, record, _parts(e)) for e in recent]})
-
-    def _parts(event: dict[str, Any]) -> list[dict[str, Any]] | None:
-        cam = monitor.cams.get(event.get("camera"))  # type: ignore[arg-type]
-        start = event.get("start")
-        if cam is None or cam.recorder is None or not isinstance(start, (int, float)):
-            return None
-        end = event.get("end") if event.get("event") == "end" else None
-        return cam.recorder.parts(start, end if isinstance(end, (int, float)) else None)
+        return json_response(
+            {"events": [event_links(e, record, _event_parts(monitor, e)) for e in recent]}
+        )
 
     def camera(req: Request) -> Response:
         if len(req.segments) != 2 or req.segments[0] not in monitor.cams:

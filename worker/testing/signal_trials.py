@@ -92,6 +92,17 @@ def run_trial(workdir: Path, video: Path, kind: str, delay_s: float, rng: random
         _, t.stderr = proc.communicate()
         t.problems.append("did not exit within 120 s")
     t.code = proc.returncode
+    _judge(t, names, out, res)
+    parts = [p.name for p in workdir.iterdir() if p.name.endswith(".part")]
+    if parts:
+        t.problems.append(f"left {parts}")
+    for p in (out, res):
+        p.unlink(missing_ok=True)
+    return t
+
+
+def _judge(t: Trial, names: list[str], out: Path, res: Path) -> None:
+    """What the exit code and stderr promise (see the module docstring), as ``t.problems``."""
     signums = {getattr(signal, f"SIG{n}") for n in names}
     expected = 128 + getattr(signal, f"SIG{names[0]}")
     complete = out.is_file() and res.is_file() and out.stat().st_size > 0
@@ -112,9 +123,3 @@ def run_trial(workdir: Path, video: Path, kind: str, delay_s: float, rng: random
     for needle in ("Traceback", "Exception ignored", "terminate called"):
         if needle in t.stderr:
             t.problems.append(f"{needle!r} on stderr")
-    parts = [p.name for p in workdir.iterdir() if p.name.endswith(".part")]
-    if parts:
-        t.problems.append(f"left {parts}")
-    for p in (out, res):
-        p.unlink(missing_ok=True)
-    return t
