@@ -15,6 +15,7 @@ import onnx.checker
 import onnx.helper
 
 from worker.errors import ModelError
+from worker.models.forms import object_form
 
 __all__ = ["Dim", "GraphInfo", "TensorInfo", "read_graph"]
 
@@ -131,6 +132,14 @@ def read_graph(path: Path) -> GraphInfo:
     else:
         raise ModelError(
             f"model '{path}': expected {expected} with 3 colour channels; found {found}"
+        )
+    metadata = {p.key: p.value for p in proto.metadata_props}
+    form = object_form(metadata, [(o.name, o.shape) for o in outputs], (h, w))
+    if form is not None:
+        raise ModelError(
+            f"model '{path}': {form} (outputs {', '.join(o.describe() for o in outputs)}); "
+            "object models (boxes, instance masks) are not supported yet, and read as a "
+            "segmentation map its answers would be wrong"
         )
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     return GraphInfo(
