@@ -3,15 +3,19 @@ shapes (numpy and OpenCV only)."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import pytest
 
+from factory import make_bright_model
 from worker.ops.postprocess import MaskMap
-from worker.ops.regions import find_regions, measure, thin
+from worker.ops.regions import bit_masks, class_masks, find_regions, measure, thin
+from worker.testing import clean_env, decode, make_video, worker_cli
 
 Array = np.ndarray[Any, Any]
 
@@ -32,14 +36,15 @@ def test_each_class_splits_into_its_connected_regions() -> None:
     small[52:54, 70:72] = 1  # a 4 px speck
     small[20:40, 60:75] = 2  # another class
     small[15:17, 25:27] = 1  # touches the first only at a corner: 8-connected, the same one
-    found = find_regions(small, same_size(60, 80), [1, 2])
+    found = find_regions(class_masks(small, [1, 2]), same_size(60, 80))
     assert [(r.cls, r.area) for r in found] == [(1, 204), (1, 200), (1, 4), (2, 300)]
     first = found[0]
     assert first.box == (5, 5, 27, 17)  # x1, y1, x2, y2: the right and bottom edges
     second = found[1]
     assert second.box == (40, 30, 50, 50) and second.centroid == (45.0, 40.0)
-    assert [r.area for r in find_regions(small, same_size(60, 80), [1], min_area=10)] == [204, 200]
-    assert find_regions(small, same_size(60, 80), [3]) == []
+    big = find_regions(class_masks(small, [1]), same_size(60, 80), min_area=10)
+    assert [r.area for r in big] == [204, 200]
+    assert find_regions(class_masks(small, [3]), same_size(60, 80)) == []
 
 
 def test_regions_are_measured_on_the_frame_the_mask_is_drawn_on() -> None:
@@ -49,7 +54,7 @@ def test_regions_are_measured_on_the_frame_the_mask_is_drawn_on() -> None:
     small = (rng.random((24, 32)) < 0.25).astype(np.uint8)
     where = stretched((24, 32), (75, 100))
     drawn = where.restore(small)
-    found = find_regions(small, where, [1])
+    found = find_regions(class_masks(small, [1]), where)
     n, _, stats, centroids = cv2.connectedComponentsWithStats(
         (drawn == 1).astype(np.uint8), connectivity=8
     )
@@ -73,7 +78,7 @@ def test_a_region_the_frame_does_not_show_is_left_out() -> None:
     small[6:9, 4:6] = 1
     cols = np.concatenate([np.full(3, -1), np.arange(1, 9), np.full(3, -1)])
     where = MaskMap(np.arange(10), cols, (10, 10), (10, 14))
-    assert [r.area for r in find_regions(small, where, [1])] == [6]
+    assert [r.area for r in find_regions(class_masks(small, [1]), where)] == [6]
 
 
 @pytest.mark.parametrize(("length", "width"), [(200, 20), (200, 21), (120, 6), (300, 3)])
@@ -144,10 +149,72 @@ def test_thinning_leaves_a_line_one_pixel_wide_in_the_middle() -> None:
 def test_measured_regions_carry_length_and_width() -> None:
     small = np.zeros((120, 200), np.uint8)
     small[57:64, 17:184] = 1  # a crack 167 px long, 7 px wide
-    (crack,) = find_regions(small, same_size(120, 200), [1], measured=True)
+    (crack,) = find_regions(class_masks(small, [1]), same_size(120, 200), measured=True)
     assert crack.width is not None and abs(crack.width - 7) <= 1
     assert crack.length is not None and abs(crack.length - 167) <= 2
     # At twice the mask's resolution on the frame, twice as long and wide.
-    (big,) = find_regions(small, stretched((120, 200), (240, 400)), [1], measured=True)
+    on_frame = stretched((120, 200), (240, 400))
+    (big,) = find_regions(class_masks(small, [1]), on_frame, measured=True)
     assert big.length is not None and abs(big.length - 334) <= 2
     assert big.width is not None and abs(big.width - 14) <= 1
+
+
+def test_multi_label_regions_overlap_as_their_classes_do() -> None:
+    bits = np.zeros((40, 40), np.uint32)
+    bits[5:25, 5:25] |= 1 << 1  # class 1
+    bits[15:35, 15:35] |= 1 << 3  # class 3, overlapping it
+    found = find_regions(bit_masks(bits, [1, 3]), same_size(40, 40))
+    assert [(r.cls, r.area, r.box) for r in found] == [
+        (1, 400, (5, 5, 25, 25)), (3, 400, (15, 15, 35, 35))]  # fmt: skip
+
+
+# ----------------------------------------------------------------------- through a whole run
+
+#: White parts on black, fixed (x1, y1, x2, y2) on a 128x96 frame: two squares, a bar (a
+#: "crack" 80 px long, 4 px wide) and a speck that --min-area leaves out.
+PARTS = {"square a": (8, 8, 28, 28), "square b": (96, 60, 120, 84), "bar": (30, 40, 110, 44),
+         "speck": (60, 80, 62, 82)}  # fmt: skip
+
+
+def _parts(index: int, width: int, height: int) -> Array:
+    img = np.zeros((height, width, 3), np.uint8)
+    for x1, y1, x2, y2 in PARTS.values():
+        img[y1:y2, x1:x2] = 255
+    return img
+
+
+def test_a_run_with_regions_lists_each_part_with_its_size_and_draws_it(tmp_path: Path) -> None:
+    make_bright_model(tmp_path / "bright.onnx")  # 64x64 input: the mask is half the frame's
+    make_video(tmp_path / "parts.mp4", frames=3, width=128, height=96, image=_parts)
+    proc = worker_cli(
+        tmp_path, "run", "--input", "parts.mp4", "--model", "bright.onnx", "--regions",
+        "--min-area", "20", "--measure", "--px-per-unit", "4", "--unit", "mm",
+        "--output", "out.mp4", "--results", "r.jsonl", "--alpha", "0",
+        "--zone", "left=0,0 0.4,0 0.4,1 0,1", "--no-zones", env=clean_env(),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    summary = json.loads(proc.stdout)
+    assert summary["objects"] == {"most_in_a_frame": {"bright": 3}}
+    for record in lines:
+        assert record["counts"] == {"bright": 3}
+        objects = record["objects"]
+        boxes = sorted(tuple(o["box"]) for o in objects)
+        want = sorted(v for k, v in PARTS.items() if k != "speck")
+        # The mask is at 64x48 stretched to 128x96: edges land on even pixels, one off at most
+        # where H.264 blurs a white edge.
+        assert all(np.abs(np.subtract(b, w)).max() <= 2 for b, w in zip(boxes, want, strict=True))
+        # The zones holding each region's centroid: square a (left), square b and the bar not.
+        assert sorted(o["zones"] for o in objects) == [[], [], ["left"]]
+        bar = next(o for o in objects if o["box"][2] - o["box"][0] > 60)
+        assert abs(bar["length"] - 80) <= 4 and abs(bar["width"] - 4) <= 2
+        assert bar["real"]["unit"] == "mm" and abs(bar["real"]["length"] - 20) <= 1
+        # The regions' areas add up to the class's coverage, less the speck left out.
+        left_out = record["coverage"]["bright"] * 128 * 96 - sum(o["area"] for o in objects)
+        assert 0 < left_out <= 8
+    # Each region boxed in the output, in the class's colour, over the unchanged frame.
+    (_, frame), *_ = decode(tmp_path / "out.mp4")
+    x1, y1, x2, _ = PARTS["square b"]
+    ring = frame[y1 - 6 : y1 - 1, x1:x2]  # its caption sits above the box
+    assert ring.max() > 100
+    assert frame[2:6, 60:70].max() < 40  # where nothing is, nothing drawn

@@ -156,6 +156,17 @@ class Analytics(_Frozen):
     )
     snapshots: bool = Field(True, description="events: a JPEG of the peak frame")
     picture: bool = Field(True, description="files: a summary PNG of the run beside the results")
+    regions: bool = Field(
+        False, description="segment: each class's separate regions as objects in the results"
+    )
+    min_area: int = Field(0, ge=0, description="regions: leave out those of fewer frame pixels")
+    measure: bool = Field(
+        False, description="regions: length along the skeleton and largest width (cracks...)"
+    )
+    px_per_unit: float | None = Field(
+        None, gt=0, description="regions: frame pixels per unit of length, for real sizes"
+    )
+    unit: str = Field("mm", min_length=1, max_length=16, description="regions: that unit's name")
 
 
 class Speed(_Frozen):

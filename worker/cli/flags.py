@@ -100,6 +100,11 @@ ANALYTICS = (
     Flag("snapshots", "--no-snapshots", "off", help="no JPEG of an event's peak frame"),
     Flag("every", help="process every Nth frame only"),
     Flag("fps", help="process at most F frames per second"),
+    Flag("regions", kind="on"),
+    Flag("min_area"),
+    Flag("measure", kind="on"),
+    Flag("px_per_unit"),
+    Flag("unit"),
 )  # fmt: skip
 FILE_OUTPUTS = (
     Flag("masks", help="'png' (a folder beside the results), a folder, or 'rle' (in the JSON)"),

@@ -60,7 +60,7 @@ class Cam:
                 live.record, camera.name, seconds=live.segment_seconds, encode=run.encode
             )
         self.zones = zones_for(run.analytics.zones, camera.name)
-        self.records = Recorder(model, self.zones, MaskMaps(model))
+        self.records = Recorder(model, self.zones, MaskMaps(model), run.analytics)
         self.stop = threading.Event()  # this camera's source only
         self.source: CameraSource | None = None
         self.thread: threading.Thread | None = None

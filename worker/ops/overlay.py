@@ -7,7 +7,7 @@ painted classes and ``A = 0`` (the frame unchanged) for the background and unsee
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,7 @@ import numpy as np
 
 from worker.ops.postprocess import NO_CLASS
 
-__all__ = ["Blender", "draw_top", "pad_even"]
+__all__ = ["Blender", "draw_boxes", "draw_top", "pad_even"]
 
 Array = np.ndarray[Any, Any]
 
@@ -100,6 +100,28 @@ def draw_top(
             out, text, (8, y), cv2.FONT_HERSHEY_SIMPLEX, scale, color_bgr, thick, cv2.LINE_AA
         )
     return out
+
+
+def draw_boxes(
+    image: Array, boxes: Sequence[tuple[tuple[int, int, int, int], str, tuple[int, int, int]]]
+) -> Array:
+    """Boxes (x1, y1, x2, y2: right and bottom edges) with a caption above each, in its BGR
+    colour, drawn on ``image`` in place (returned). Line and text scale with the frame."""
+    h = image.shape[0]
+    thick = max(1, round(h / 360))
+    scale = max(0.35, h / 1000)
+    for (x1, y1, x2, y2), text, color in boxes:
+        cv2.rectangle(image, (x1, y1), (max(x1, x2 - 1), max(y1, y2 - 1)), color, thick)
+        if not text:
+            continue
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        top = y1 - th - base - 2 if y1 >= th + base + 2 else y1  # inside when at the top edge
+        cv2.rectangle(image, (x1, top), (x1 + tw + 4, top + th + base + 2), color, -1)
+        # Black or white text, whichever reads on the box's colour.
+        ink = (0, 0, 0) if sum(color) > 380 else (255, 255, 255)
+        cv2.putText(image, text, (x1 + 2, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, ink,
+                    thick, cv2.LINE_AA)  # fmt: skip
+    return image
 
 
 def pad_even(frame: Array) -> Array:

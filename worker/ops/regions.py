@@ -13,7 +13,7 @@ Plain numpy and OpenCV; no model, no video.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ import numpy as np
 
 from worker.ops.postprocess import MaskMap
 
-__all__ = ["Region", "find_regions", "measure", "thin"]
+__all__ = ["Region", "bit_masks", "class_masks", "find_regions", "measure", "thin"]
 
 Array = np.ndarray[Any, Any]
 
@@ -56,24 +56,35 @@ def _spans(index: Array, n: int) -> tuple[Array, Array, Array]:
     return first, last + 1, centre
 
 
+def class_masks(small: Array, classes: Iterable[int]) -> Iterator[tuple[int, Array]]:
+    """(class, its mask) of a class map ``small`` ((h, w) uint8)."""
+    for cls in classes:
+        yield cls, small == cls
+
+
+def bit_masks(bits: Array, classes: Iterable[int]) -> Iterator[tuple[int, Array]]:
+    """(class, its mask) of a multi-label answer (bit c of ``bits`` set: class c is on)."""
+    for cls in classes:
+        yield cls, (bits >> np.uint32(cls)) & 1 != 0
+
+
 def find_regions(
-    small: Array,
+    masks: Iterable[tuple[int, Array]],
     where: MaskMap,
-    classes: Sequence[int],
     *,
     min_area: int = 0,
     measured: bool = False,
 ) -> list[Region]:
-    """The regions of each class in ``classes`` in a model-resolution class map ``small``
-    ((h, w) uint8), measured on the frame ``where`` maps it to; those under ``min_area``
-    frame pixels (or showing on none) left out. Sorted by class, then largest first."""
+    """The regions of each (class, mask) in ``masks`` (model resolution, bool), measured on
+    the frame ``where`` maps them to; those under ``min_area`` frame pixels (or showing on
+    none) left out. In the order of ``masks``, each class's largest first."""
     h, w = where.small_hw
     r_first, r_end, r_centre = _spans(where.rows, h)
     c_first, c_end, c_centre = _spans(where.cols, w)
     weights = where.weights
     out: list[Region] = []
-    for cls in classes:
-        mask = (small == cls).astype(np.uint8)
+    for cls, on in masks:
+        mask = on.astype(np.uint8)
         if not mask.any():
             continue
         n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
@@ -96,19 +107,18 @@ def find_regions(
             centroid = (round(xs[k] / area[k], 2), round(ys[k] / area[k], 2))
             length = width = None
             if measured:
-                length, width = measure(_on_frame(labels == k, where, box))
+                crop = labels[y : y + bh, x : x + bw] == k
+                length, width = measure(crop, *_scale(where))
             found.append(Region(cls, a, box, centroid, length, width))
         out += sorted(found, key=lambda r: -r.area)
     return out
 
 
-def _on_frame(component: Array, where: MaskMap, box: tuple[int, int, int, int]) -> Array:
-    """The component drawn at frame size within ``box`` (bool), as the mask is drawn."""
-    x1, y1, x2, y2 = box
-    rows, cols = where.rows[y1:y2], where.cols[x1:x2]
-    inside = component[np.clip(rows, 0, None)][:, np.clip(cols, 0, None)]
-    drawn: Array = inside & (rows >= 0)[:, None] & (cols >= 0)[None, :]
-    return drawn
+def _scale(where: MaskMap) -> tuple[float, float]:
+    """Frame pixels per mask pixel, across and down (mask pixels off the frame not counted)."""
+    sx = (where.cols >= 0).sum() / max(1, len(np.unique(where.cols[where.cols >= 0])))
+    sy = (where.rows >= 0).sum() / max(1, len(np.unique(where.rows[where.rows >= 0])))
+    return float(sx), float(sy)
 
 
 def thin(region: Array) -> Array:
@@ -169,8 +179,11 @@ def _without_corners(skel: Array) -> Array:
 _RING = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 
 
-def measure(region: Array) -> tuple[float, float]:
-    """(length, largest width) of a bool image's shape, in its pixels.
+def measure(region: Array, sx: float = 1.0, sy: float = 1.0) -> tuple[float, float]:
+    """(length, largest width) of a bool image's shape, in its pixels, or scaled: each of its
+    pixels ``sx`` wide and ``sy`` high (a model-resolution mask, measured in frame pixels:
+    the mask is drawn on the frame by repeating its pixels, so measuring the small one loses
+    nothing, and costs a fraction).
 
     Width: twice the largest distance from inside to the edge (the distance transform), less
     half a pixel, so a band of W pixels measures W to within half a pixel. Length: the
@@ -180,13 +193,15 @@ def measure(region: Array) -> tuple[float, float]:
     angle, which then measure within 1.5 %), plus at each end the distance to the edge there,
     which thinning wears off (without it a W-wide bar of length L measures about L - W).
     """
+    mean = math.sqrt(sx * sy)  # for what has no direction: widths, the ends
     img = np.pad(region.astype(np.uint8), 1)
     dist = cv2.distanceTransform(img, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    width = max(0.0, 2.0 * float(dist.max()) - 0.5)
+    width = max(0.0, 2.0 * float(dist.max()) - 0.5) * mean
     skel = _without_corners(thin(img.astype(bool))).astype(np.int32)
     if not skel.any():
         return 0.0, round(width, 2)
-    straight = int((skel[:, 1:] & skel[:, :-1]).sum() + (skel[1:, :] & skel[:-1, :]).sum())
+    across = int((skel[:, 1:] & skel[:, :-1]).sum())
+    down = int((skel[1:, :] & skel[:-1, :]).sum())
     # A diagonal step counts where no straight path joins the two pixels (else it is a corner
     # already counted as two straight steps).
     d1 = skel[1:, 1:] & skel[:-1, :-1] & ~(skel[1:, :-1] | skel[:-1, 1:]) & 1
@@ -201,10 +216,10 @@ def measure(region: Array) -> tuple[float, float]:
     dy = np.tensordot(offsets[:, 0], around, axes=1)
     dx = np.tensordot(offsets[:, 1], around, axes=1)
     turns = int(((skel == 1) & (degree == 2) & ((dy != 0) | (dx != 0))).sum())
-    length = straight + math.sqrt(2) * diagonal - 0.115 * turns
+    length = across * sx + down * sy + math.hypot(sx, sy) * diagonal - 0.115 * turns * mean
     ends = (skel == 1) & (degree <= 1)
     if ends.sum() >= 2:
-        length += float(dist[ends].sum())
+        length += float(dist[ends].sum()) * mean
     else:  # a round blob thins to a point (or a ring): its length is its diameter
-        length = max(length, 2.0 * float(dist.max()))
+        length = max(length, 2.0 * float(dist.max()) * mean)
     return round(length, 2), round(width, 2)

@@ -26,7 +26,7 @@ import numpy as np
 
 from worker.ops.postprocess import NO_CLASS, MaskMap
 
-__all__ = ["FrameZones", "Zone", "ZoneSet", "draw_zones"]
+__all__ = ["FrameZones", "Zone", "ZoneSet", "draw_zones", "zones_at"]
 
 Array = np.ndarray[Any, Any]
 Units = Literal["fraction", "px"]
@@ -156,6 +156,18 @@ class ZoneSet:
                 self._by_size.clear()
             found = self._by_size[frame_hw] = FrameZones(self.zones, frame_hw)
         return found
+
+
+def zones_at(frame: FrameZones, point: tuple[float, float]) -> list[str]:
+    """The names of the zones that hold ``point`` (x, y in frame pixels; an edge is in)."""
+    return [
+        z.name
+        for z, polygon in zip(frame.zones, frame.polygons, strict=True)
+        if cv2.pointPolygonTest(
+            polygon.reshape(-1, 1, 2).astype(np.float32), (float(point[0]), float(point[1])), False
+        )
+        >= 0
+    ]
 
 
 def draw_zones(

@@ -18,15 +18,23 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from worker.description import Look
+from worker.description import Analytics, Look
 from worker.models import Model
-from worker.ops.overlay import Blender, draw_top
+from worker.ops.overlay import Blender, draw_boxes, draw_top
 from worker.ops.postprocess import NO_CLASS
 from worker.ops.zones import draw_zones
 from worker.stages.frames import Answer, Frame
 from worker.stages.records import MaskMaps, Recorder
 
-__all__ = ["LabelPainter", "MaskPainter", "Painter", "Painters", "ZonePainter", "painters_for"]
+__all__ = [
+    "LabelPainter",
+    "MaskPainter",
+    "Painter",
+    "Painters",
+    "RegionPainter",
+    "ZonePainter",
+    "painters_for",
+]
 
 Array = np.ndarray[Any, Any]
 
@@ -72,6 +80,35 @@ class LabelPainter:
     def paint(self, scene: Array, frame: Frame, answer: Answer) -> Array:
         m = self.model
         return draw_top(scene, [f"{m.label(i)} {s:.2f}" for i, s in answer.top])
+
+
+class RegionPainter:
+    """Regions (``--regions``): a box around each, in its class's colour, captioned with its
+    label and, measured, its length (in the real unit where one is given)."""
+
+    makes_new = False
+
+    def __init__(self, model: Model, recorder: Recorder, analytics: Analytics) -> None:
+        self.model = model
+        self.recorder = recorder
+        self.analytics = analytics
+
+    def _caption(self, label: str, length: float | None) -> str:
+        a = self.analytics
+        if length is None:
+            return label
+        if a.px_per_unit is not None:
+            return f"{label} {length / a.px_per_unit:.1f} {a.unit}"
+        return f"{label} {length:.0f} px"
+
+    def paint(self, scene: Array, frame: Frame, answer: Answer) -> Array:
+        # The regions of the newest frame recorded: this one, or (a skipped frame) the last.
+        boxes = []
+        for r in self.recorder.last_regions:
+            red, green, blue = (int(c) for c in self.model.colors[r.cls])
+            caption = self._caption(self.model.label(r.cls), r.length)
+            boxes.append((r.box, caption, (blue, green, red)))
+        return draw_boxes(scene, boxes)
 
 
 class ZonePainter:
@@ -120,6 +157,8 @@ def painters_for(model: Model, look: Look, recorder: Recorder) -> Painters:
         painters.append(MaskPainter(model, look.alpha, recorder.maps))
     else:
         painters.append(LabelPainter(model))
+    if recorder.regions is not None:
+        painters.append(RegionPainter(model, recorder, recorder.regions))
     if recorder.zones is not None and look.draw_zones:
         painters.append(ZonePainter(model, recorder, look.line_width))
     return Painters(painters)

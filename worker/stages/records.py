@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from worker.description import Analytics
 from worker.errors import InputError
 from worker.models import Model
 from worker.ops.postprocess import MaskMap
 from worker.ops.preprocess import geometry
-from worker.ops.zones import FrameZones, ZoneSet
+from worker.ops.regions import Region, bit_masks, class_masks, find_regions
+from worker.ops.zones import FrameZones, ZoneSet, zones_at
 from worker.stages.frames import Answer, Frame
 
 __all__ = ["MaskMaps", "Recorder"]
@@ -46,12 +48,24 @@ class Recorder:
     """Turns (frame, answer) into the frame's JSON record, and adds it to the totals. With
     zones, records gain per-zone results."""
 
-    def __init__(self, model: Model, zones: ZoneSet | None, maps: MaskMaps | None = None) -> None:
+    def __init__(
+        self,
+        model: Model,
+        zones: ZoneSet | None,
+        maps: MaskMaps | None = None,
+        analytics: Analytics | None = None,
+    ) -> None:
         self.model = model
         self.zones = zones if zones else None
         self.maps = maps or MaskMaps(model)
         self.totals: dict[str, float] = {}
         self.processed = 0
+        # Regions (``analytics.regions``): a segmenter's classes split into objects.
+        a = analytics
+        self.regions = a if a is not None and a.regions and model.task == "segment" else None
+        self.classes = [i for i in range(len(model.labels)) if i != model.background]
+        self.last_regions: list[Region] = []  # of the newest frame recorded: for the painter
+        self.most_regions: dict[str, int] = {}  # per label, the most in one frame
 
     def frame_zones(self, frame_hw: tuple[int, int]) -> FrameZones | None:
         """The zones at this frame size (``InputError`` if a pixel zone does not fit it)."""
@@ -101,7 +115,50 @@ class Recorder:
                 zone: {k: round(v, 6) for k, v in c.items()}
                 for zone, c in fz.coverage(where, m.labels, small, answer.bits).items()
             }
+        if self.regions is not None:
+            self._objects(record, answer, where, fz)
         return record
+
+    def _objects(
+        self, record: dict[str, Any], answer: Answer, where: MaskMap, fz: FrameZones | None
+    ) -> None:
+        """The frame's regions as ``objects`` (and ``counts`` per label)."""
+        a = self.regions
+        assert a is not None and answer.class_map is not None
+        masks = (
+            bit_masks(answer.bits, self.classes)
+            if answer.bits is not None
+            else class_masks(answer.class_map, self.classes)
+        )
+        found = find_regions(masks, where, min_area=a.min_area, measured=a.measure)
+        self.last_regions = found
+        fh, fw = where.frame_hw
+        objects = []
+        counts: dict[str, int] = {}
+        for r in found:
+            label = self.model.label(r.cls)
+            counts[label] = counts.get(label, 0) + 1
+            o: dict[str, Any] = {
+                "label": label,
+                "area": r.area,
+                "area_fraction": round(r.area / (fh * fw), 6),
+                "box": list(r.box),
+                "centroid": list(r.centroid),
+            }
+            if fz is not None:
+                o["zones"] = zones_at(fz, r.centroid)
+            if r.length is not None and r.width is not None:
+                o["length"], o["width"] = r.length, r.width
+            if a.px_per_unit is not None:
+                k = a.px_per_unit
+                o["real"] = {"unit": a.unit, "area": round(r.area / k**2, 4)}
+                if r.length is not None and r.width is not None:
+                    o["real"] |= {"length": round(r.length / k, 3), "width": round(r.width / k, 3)}
+            objects.append(o)
+        record["objects"] = objects
+        record["counts"] = counts
+        for label, n in counts.items():
+            self.most_regions[label] = max(n, self.most_regions.get(label, 0))
 
     def summary(self) -> dict[str, float]:
         """The run's totals: mean coverage per label (segment), frames per top label

@@ -70,6 +70,7 @@ class RunSummary:
     seconds: float = 0.0
     fps: float = 0.0
     totals: dict[str, float] = field(default_factory=dict)
+    objects: dict[str, Any] = field(default_factory=dict)  # regions: the most in one frame
     events: dict[str, Any] = field(default_factory=dict)  # started, ended, dropped, snapshots
     files: dict[str, str | None] = field(default_factory=dict)  # masks, events, picture, ...
     pipeline: dict[str, Any] = field(default_factory=dict)  # fused?, decoder, encoder, bytes
@@ -200,7 +201,7 @@ def run_file(
             results_file = AtomicFile(results, "results")
             opened.append(results_file)
             maps = MaskMaps(model)
-            recorder = Recorder(model, zones, maps)
+            recorder = Recorder(model, zones, maps, run.analytics)
             sidecars = Sidecars(
                 model, maps, paths, input_name=input.name, rules=rules, emit=emit, video=output
             )
@@ -379,6 +380,11 @@ class _Run:
             seconds=round(seconds, 3),
             fps=round(self.done / seconds, 2) if seconds > 0 else 0.0,
             totals=self.recorder.summary(),
+            objects=(
+                {"most_in_a_frame": dict(self.recorder.most_regions)}
+                if self.recorder.regions is not None
+                else {}
+            ),
             events=self.sidecars.describe() if self.sidecars.events else {},
             pipeline={
                 **self.infer.describe(),
