@@ -253,3 +253,86 @@ def raw_frames(path: Path) -> list[tuple[int | None, int | None, bool]]:
     """(pts, dts, is_corrupt) of every frame PyAV's decoder hands out, in its order."""
     with av.open(str(path)) as c:
         return [(f.pts, f.dts, f.is_corrupt) for f in c.decode(video=0)]
+
+
+# ------------------------------------------------------------------------------ detectors
+
+
+def _yolo_boxes(size: int) -> Array:
+    """The fixed anchor boxes (cx, cy, w, h) of a YOLOv8 head at ``size``: one per cell of
+    the stride-8, -16 and -32 grids, as big as its cell, in the head's anchor order."""
+    out = []
+    for stride in (8, 16, 32):
+        n = size // stride
+        for i in range(n):
+            for j in range(n):
+                out.append(((j + 0.5) * stride, (i + 0.5) * stride, stride, stride))
+    return np.array(out, np.float32).T
+
+
+def make_yolo_detector(
+    path: Path,
+    *,
+    size: int = 64,
+    metadata: bool = True,
+    dynamic: bool = False,
+    form: Literal["v8", "v5"] = "v8",
+) -> Path:
+    """A YOLO detector's graph (output [1, 4 + 2, A], or v5's [1, A, 5 + 2]) that really
+    detects: on the stride-8 grid, a cell's box scores ``red`` by how red the cell is on
+    average and ``blue`` by how blue (sigmoid of 20 x (mean - 0.6): Ultralytics' grey 114
+    borders score nothing); the coarser grids' boxes
+    score nothing. Ultralytics' metadata (names, imgsz, task, stride) unless ``metadata`` is
+    False; ``dynamic``: height and width symbolic, as some exports have them."""
+    cells = (size // 8) ** 2
+    anchors = cells + (size // 16) ** 2 + (size // 32) ** 2
+    pick = np.zeros((2, 3, 1, 1), np.float32)
+    pick[0, 0], pick[1, 2] = 20.0, 20.0  # RGB input: R -> red, B -> blue
+    inits = [
+        numpy_helper.from_array(pick, "pick"),
+        numpy_helper.from_array(np.full(2, -12.0, np.float32), "bias"),
+        numpy_helper.from_array(np.array([1, 2, cells], np.int64), "flat"),
+        numpy_helper.from_array(np.zeros((1, 2, anchors - cells), np.float32), "coarse"),
+        numpy_helper.from_array(_yolo_boxes(size)[None], "boxes"),
+    ]
+    nodes = [
+        helper.make_node("AveragePool", ["image"], ["cells"], kernel_shape=[8, 8], strides=[8, 8]),
+        helper.make_node("Conv", ["cells", "pick", "bias"], ["logit"], kernel_shape=[1, 1]),
+        helper.make_node("Sigmoid", ["logit"], ["fine"]),
+        helper.make_node("Reshape", ["fine", "flat"], ["fine_flat"]),
+        helper.make_node("Concat", ["fine_flat", "coarse"], ["scores"], axis=2),
+    ]
+    if form == "v8":
+        nodes.append(helper.make_node("Concat", ["boxes", "scores"], ["output0"], axis=1))
+        out_shape: list[int | str] = [1, 6, anchors]
+    else:  # three anchor boxes per cell (here the same three): NMS keeps one
+        inits.append(numpy_helper.from_array(np.ones((1, 1, anchors), np.float32), "obj"))
+        nodes += [
+            helper.make_node("Concat", ["boxes", "obj", "scores"], ["one"], axis=1),
+            helper.make_node("Concat", ["one", "one", "one"], ["head"], axis=2),
+            helper.make_node("Transpose", ["head"], ["output0"], perm=[0, 2, 1]),
+        ]
+        out_shape = [1, 3 * anchors, 7]
+    hw: list[int | str] = ["height", "width"] if dynamic else [size, size]
+    graph = helper.make_graph(
+        nodes, "yolo",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, *hw])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, out_shape)],
+        initializer=inits,
+    )  # fmt: skip
+    graph.node[0].input[0] = "images"
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    if metadata:
+        said = {
+            "author": "Ultralytics",
+            "task": "detect",
+            "stride": "32",
+            "imgsz": f"[{size}, {size}]",
+            "names": "{0: 'red', 1: 'blue'}",
+        }
+        for k, v in said.items():
+            model.metadata_props.add(key=k, value=v)
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path

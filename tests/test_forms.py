@@ -1,5 +1,6 @@
-"""``worker.models.forms``: object models (YOLO detectors and instance segmenters, end-to-end
-detectors) are refused by name when they load, never read as a segmentation map.
+"""``worker.models.forms``: YOLO detector heads told by their shapes; the object models the
+worker does not read yet (instance segmenters, pose, boxes/labels/scores detectors) refused by
+name when they load, never read as a segmentation map.
 
 Before (issue 20): a YOLOv8n-seg export, ``output0 [1,116,8400]`` and ``output1
 [1,32,160,160]``, was taken as a 116 x 8400 binary map, and every frame of a real video got
@@ -20,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 from factory import make_model
 from worker.errors import ModelError
 from worker.models import load_model
-from worker.models.forms import object_form, yolo_anchors
+from worker.models.forms import detect_form, object_form, yolo_anchors
 from worker.testing import clean_env, make_video, one_error, worker_cli
 
 #: What Ultralytics writes into an export's metadata_props (abridged).
@@ -74,14 +75,7 @@ V8_SEG = [("output0", [1, 116, 8400]), ("output1", [1, 32, 160, 160])]
     [
         (V8_SEG, (640, 640), {**ULTRALYTICS, "task": "segment"}, "YOLO instance segmenter"),
         (V8_SEG, (640, 640), None, "YOLO instance segmenter"),  # no metadata: by the shapes
-        ([("output0", [1, 84, 8400])], (640, 640), None, "YOLO (v8/11) detector"),
-        ([("output0", [1, 25200, 85])], (640, 640), None, "YOLO (v5) detector"),
-        ([("output0", [1, 84, 2100])], (320, 320), None, "YOLO (v8/11) detector"),
-        # A trained detector exported with dynamic height and width: its metadata says what.
-        (
-            [("output0", [1, 6, "anchors"])], ("height", "width"),
-            {**ULTRALYTICS, "task": "detect"}, "YOLO detector",
-        ),
+        ([("output0", [1, 56, 8400])], (640, 640), {**ULTRALYTICS, "task": "pose"}, "pose"),
         (
             [("boxes", [1, 100, 4]), ("scores", [1, 100]), ("labels", [1, 100])], (512, 512),
             None, "boxes, labels and scores",
@@ -120,16 +114,20 @@ def test_segmenters_and_classifiers_still_load(tmp_path: Path) -> None:
     load_model(make_model(tmp_path / "cls.onnx", output="classify"), provider="cpu")
     cls = graph(
         tmp_path / "ucls.onnx", [("output0", [1, 2])], size=(224, 224),
-        metadata={**ULTRALYTICS, "task": "classify"},
+        metadata={**ULTRALYTICS, "task": "classify", "imgsz": "[224, 224]"},
     )  # fmt: skip
     assert load_model(cls, provider="cpu").task == "classify"
 
 
-def test_anchor_counts_and_the_shapes_alone() -> None:
+def test_detector_heads_are_told_by_their_anchors() -> None:
     assert yolo_anchors(640, 640) == 8400 and yolo_anchors(320, 320) == 2100
     assert yolo_anchors(384, 640) == 5040
-    assert object_form({}, [("out", (1, 84, 5040))], (384, 640)) is not None
-    # A segmenter's [N,H,W] map of the input's own size is not mistaken for a detector.
-    assert object_form({}, [("out", (1, 640, 640))], (640, 640)) is None
-    assert object_form({}, [("out", (1, 21, 160, 160))], (640, 640)) is None
-    assert object_form({}, [("out", (1, 84, None))], (None, None)) is None
+    assert detect_form((1, 84, 8400), (640, 640), {}) == "v8"
+    assert detect_form((1, 84, 5040), (384, 640), {}) == "v8"
+    assert detect_form((1, 25200, 85), (640, 640), {}) == "v5"
+    assert detect_form((1, 300, 6), (640, 640), {"task": "detect"}) == "e2e"
+    # A segmenter's [N,H,W] map, [N,C,H,W] scores, an unlabelled [N,K,6]: not detectors.
+    assert detect_form((1, 640, 640), (640, 640), {}) is None
+    assert detect_form((1, 21, 160, 160), (640, 640), {}) is None
+    assert detect_form((1, 300, 6), (640, 640), {}) is None
+    assert object_form({}, [("out", (1, 84, None))]) is None

@@ -6,7 +6,7 @@ from typing import Literal
 
 __all__ = ["Provider", "Task"]
 
-#: What a model's answers are: a mask per frame, or labels per frame.
-Task = Literal["segment", "classify"]
+#: What a model's answers are: a mask per frame, labels per frame, or boxes per frame.
+Task = Literal["segment", "classify", "detect"]
 #: Where the model runs. auto: CUDA when a CUDA session really loads, else the CPU.
 Provider = Literal["auto", "cuda", "cpu"]

@@ -22,6 +22,7 @@ def describe_entry(entry: Any) -> dict[str, Any]:
     """One ``RepoEntry`` as a row: name, task, input size, labels, card or inferred."""
     from worker.models import read_graph
     from worker.models.card import card_from_metadata, resolve_card
+    from worker.models.forms import detect_form
 
     row: dict[str, Any] = {
         "name": entry.name,
@@ -40,8 +41,12 @@ def describe_entry(entry: Any) -> dict[str, Any]:
         return {**row, "task": None, "input_size": None, "labels": None, "error": str(e)}
     out = g.output.shape
     rank = len(out) if out is not None else None
-    task = card.task or {2: "classify", 3: "segment", 4: "segment"}.get(rank or 0)
     hw = (g.height, g.width) if g.height and g.width else card.input_size
+    # A YOLO head's shape says detect (without running the model: the graph's own shape).
+    fixed = [d for d in out or () if d is not None]
+    head = detect_form(fixed, hw, props) if hw and out and len(fixed) == len(out) else None
+    by_rank = {2: "classify", 3: "segment", 4: "segment"}.get(rank or 0)
+    task: str | None = card.task or ("detect" if head else by_rank)
     labels: list[str] | int | None = list(card.labels) if card.labels else None
     if labels is None and out is not None and rank in (2, 4):
         classes = out[1]

@@ -8,6 +8,7 @@ optional; anything missing is inferred from the graph or defaulted (see ``worker
 
 from __future__ import annotations
 
+import ast
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ __all__ = [
     "card_from_metadata",
     "load_card",
     "resolve_card",
+    "ultralytics_card",
 ]
 
 Channel = Annotated[float, Field(allow_inf_nan=False)]
@@ -39,7 +41,7 @@ Rgb = tuple[
 class ModelCard(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    task: Literal["segment", "classify"] | None = None
+    task: Literal["segment", "classify", "detect"] | None = None
     labels: list[str] | None = Field(None, min_length=1)
     colors: list[Rgb] | None = Field(None, min_length=1)
     color_order: Literal["rgb", "bgr"] = "rgb"
@@ -54,6 +56,11 @@ class ModelCard(BaseModel):
     multi_label: bool = False
     threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
     background: Annotated[int, Field(ge=0)] | None = Field(0)
+    # Detectors: boxes overlapping a better one of their class by more than ``iou`` go (NMS);
+    # at most ``max_det`` per frame; letterbox borders of grey ``pad`` (Ultralytics: 114).
+    iou: Annotated[float, Field(gt=0.0, le=1.0)] = 0.7
+    max_det: Annotated[int, Field(ge=1, le=10_000)] = 300
+    pad: Annotated[int, Field(ge=0, le=255)] = 0
 
     @field_validator("std")
     @classmethod
@@ -118,11 +125,40 @@ def _read_card_file(path: Path) -> dict[str, Any]:
 
 
 def card_from_metadata(props: Mapping[str, str], model: Path) -> dict[str, Any]:
-    """The card fields a model carries in its metadata (``METADATA_KEY``); {} if none."""
+    """The card fields a model carries in its metadata (``METADATA_KEY``), else what an
+    Ultralytics export says of itself; {} if neither."""
     text = props.get(METADATA_KEY)
     if text is None:
-        return {}
+        return ultralytics_card(props)
     return _fields(text, f"model '{model}': its embedded card (metadata '{METADATA_KEY}')")
+
+
+def ultralytics_card(props: Mapping[str, str]) -> dict[str, Any]:
+    """The card an Ultralytics export implies: ``names`` (a Python dict literal, read with
+    ``ast.literal_eval``, never run) -> labels, ``imgsz`` -> input size, ``task``, and how
+    Ultralytics feeds its models (RGB 0..1, no mean or std, letterboxed on grey 114). {} for
+    a model that is not one; a field it states oddly is left to the defaults."""
+    if "names" not in props or "stride" not in props:
+        return {}
+    out: dict[str, Any] = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
+    task = props.get("task")
+    if task in ("detect", "classify", "segment"):
+        out["task"] = task
+    if task == "detect":
+        out |= {"resize": "letterbox", "pad": 114, "threshold": 0.25}
+    try:
+        names = ast.literal_eval(props["names"])
+        size = ast.literal_eval(props.get("imgsz", "None"))
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return out
+    if isinstance(names, dict) and names and sorted(names) == list(range(len(names))):
+        out["labels"] = [str(names[i]) for i in range(len(names))]
+    if isinstance(size, list | tuple) and len(size) == 2 and all(isinstance(v, int) for v in size):
+        out["input_size"] = (int(size[0]), int(size[1]))
+    try:
+        return ModelCard.model_validate(out).model_dump(exclude_unset=True)
+    except ValidationError:
+        return {}
 
 
 def resolve_card(

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from worker.errors import ModelError
+from worker.kinds import Task
 from worker.models.repository import CARD_FILE, MODEL_FILE, builtin_root
 
 __all__ = [
@@ -49,8 +51,14 @@ _ABOUT = (
 )
 
 
-def demo_model_path(task: Literal["segment", "classify"]) -> Path:
-    """The built-in demo model for ``task`` (shipped with the package)."""
+def demo_model_path(task: Task) -> Path:
+    """The built-in demo model for ``task`` (shipped with the package); there is none that
+    detects."""
+    if task not in DEMO_NAMES:
+        raise ModelError(
+            f"--task {task}: there is no built-in {task} model; give one with --model "
+            "(a YOLO detector's .onnx, for instance)"
+        )
     return builtin_root() / DEMO_NAMES[task] / MODEL_FILE
 
 

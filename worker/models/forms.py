@@ -1,25 +1,28 @@
-"""Model forms the worker does not read yet, told apart before they are misread.
+"""Object models: the YOLO detectors the worker reads, and the forms it does not read yet,
+told apart before they are misread.
 
-The worker reads classifiers ([N, C]) and semantic segmenters (a map per class or a class map).
-Object models (YOLO detectors and instance segmenters, end-to-end detectors with boxes,
-labels and scores) have outputs of other meanings that a segmentation reading would turn into
-confident nonsense: a YOLOv8n-seg export's [1, 116, 8400] read as a 116 x 8400 binary map
-gives every frame the same coverage. ``object_form`` recognises them from what the file says
-(Ultralytics' ``metadata_props``, output names) or from their shapes, so loading refuses them
-by name instead of drawing a guess.
+Detectors (``detect_form``): a YOLOv8/11 head [N, 4 + C, A], a YOLOv5 head [N, A, 5 + C] (A
+anchors, fixed by the input size), or an end-to-end output [N, K, 6] with NMS inside, which
+only the model's own metadata (Ultralytics' ``task``) can tell from a [N, H, W] map.
+
+Not yet (``object_form``): YOLO instance segmenters, pose and oriented-box models, and
+detectors with ``boxes``/``labels``/``scores`` outputs. Read as a segmentation map, a
+YOLOv8n-seg export's [1, 116, 8400] gave every frame the same coverage: such a model is
+refused by name instead.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-__all__ = ["object_form", "yolo_anchors"]
+from worker.ops.detect import Form
+
+__all__ = ["detect_form", "object_form", "yolo_anchors"]
 
 Shape = tuple[int | None, ...]
 
-#: Ultralytics tasks whose outputs are objects, not a class map or class scores.
+#: Ultralytics tasks whose outputs the worker does not read yet.
 _OBJECT_TASKS = {
-    "detect": "an Ultralytics YOLO detector",
     "segment": "an Ultralytics YOLO instance segmenter",
     "pose": "an Ultralytics YOLO pose model",
     "obb": "an Ultralytics YOLO oriented-box detector",
@@ -33,12 +36,10 @@ def yolo_anchors(height: int, width: int) -> int:
 
 
 def object_form(
-    metadata: Mapping[str, str],
-    outputs: Sequence[tuple[str, Shape | None]],
-    input_hw: tuple[int | None, int | None],
+    metadata: Mapping[str, str], outputs: Sequence[tuple[str, Shape | None]]
 ) -> str | None:
-    """What object model this is ("a YOLO (v8/11) detector", ...), or None if its outputs may
-    be read as classification or segmentation. ``outputs``: (name, shape) of each."""
+    """What object model the worker cannot read yet this is ("a YOLO instance segmenter",
+    ...), or None. ``outputs``: (name, shape) of each."""
     task = metadata.get("task", "")
     ultralytics = "ultralytics" in metadata.get("author", "").lower() or (
         "names" in metadata and "stride" in metadata
@@ -52,13 +53,23 @@ def object_form(
     heads = [s for s in shapes if len(s) == 3]
     if heads and any(len(s) == 4 and s[1] == 32 for s in shapes):
         return "a YOLO instance segmenter (mask coefficients and 32 prototypes)"
-    h, w = input_hw
-    if h is None or w is None:
+    return None
+
+
+def detect_form(
+    shape: Sequence[int], input_hw: tuple[int, int], metadata: Mapping[str, str]
+) -> Form | None:
+    """Which detector head the output (its real shape, from a run) is, or None: v8 when the
+    anchors are the input size's, v5 when they are three times as many, e2e for [N, K, 6]
+    when the model says it detects."""
+    if len(shape) != 3:
         return None
-    anchors = yolo_anchors(h, w)
-    for _, d1, d2 in heads:
-        if d2 == anchors and d1 is not None and d1 >= 5:
-            return "a YOLO (v8/11) detector: [N, 4 + classes, anchors]"
-        if d1 == 3 * anchors and d2 is not None and d2 >= 6:
-            return "a YOLO (v5) detector: [N, anchors, 5 + classes]"
+    _, d1, d2 = shape
+    anchors = yolo_anchors(*input_hw)
+    if d2 == anchors and d1 >= 5:
+        return "v8"
+    if d1 == 3 * anchors and d2 >= 6:
+        return "v5"
+    if d2 == 6 and metadata.get("task") == "detect":
+        return "e2e"
     return None

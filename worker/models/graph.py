@@ -134,7 +134,7 @@ def read_graph(path: Path) -> GraphInfo:
             f"model '{path}': expected {expected} with 3 colour channels; found {found}"
         )
     metadata = {p.key: p.value for p in proto.metadata_props}
-    form = object_form(metadata, [(o.name, o.shape) for o in outputs], (h, w))
+    form = object_form(metadata, [(o.name, o.shape) for o in outputs])
     if form is not None:
         raise ModelError(
             f"model '{path}': {form} (outputs {', '.join(o.describe() for o in outputs)}); "

@@ -18,6 +18,7 @@ from worker.errors import CardError, ModelError
 from worker.kinds import Task
 from worker.models.card import ModelCard, card_from_metadata, resolve_card
 from worker.models.engine import Engine
+from worker.models.forms import detect_form, yolo_anchors
 from worker.models.graph import GraphInfo, read_graph
 from worker.models.palette import voc_palette
 from worker.models.repository import card_path_for
@@ -27,8 +28,17 @@ __all__ = ["MAX_CLASSES", "Kind", "Model", "load_model"]
 
 #: How the output becomes an answer. scores: [N,C] classification; multiclass: [N,C,H,W] argmax;
 #: multilabel: [N,C,H,W] each class thresholded; binary: [N,1,H,W] or [N,H,W] thresholded;
-#: class_map: integer [N,H,W] or [N,1,H,W] already argmaxed.
-Kind = Literal["scores", "multiclass", "multilabel", "binary", "class_map"]
+#: class_map: integer [N,H,W] or [N,1,H,W] already argmaxed. boxes_*: a YOLO detector's head
+#: (``worker.ops.detect``: v8, v5, or e2e with NMS inside).
+Kind = Literal[
+    "scores", "multiclass", "multilabel", "binary", "class_map", "boxes_v8", "boxes_v5", "boxes_e2e"
+]
+
+#: How a detector is fed and read where its card does not say: as Ultralytics does.
+_DETECT_DEFAULTS: dict[str, Any] = {
+    "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "resize": "letterbox", "pad": 114,
+    "threshold": 0.25,
+}  # fmt: skip
 #: Masks are uint8 and 255 marks pixels the model did not see (outside a centre crop).
 MAX_CLASSES = NO_CLASS
 
@@ -56,6 +66,9 @@ class Model:
     background: int | None
     output_shape: tuple[int, ...]  # as seen on the probe run, batch first
     notes: list[str] = field(default_factory=list)
+    iou: float = 0.7  # detect: NMS overlap
+    max_det: int = 300  # detect: boxes per frame at most
+    pad: int = 0  # letterbox border grey
     #: card field -> where it came from: overrides, card file, model metadata or default
     card_sources: dict[str, str] = field(default_factory=dict)
 
@@ -167,10 +180,11 @@ def _kind(g: GraphInfo, task: Task | None, card: ModelCard, shape: tuple[int, ..
 
 
 def _labels(g: GraphInfo, kind: Kind, card: ModelCard, shape: tuple[int, ...]) -> tuple[str, ...]:
-    n = {"scores": shape[-1], "multiclass": shape[1], "multilabel": shape[1], "binary": 2}.get(
-        kind, len(card.labels) if card.labels else MAX_CLASSES
-    )
-    if kind != "scores" and n > MAX_CLASSES:
+    n = {
+        "scores": shape[-1], "multiclass": shape[1], "multilabel": shape[1], "binary": 2,
+        "boxes_v8": shape[1] - 4, "boxes_v5": shape[-1] - 5,
+    }.get(kind, len(card.labels) if card.labels else MAX_CLASSES)  # fmt: skip
+    if kind in ("multiclass", "multilabel", "binary", "class_map") and n > MAX_CLASSES:
         raise ModelError(
             f"model '{g.path}': {n} classes; segmentation supports at most {MAX_CLASSES}"
         )
@@ -215,7 +229,22 @@ def load_model(
     # are found relative to it): serialising the parsed protobuf again took longer.
     engine = Engine(str(path), provider=provider, threads=threads, name=str(path))
     shape = _probe(g, engine, hw)
-    kind = _kind(g, task, c, shape)
+    metadata = {p.key: p.value for p in g.proto.metadata_props}
+    want = task or c.task
+    form = detect_form(shape, hw, metadata) if want in (None, "detect") else None
+    if want == "detect" and form is None:
+        raise ModelError(
+            f"model '{path}': output {g.output.name} shaped {list(shape)} is not a detector "
+            f"head this worker reads; expected YOLOv8/11 [N, 4 + classes, "
+            f"{yolo_anchors(*hw)}] or YOLOv5 [N, {3 * yolo_anchors(*hw)}, 5 + classes] at "
+            f"{hw[0]}x{hw[1]}, or [N, K, 6] with NMS inside (Ultralytics metadata task=detect)"
+        )
+    kind: Kind = f"boxes_{form}" if form else _kind(g, task, c, shape)  # type: ignore[assignment]
+    if form is not None:
+        # Fed and read as Ultralytics does, where the card does not say otherwise.
+        c = c.model_copy(
+            update={k: v for k, v in _DETECT_DEFAULTS.items() if resolved.sources[k] == "default"}
+        )
     labels = _labels(g, kind, c, shape)
     notes: list[str] = []
 
@@ -226,10 +255,10 @@ def load_model(
     else:
         activation = "sigmoid" if kind in ("binary", "multilabel") else "softmax"
 
-    if "background" in c.model_fields_set:
+    if "background" in c.model_fields_set and form is None:
         background = c.background
     else:
-        background = None if kind == "multilabel" else 0
+        background = None if kind == "multilabel" or form else 0
     if background is not None and kind != "scores" and background >= len(labels):
         raise CardError(
             f"model '{path}': card background {background} is not a class index "
@@ -256,7 +285,7 @@ def load_model(
         card_path=card_path,
         graph=g,
         engine=engine,
-        task="classify" if kind == "scores" else "segment",
+        task="classify" if kind == "scores" else "detect" if form else "segment",
         kind=kind,
         labels=labels,
         colors=colors,
@@ -274,4 +303,7 @@ def load_model(
         output_shape=shape,
         notes=notes,
         card_sources=resolved.sources,
+        iou=c.iou,
+        max_det=c.max_det,
+        pad=c.pad,
     )

@@ -79,6 +79,7 @@ class InputPlan:
     resize: Resize
     crop_from: int | None = None
     interpolation: Interpolation = "linear"
+    pad: int = 0  # the grey of letterbox borders (Ultralytics': 114)
 
     def normaliser(self) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
         """(a, b) such that ``pixel * a + b == (pixel * scale - mean) / std`` per channel."""
@@ -140,8 +141,9 @@ def warp(
     crop_from: int | None = None,
     out: np.ndarray[Any, Any] | None = None,
     interpolation: Interpolation = "linear",
+    pad: int = 0,
 ) -> np.ndarray[Any, Any]:
-    """BGR uint8 frames -> uint8 BGR NHWC batch at the model size.
+    """BGR uint8 frames -> uint8 BGR NHWC batch at the model size (borders: grey ``pad``).
 
     This is all the host does for the fused graph, and what ``preprocess`` starts from: the
     bytes that cross to the inference device are these, a model-sized uint8 image per frame.
@@ -185,14 +187,17 @@ def warp(
             dst=out[i],
             flags=cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_CONSTANT,
-            borderValue=(0, 0, 0),
+            borderValue=(pad, pad, pad),
         )
     return out
 
 
 def preprocess(images: list[np.ndarray[Any, Any]], plan: InputPlan) -> np.ndarray[Any, Any]:
     """BGR uint8 frames (of any sizes) -> one model input batch."""
-    batch = warp(images, plan.hw, plan.resize, plan.crop_from, interpolation=plan.interpolation)
+    batch = warp(
+        images, plan.hw, plan.resize, plan.crop_from, interpolation=plan.interpolation,
+        pad=plan.pad,
+    )  # fmt: skip
     src: np.ndarray[Any, Any] = batch[..., ::-1] if plan.rgb else batch
     nchw = plan.layout == "NCHW"
     if nchw:

@@ -114,13 +114,15 @@ def check_rule(
 
 
 def value_of(rule: Rule, record: dict[str, Any]) -> float:
-    """The rule's measure in one frame's record: coverage (segment) or score (classify), of
-    the frame or of the rule's zone."""
+    """The rule's measure in one frame's record: coverage (segment), score (classify) or
+    count (detect), of the frame or of the rule's zone."""
     scope = record
     if rule.zone is not None:
         scope = record.get("zones", {}).get(rule.zone, {})
-        if "coverage" not in scope and "top" not in scope:
+        if "coverage" not in scope and "top" not in scope and "counts" not in scope:
             scope = {"coverage": scope}  # segmenters' zones hold label -> coverage directly
+    if "counts" in scope:  # a detector: how many of the label (in the zone)
+        return float(scope["counts"].get(rule.label, 0))
     if "coverage" in scope:
         return float(scope["coverage"].get(rule.label, 0.0))
     for t in scope.get("top", ()):

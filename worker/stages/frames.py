@@ -52,6 +52,8 @@ class Answer:
     bits: np.ndarray[Any, Any] | None = None  # multi-label: (h, w) uint32, bit c = class c
     top: list[tuple[int, float]] = field(default_factory=list)  # classify: (index, score)
     zones: dict[str, Answer] | None = None  # classify with zones: each zone's crop, classified
+    # detect: (k, 6) float32 x1, y1, x2, y2, score, class in model input pixels, best first
+    boxes: np.ndarray[Any, Any] | None = None
 
 
 @dataclass

@@ -29,6 +29,7 @@ from worker.errors import FuseError, ModelError
 from worker.models import Engine, Model, fused_cache
 from worker.models.engine import EngineOptions
 from worker.models.fuse import FusedGraph, FuseSpec, fuse
+from worker.ops.detect import Form, detections
 from worker.ops.postprocess import classify, segment, shown_from_bits
 from worker.ops.preprocess import InputPlan, preprocess, warp
 from worker.ops.zones import FrameZones
@@ -52,6 +53,7 @@ def plan_for(model: Model) -> InputPlan:
         resize=model.resize,
         crop_from=model.crop_from,
         interpolation=model.interpolation,
+        pad=model.pad,
     )
 
 
@@ -79,6 +81,8 @@ def _cache_dir(speed: Speed) -> str | None:
 def fuse_spec(model: Model, *, top_k: int = 5, resize_in_graph: bool = False) -> FuseSpec:
     """What the fused graph must do for ``model``. An in-graph resize is stretch only; other
     resize modes keep the host warp (their borders and offsets are a warp, not a Resize)."""
+    if model.kind not in ("scores", "multiclass", "multilabel", "binary", "class_map"):
+        raise FuseError(f"a {model.task} model's output is not fused")
     plan = plan_for(model)
     a, b = plan.normaliser()
     return FuseSpec(
@@ -176,15 +180,17 @@ def _build_fused(
 
 
 def _build(model: Model, top_k: int, speed: Speed, batch: int) -> _Built:
-    spec = fuse_spec(model, top_k=top_k, resize_in_graph=speed.resize_in_graph)
+    # A detector's boxes are chosen on the host (NMS in numpy): nothing to fuse yet.
+    fusing = speed.fuse and model.task != "detect"
+    spec = fuse_spec(model, top_k=top_k, resize_in_graph=speed.resize_in_graph) if fusing else None
     options = engine_options(speed)
-    key = (speed.fuse, spec if speed.fuse else None, options)
+    key = (fusing, spec, options)
     with _BUILT_LOCK:
         built = _BUILT.setdefault(model.engine, {}).get(key)
         if built is not None:
             return built
-        why = "switched off (fuse = false)"
-        if speed.fuse:
+        why = "switched off (fuse = false)" if speed.fuse is False else "detector: NMS on the host"
+        if spec is not None:
             try:
                 built = _build_fused(model, spec, options, batch, _cache_dir(speed))
             except FuseError as e:
@@ -294,7 +300,9 @@ class Inferencer:
             np.stack(chunk, out=buf)
             return buf
         p = self.plan
-        return warp(chunk, p.hw, p.resize, p.crop_from, out=buf, interpolation=p.interpolation)
+        return warp(
+            chunk, p.hw, p.resize, p.crop_from, out=buf, interpolation=p.interpolation, pad=p.pad
+        )
 
     def run_staged(self, x: Array) -> list[Array]:
         """One model run on a staged batch; the outputs as host arrays."""
@@ -333,6 +341,12 @@ class Inferencer:
 
     def _plain_answers(self, out: Array) -> list[Answer]:
         m = self.model
+        if m.task == "detect":
+            form: Form = m.kind.removeprefix("boxes_")  # type: ignore[assignment]
+            return [
+                Answer(boxes=detections(o, form, conf=m.threshold, iou=m.iou, max_det=m.max_det))
+                for o in out
+            ]
         if m.kind == "scores":
             return [Answer(top=t) for t in classify(out, m.activation, self.top_k)]
         maps, bits = segment(out, m.kind, m.activation, m.threshold)

@@ -27,6 +27,7 @@ from worker.stages.frames import Answer, Frame
 from worker.stages.records import MaskMaps, Recorder
 
 __all__ = [
+    "BoxPainter",
     "LabelPainter",
     "MaskPainter",
     "Painter",
@@ -80,6 +81,26 @@ class LabelPainter:
     def paint(self, scene: Array, frame: Frame, answer: Answer) -> Array:
         m = self.model
         return draw_top(scene, [f"{m.label(i)} {s:.2f}" for i, s in answer.top])
+
+
+class BoxPainter:
+    """A detector's boxes, each in its class's colour, captioned with label and score."""
+
+    makes_new = False
+
+    def __init__(self, model: Model, recorder: Recorder) -> None:
+        self.model = model
+        self.recorder = recorder
+
+    def paint(self, scene: Array, frame: Frame, answer: Answer) -> Array:
+        # The boxes of the newest frame recorded: this one, or (a skipped frame) the last.
+        boxes = []
+        for x1, y1, x2, y2, score, cls in self.recorder.last_boxes.tolist():
+            red, green, blue = (int(c) for c in self.model.colors[int(cls)])
+            caption = f"{self.model.label(int(cls))} {score:.2f}"
+            box = (round(x1), round(y1), round(x2), round(y2))
+            boxes.append((box, caption, (blue, green, red)))
+        return draw_boxes(scene, boxes)
 
 
 class RegionPainter:
@@ -151,10 +172,13 @@ class Painters:
 
 
 def painters_for(model: Model, look: Look, recorder: Recorder) -> Painters:
-    """What a run draws: the mask or the top labels, then the zones (unless switched off)."""
+    """What a run draws: the mask, the boxes or the top labels, then the regions (if asked)
+    and the zones (unless switched off)."""
     painters: list[Painter] = []
     if model.task == "segment":
         painters.append(MaskPainter(model, look.alpha, recorder.maps))
+    elif model.task == "detect":
+        painters.append(BoxPainter(model, recorder))
     else:
         painters.append(LabelPainter(model))
     if recorder.regions is not None:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from worker.description import Analytics
 from worker.errors import InputError
 from worker.models import Model
+from worker.ops.detect import to_frame
 from worker.ops.postprocess import MaskMap
 from worker.ops.preprocess import geometry
 from worker.ops.regions import Region, bit_masks, class_masks, find_regions
@@ -19,6 +22,8 @@ from worker.ops.zones import FrameZones, ZoneSet, zones_at
 from worker.stages.frames import Answer, Frame
 
 __all__ = ["MaskMaps", "Recorder"]
+
+Array = np.ndarray[Any, Any]
 
 
 class MaskMaps:
@@ -65,7 +70,14 @@ class Recorder:
         self.regions = a if a is not None and a.regions and model.task == "segment" else None
         self.classes = [i for i in range(len(model.labels)) if i != model.background]
         self.last_regions: list[Region] = []  # of the newest frame recorded: for the painter
+        # detect: the newest frame's boxes in frame pixels, rows x1, y1, x2, y2, score, class
+        self.last_boxes: Array = np.zeros((0, 6), np.float32)
         self.most_regions: dict[str, int] = {}  # per label, the most in one frame
+
+    @property
+    def counts_objects(self) -> bool:
+        """Whether records hold ``objects`` (regions, or a detector's boxes)."""
+        return self.regions is not None or self.model.task == "detect"
 
     def frame_zones(self, frame_hw: tuple[int, int]) -> FrameZones | None:
         """The zones at this frame size (``InputError`` if a pixel zone does not fit it)."""
@@ -91,6 +103,9 @@ class Recorder:
         record: dict[str, Any] = {"frame": frame.index, "time": round(frame.time, 6)}
         self.processed += 1
         m = self.model
+        if m.task == "detect":
+            self._detections(record, frame, answer)
+            return record
         if m.task == "classify":
             record["top"] = self._top(answer)
             if answer.top:
@@ -118,6 +133,41 @@ class Recorder:
         if self.regions is not None:
             self._objects(record, answer, where, fz)
         return record
+
+    def _detections(self, record: dict[str, Any], frame: Frame, answer: Answer) -> None:
+        """A detector's boxes as ``objects`` (label, score, box in frame pixels, and the zones
+        holding its anchor, the box's bottom centre, as supervision's PolygonZone counts);
+        ``counts`` per label, and per zone."""
+        m = self.model
+        hw = frame.image.shape[:2]
+        boxes = answer.boxes if answer.boxes is not None else np.zeros((0, 6), np.float32)
+        rows = to_frame(boxes, geometry(hw, m.input_hw, m.resize, m.crop_from), hw)
+        self.last_boxes = rows
+        fz = self.frame_zones(hw)
+        in_zone: dict[str, dict[str, int]] = {z.name: {} for z in fz.zones} if fz else {}
+        objects = []
+        counts: dict[str, int] = {}
+        for x1, y1, x2, y2, score, cls in rows.tolist():
+            label = m.label(int(cls))
+            counts[label] = counts.get(label, 0) + 1
+            o: dict[str, Any] = {
+                "label": label,
+                "score": round(score, 4),
+                "box": [round(x1, 1), round(y1, 1), round(x2, 1), round(y2, 1)],
+                "area": round((x2 - x1) * (y2 - y1)),
+            }
+            if fz is not None:
+                o["zones"] = zones_at(fz, ((x1 + x2) / 2, y2))
+                for zone in o["zones"]:
+                    in_zone[zone][label] = in_zone[zone].get(label, 0) + 1
+            objects.append(o)
+        record["objects"] = objects
+        record["counts"] = counts
+        if fz is not None:
+            record["zones"] = {zone: {"counts": c} for zone, c in in_zone.items()}
+        for label, n in counts.items():
+            self.totals[label] = self.totals.get(label, 0.0) + n
+            self.most_regions[label] = max(n, self.most_regions.get(label, 0))
 
     def _objects(
         self, record: dict[str, Any], answer: Answer, where: MaskMap, fz: FrameZones | None
@@ -162,8 +212,8 @@ class Recorder:
 
     def summary(self) -> dict[str, float]:
         """The run's totals: mean coverage per label (segment), frames per top label
-        (classify)."""
-        if self.model.task != "segment":
+        (classify), mean boxes per frame per label (detect)."""
+        if self.model.task == "classify":
             return dict(self.totals)
         n = max(self.processed, 1)
         return {k: round(v / n, 6) for k, v in self.totals.items()}

@@ -175,14 +175,17 @@ def run_file(
     """
     run = run or RunDescription()
     if run.analytics.masks and model.task != "segment":
+        what = "a classifier" if model.task == "classify" else "a detector"
         raise SettingsError(
-            f"--masks: model '{model.path.name}' is a classifier: it makes no masks to write"
+            f"--masks: model '{model.path.name}' is {what}: it makes no masks to write"
         )
     zones = zones_for(run.analytics.zones)
     rules = rules_for(run.analytics.watch, model, [z.name for z in zones.zones] if zones else [])
     paths = plan_outputs(input, output, results, run, rules=bool(rules))
     if not events_file:
         paths = replace(paths, events_file=None)
+    if model.task == "detect":
+        paths = replace(paths, picture=None)  # the summary picture plots fractions, not counts
     if rules and paths.events_file is None and emit is None:
         raise SettingsError(
             "--watch: its events would go nowhere (no results file to put them beside); "
@@ -382,7 +385,7 @@ class _Run:
             totals=self.recorder.summary(),
             objects=(
                 {"most_in_a_frame": dict(self.recorder.most_regions)}
-                if self.recorder.regions is not None
+                if self.recorder.counts_objects
                 else {}
             ),
             events=self.sidecars.describe() if self.sidecars.events else {},

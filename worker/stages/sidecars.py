@@ -133,6 +133,9 @@ class _Series(Output):
         if "coverage" in record:
             for label in self.labels:
                 self.series[label].append((t, float(record["coverage"].get(label, 0.0))))
+        elif "counts" in record:  # a detector: how many of each label
+            for label in self.labels:
+                self.series[label].append((t, float(record["counts"].get(label, 0))))
         elif record.get("top"):
             best = record["top"][0]
             self.series[best["label"]].append((t, float(best["score"])))
@@ -141,6 +144,9 @@ class _Series(Output):
                 if value["top"]:
                     best = value["top"][0]
                     self.zones[zone][best["label"]].append((t, float(best["score"])))
+            elif "counts" in value:
+                for label in self.labels:
+                    self.zones[zone][label].append((t, float(value["counts"].get(label, 0))))
             else:
                 for label in self.labels:
                     self.zones[zone][label].append((t, float(value.get(label, 0.0))))
@@ -238,7 +244,7 @@ class Sidecars:
         if self.picture is not None and self.series is not None:
             from worker.ops.plot import run_picture
 
-            axis = "top-1 score" if self.model.task == "classify" else "coverage"
+            axis = {"classify": "top-1 score", "detect": "objects"}.get(self.model.task, "coverage")
             rgb = self.model.colors
             colors = {
                 label: (int(rgb[i][0]), int(rgb[i][1]), int(rgb[i][2]))

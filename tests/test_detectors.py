@@ -1,0 +1,128 @@
+"""YOLO detectors end to end: graphs built with ``onnx.helper`` that really detect (red and
+blue squares, ``factory.make_yolo_detector``), run by ``worker run`` on real video with no
+card, their boxes held to a plain reference of Ultralytics' documented pre- and
+post-processing (``yolo_reference``) run on the same decoded frames with ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from factory import make_model, make_yolo_detector
+from worker.testing import clean_env, decode, make_video, one_error, worker_cli
+from yolo_reference import letterbox, reference, scale_boxes
+
+Array = np.ndarray[Any, Any]
+
+CONF = 0.25
+
+
+def squares(index: int, width: int, height: int) -> Array:
+    """A red square moving right across a blue one that stays put (BGR)."""
+    img = np.zeros((height, width, 3), np.uint8)
+    img[20:50, 100:140] = (255, 0, 0)  # blue
+    x = 10 + 6 * index
+    img[40:80, x : x + 40] = (0, 0, 255)  # red
+    return img
+
+
+def _iou(a: list[float], b: list[float]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union > 0 else float(a[:4] == b[:4])
+
+
+def run(tmp: Path, model: str, *args: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    proc = worker_cli(
+        tmp, "run", "--input", "squares.mp4", "--model", model, "--output", "out.mp4",
+        "--results", "r.jsonl", *args, env=clean_env(),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(x) for x in (tmp / "r.jsonl").read_text().splitlines()]
+    return json.loads(proc.stdout), lines
+
+
+@pytest.mark.parametrize(
+    ("form", "metadata"), [("v8", True), ("v5", False)], ids=["v8 with metadata", "v5 bare"]
+)
+def test_a_detector_s_boxes_equal_the_documented_post_processing(
+    tmp_path: Path, form: str, metadata: bool
+) -> None:
+    path = make_yolo_detector(tmp_path / "det.onnx", form=form, metadata=metadata)  # type: ignore[arg-type]
+    make_video(tmp_path / "squares.mp4", frames=12, width=160, height=120, image=squares, crf=4)
+    summary, lines = run(tmp_path, "det.onnx")
+    assert summary["task"] == "detect" and summary["pipeline"]["unfused_because"]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    labels = ["red", "blue"] if metadata else ["class_0", "class_1"]
+    compared = 0
+    for (_, frame), record in zip(decode(tmp_path / "squares.mp4"), lines, strict=True):
+        image, r, pad = letterbox(frame, 64)
+        x = image[..., ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255  # RGB, 0..1
+        (out,) = session.run(None, {"images": x})
+        want = scale_boxes(reference(out[0], form, CONF, 0.7, 300), r, pad, frame.shape[:2])
+        got = [[*o["box"], o["score"], float(labels.index(o["label"]))] for o in record["objects"]]
+        # Each box of one is a box of the other, within a pixel; a box only one of them has
+        # is one whose score sits on the threshold (bilinear resizes differ by a grey level).
+        for a, b in ((got, want), (want, got)):
+            for box in a:
+                match = [o for o in b if o[5] == box[5] and _iou(o, box) > 0.9]
+                if match:
+                    assert np.abs(np.subtract(match[0][:4], box[:4])).max() <= 1.0
+                    compared += 1
+                else:
+                    assert abs(box[4] - CONF) < 0.05, (box, b)
+        assert record["counts"] == {
+            label: sum(o["label"] == label for o in record["objects"]) for label in labels
+        } | {k: v for k, v in record["counts"].items() if v}
+    assert compared > 12 * 2 * 2  # boxes on every frame, both squares
+
+
+def test_counts_per_zone_and_watch_rules_on_counts(tmp_path: Path) -> None:
+    make_yolo_detector(tmp_path / "det.onnx")
+    make_video(tmp_path / "squares.mp4", frames=20, width=160, height=120, image=squares, crf=4)
+    summary, lines = run(
+        tmp_path, "det.onnx", "--zone", "right=0.5,0 1,0 1,1 0.5,1",
+        "--watch", "right:red>0@1 end=0.1s", "--events", "ev.jsonl",
+    )  # fmt: skip
+    # The red square enters the right half (by its boxes' bottom centres) about halfway.
+    inside = [rec["zones"]["right"]["counts"].get("red", 0) for rec in lines]
+    assert inside[0] == 0 and inside[-1] > 0
+    assert all(rec["zones"]["right"]["counts"].get("blue") for rec in lines)
+    for rec in lines:
+        for o in rec["objects"]:
+            bottom_centre_x = (o["box"][0] + o["box"][2]) / 2
+            assert ("right" in o["zones"]) == (bottom_centre_x >= 80)
+    events = [json.loads(x) for x in (tmp_path / "ev.jsonl").read_text().splitlines()]
+    start = next(e for e in events if e["type"] == "watch" and e["event"] == "start")
+    first = next(rec for rec in lines if rec["zones"]["right"]["counts"].get("red"))
+    assert (start["zone"], start["label"], start["start"]) == ("right", "red", first["time"])
+    assert summary["objects"]["most_in_a_frame"]["blue"] >= 2
+
+
+def test_a_detector_exported_with_dynamic_size_runs_at_its_stated_size(tmp_path: Path) -> None:
+    # Before: refused for lack of an input size, which its own metadata (imgsz) states.
+    make_yolo_detector(tmp_path / "det.onnx", dynamic=True)
+    make_video(tmp_path / "squares.mp4", frames=3, width=160, height=120, image=squares)
+    summary, lines = run(tmp_path, "det.onnx")
+    assert summary["task"] == "detect" and lines[0]["counts"]["blue"] >= 2
+    frame = decode(tmp_path / "out.mp4")[0][1]
+    assert frame[18:20, 100:140].max() > 100  # the boxes are drawn (above the blue square)
+
+
+def test_what_a_detector_cannot_be_asked_is_one_line(tmp_path: Path) -> None:
+    make_model(tmp_path / "seg.onnx", classes=3)
+    make_yolo_detector(tmp_path / "det.onnx")
+    make_video(tmp_path / "squares.mp4", frames=2, width=160, height=120, image=squares)
+    base = ["run", "--input", "squares.mp4", "--output", "none", "--results", "-"]
+    proc = worker_cli(tmp_path, *base, "--model", "seg.onnx", "--task", "detect", env=clean_env())
+    one_error(proc, "'seg.onnx'", "not a detector head", "YOLOv8/11 [N, 4 + classes,")
+    proc = worker_cli(tmp_path, *base, "--model", "det.onnx", "--masks", "rle", env=clean_env())
+    one_error(proc, "--masks", "a detector")
+    proc = worker_cli(tmp_path, *base, "--task", "detect", env=clean_env())
+    one_error(proc, "--task detect", "no built-in detect model", "--model")
