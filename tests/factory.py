@@ -336,3 +336,71 @@ def make_yolo_detector(
     onnx.checker.check_model(model)
     path.write_bytes(model.SerializeToString())
     return path
+
+
+def make_moments_detector(path: Path, *, size: int = 64) -> Path:
+    """A YOLOv8-form detector ([1, 4 + 2, A], Ultralytics metadata) that finds one red and one
+    blue object per frame and boxes each where it is: a soft mask per colour, its centroid
+    and spread (a rectangle W wide has variance W^2 / 12) give the box, its mass the score.
+    Anchor 0 holds the red object, anchor 1 the blue one; the rest score nothing. What a
+    tracker or a line counter needs: one box per object that moves with it."""
+    anchors = sum((size // s) ** 2 for s in (8, 16, 32))
+    pick = np.array([[1, -1, -1], [-1, -1, 1]], np.float32).reshape(2, 3, 1, 1)
+    xs = (np.arange(size, dtype=np.float32) + 0.5)[None, None, None, :].repeat(size, 2)
+    ys = (np.arange(size, dtype=np.float32) + 0.5)[None, None, :, None].repeat(size, 3)
+    consts = {
+        "pick": pick, "bias": np.full(2, -0.5, np.float32), "twenty": np.array(20, np.float32),
+        "xs": xs, "ys": ys, "eps": np.array(1e-3, np.float32), "twelve": np.array(12, np.float32),
+        "zero": np.array(0, np.float32), "mass0": np.array(-30, np.float32),
+        "eye": np.eye(2, dtype=np.float32)[None], "axes_hw": np.array([2, 3], np.int64),
+        "one": np.array([1], np.int64), "rest": np.zeros((1, 6, anchors - 2), np.float32),
+    }  # fmt: skip
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["images", "pick", "bias"], ["logit"], kernel_shape=[1, 1]),
+        n("Mul", ["logit", "twenty"], ["sharp"]),
+        n("Sigmoid", ["sharp"], ["mask"]),  # [1, 2, S, S]: red, blue
+        n("ReduceSum", ["mask", "axes_hw"], ["mass"], keepdims=0),  # [1, 2]
+        n("Add", ["mass", "eps"], ["mass_e"]),
+    ]
+    for c in ("x", "y"):
+        nodes += [
+            n("Mul", ["mask", f"{c}s"], [f"m{c}"]),
+            n("ReduceSum", [f"m{c}", "axes_hw"], [f"s{c}"], keepdims=0),
+            n("Div", [f"s{c}", "mass_e"], [f"c{c}"]),  # centroid
+            n("Mul", [f"m{c}", f"{c}s"], [f"m{c}2"]),
+            n("ReduceSum", [f"m{c}2", "axes_hw"], [f"s{c}2"], keepdims=0),
+            n("Div", [f"s{c}2", "mass_e"], [f"e{c}2"]),
+            n("Mul", [f"c{c}", f"c{c}"], [f"c{c}sq"]),
+            n("Sub", [f"e{c}2", f"c{c}sq"], [f"v{c}"]),
+            n("Max", [f"v{c}", "zero"], [f"v{c}p"]),
+            n("Mul", [f"v{c}p", "twelve"], [f"v{c}12"]),
+            n("Sqrt", [f"v{c}12"], [f"size{c}"]),
+        ]
+    for name in ("cx", "cy", "sizex", "sizey"):
+        nodes.append(n("Unsqueeze", [name, "one"], [f"{name}_u"]))  # [1, 1, 2]
+    nodes += [
+        n("Concat", ["cx_u", "cy_u", "sizex_u", "sizey_u"], ["boxes"], axis=1),  # [1, 4, 2]
+        n("Add", ["mass", "mass0"], ["score_logit"]),
+        n("Sigmoid", ["score_logit"], ["score"]),  # [1, 2]
+        n("Unsqueeze", ["score", "axes_last"], ["score_u"]),  # [1, 2, 1]
+        n("Mul", ["score_u", "eye"], ["scores"]),  # [1, 2, 2]: class c on anchor c
+        n("Concat", ["boxes", "scores"], ["found"], axis=1),  # [1, 6, 2]
+        n("Concat", ["found", "rest"], ["output0"], axis=2),
+    ]
+    consts["axes_last"] = np.array([2], np.int64)
+    graph = helper.make_graph(
+        nodes, "moments",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 6, anchors])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in consts.items()],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    said = {"author": "Ultralytics", "task": "detect", "stride": "32",
+            "imgsz": f"[{size}, {size}]", "names": "{0: 'red', 1: 'blue'}"}  # fmt: skip
+    for k, v in said.items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.checker.check_model(model, full_check=True)
+    path.write_bytes(model.SerializeToString())
+    return path

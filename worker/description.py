@@ -36,6 +36,7 @@ __all__ = [
     "Encode",
     "EncoderName",
     "HwDecode",
+    "LineSpec",
     "Live",
     "Look",
     "RunDescription",
@@ -101,11 +102,42 @@ class ZoneSpec(_Frozen):
         return self
 
 
+class LineSpec(_Frozen):
+    """A named line tracked objects are counted crossing, each way: its two points as
+    fractions of the frame (0..1), or pixels with ``units``."""
+
+    name: str
+    points: list[tuple[float, float]] = Field(min_length=2, max_length=2)
+    units: Literal["fraction", "px"] = "fraction"
+    camera: str | None = Field(None, description="monitor: this camera only; else every one")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not CAMERA_NAME.match(v):
+            raise ValueError(f"line name '{v}': {_NAME_RULE}")
+        return v
+
+    @model_validator(mode="after")
+    def _two_places(self) -> LineSpec:
+        (x1, y1), (x2, y2) = self.points
+        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+            raise ValueError(f"line '{self.name}': points must be finite numbers")
+        if self.units == "fraction" and not all(0.0 <= v <= 1.0 for v in (x1, y1, x2, y2)):
+            raise ValueError(
+                f"line '{self.name}': a point is outside 0..1; give fractions of the width "
+                'and height, or units = "px"'
+            )
+        if (x1, y1) == (x2, y2):
+            raise ValueError(f"line '{self.name}': its two points are the same; expected a line")
+        return self
+
+
 class WatchSpec(_Frozen):
     """A watch rule written as a table (a pipeline file's ``[[watch]]``)."""
 
     label: str = Field(min_length=1)
-    above: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
+    above: float = Field(ge=0.0, allow_inf_nan=False)  # a fraction, or a detector's count
     zone: str | None = None
     frames: int = Field(1, ge=1)
     start_s: float = Field(0.0, ge=0.0, allow_inf_nan=False)
@@ -156,6 +188,12 @@ class Analytics(_Frozen):
     )
     snapshots: bool = Field(True, description="events: a JPEG of the peak frame")
     picture: bool = Field(True, description="files: a summary PNG of the run beside the results")
+    lines: list[LineSpec] = Field(
+        default_factory=list, description="named lines tracked objects are counted crossing"
+    )
+    track: bool = Field(
+        False, description="ids that follow each object (box or region) from frame to frame"
+    )
     regions: bool = Field(
         False, description="segment: each class's separate regions as objects in the results"
     )

@@ -37,6 +37,7 @@ from worker.description import (
     CAMERA_NAME,
     Analytics,
     Encode,
+    LineSpec,
     Live,
     Look,
     RunDescription,
@@ -314,7 +315,9 @@ def _source(
 #: The tables a list setting may hold, for errors inside them: by the name pydantic gives a
 #: union's member, and by the setting.
 _TABLES: dict[str, type[BaseModel]] = {"WatchSpec": WatchSpec, "ZoneSpec": ZoneSpec}
-_TABLE_OF: dict[str, type[BaseModel]] = {"watch": WatchSpec, "zones": ZoneSpec}
+_TABLE_OF: dict[str, type[BaseModel]] = {
+    "watch": WatchSpec, "zones": ZoneSpec, "lines": LineSpec,
+}  # fmt: skip
 
 
 def _telling(errors: list[Any]) -> dict[str, Any]:

@@ -33,8 +33,8 @@ __all__ = [
 ]
 
 
-def _zone(text: str) -> dict[str, object]:
-    """``--zone NAME=X,Y X,Y X,Y[ px]`` as a zone setting."""
+def _named_points(text: str, flag: str, form: str, example: str) -> dict[str, object]:
+    """``NAME=X,Y X,Y ...[ px]`` as {name, points, units}; a plain error naming ``flag``."""
     name, sep, rest = text.partition("=")
     tokens = rest.split()
     units = "fraction"
@@ -46,10 +46,20 @@ def _zone(text: str) -> dict[str, object]:
             raise ValueError
     except ValueError:
         raise SettingsError(
-            f"--zone '{text}': expected NAME=X,Y X,Y X,Y (fractions 0..1, or pixels with a "
-            "trailing ' px'), e.g. door=0.1,0.2 0.4,0.2 0.4,0.9"
+            f"{flag} '{text}': expected {form} (fractions 0..1, or pixels with a trailing "
+            f"' px'), e.g. {example}"
         ) from None
     return {"name": name, "points": points, "units": units}
+
+
+def _zone(text: str) -> dict[str, object]:
+    """``--zone NAME=X,Y X,Y X,Y[ px]`` as a zone setting."""
+    return _named_points(text, "--zone", "NAME=X,Y X,Y X,Y", "door=0.1,0.2 0.4,0.2 0.4,0.9")
+
+
+def _line(text: str) -> dict[str, object]:
+    """``--line NAME=X,Y X,Y[ px]`` as a line setting."""
+    return _named_points(text, "--line", "NAME=X,Y X,Y", "gate=0,0.5 1,0.5")
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,10 @@ ANALYTICS = (
     Flag("snapshots", "--no-snapshots", "off", help="no JPEG of an event's peak frame"),
     Flag("every", help="process every Nth frame only"),
     Flag("fps", help="process at most F frames per second"),
+    Flag("lines", "--line", "append", metavar="NAME=X,Y X,Y[ px]", parse=_line,
+         help="a named line objects are counted crossing (in: to its right walking from the "
+         "first point to the second); repeat per line; tracks the objects"),
+    Flag("track", kind="on"),
     Flag("regions", kind="on"),
     Flag("min_area"),
     Flag("measure", kind="on"),

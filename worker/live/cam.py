@@ -14,7 +14,7 @@ from worker.live.counters import Counters, LatencyStats
 from worker.live.segments import SegmentRecorder
 from worker.models import Model
 from worker.ops.sampling import Sampler
-from worker.stages.analytics import zones_for
+from worker.stages.analytics import lines_for, zones_for
 from worker.stages.channels import DropOldest
 from worker.stages.events import EventLog
 from worker.stages.frames import Answer, Item
@@ -60,7 +60,8 @@ class Cam:
                 live.record, camera.name, seconds=live.segment_seconds, encode=run.encode
             )
         self.zones = zones_for(run.analytics.zones, camera.name)
-        self.records = Recorder(model, self.zones, MaskMaps(model), run.analytics)
+        lines = lines_for(run.analytics.lines, camera.name)
+        self.records = Recorder(model, self.zones, MaskMaps(model), run.analytics, lines)
         self.stop = threading.Event()  # this camera's source only
         self.source: CameraSource | None = None
         self.thread: threading.Thread | None = None

@@ -55,10 +55,15 @@ class Rule:
 
 
 def parse_rule(
-    text: str, labels: Sequence[str] | None = None, zones: Sequence[str] | None = None
+    text: str,
+    labels: Sequence[str] | None = None,
+    zones: Sequence[str] | None = None,
+    *,
+    counts: bool = False,
 ) -> Rule:
     """``ValueError`` saying what was expected when ``text`` is not a rule, or names a label
-    the model lacks (``labels``) or a zone that is not defined (``zones``)."""
+    the model lacks (``labels``) or a zone that is not defined (``zones``). ``counts``: the
+    threshold is a number of objects (a detector), not a fraction."""
     tokens = text.split()
     options: list[str] = []
     while tokens and "=" in tokens[-1]:  # trailing key=value options; labels may hold spaces
@@ -90,6 +95,7 @@ def parse_rule(
         labels,
         zones,
         text,
+        counts=counts,
     )
 
 
@@ -98,9 +104,13 @@ def check_rule(
     labels: Sequence[str] | None = None,
     zones: Sequence[str] | None = None,
     text: str | None = None,
+    *,
+    counts: bool = False,
 ) -> Rule:
     said = text or rule.text
-    if not 0.0 <= rule.threshold <= 1.0:
+    if counts and not 0.0 <= rule.threshold < 1e6:
+        raise ValueError(f"'{said}': threshold {rule.threshold:g}: expected a count, 0 or more")
+    if not counts and not 0.0 <= rule.threshold <= 1.0:
         raise ValueError(f"'{said}': threshold {rule.threshold:g} is outside 0..1")
     if rule.frames < 1:
         raise ValueError(f"'{said}': frames must be at least 1")

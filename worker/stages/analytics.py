@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from worker.description import WatchSpec, ZoneSpec
+from worker.description import LineSpec, WatchSpec, ZoneSpec
 from worker.errors import SettingsError
 from worker.models import Model
 from worker.ops.rules import Rule, check_rule, parse_rule
 from worker.ops.zones import Zone, ZoneSet
 
-__all__ = ["rules_for", "zones_for"]
+__all__ = ["lines_for", "rules_for", "zones_for"]
 
 
 def zones_for(specs: Sequence[ZoneSpec], camera: str | None = None) -> ZoneSet | None:
@@ -26,6 +26,16 @@ def zones_for(specs: Sequence[ZoneSpec], camera: str | None = None) -> ZoneSet |
     return ZoneSet(zones) if zones else None
 
 
+def lines_for(specs: Sequence[LineSpec], camera: str | None = None) -> list[LineSpec]:
+    """The lines of one input or camera, as ``zones_for`` chooses zones."""
+    chosen = [line for line in specs if line.camera is None or line.camera == camera]
+    names = [line.name for line in chosen]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup is not None:
+        raise SettingsError(f"lines: the name '{dup}' is used twice")
+    return chosen
+
+
 def rules_for(
     watch: Sequence[str | WatchSpec],
     model: Model,
@@ -35,11 +45,12 @@ def rules_for(
     """The watch rules, checked against the model's labels and the zones defined."""
     labels = list(model.labels)
     names = list(zone_names)
+    counts = model.task == "detect"  # a detector's rules count objects
     rules = []
     for w in watch:
         try:
             if isinstance(w, str):
-                rules.append(parse_rule(w, labels, names))
+                rules.append(parse_rule(w, labels, names, counts=counts))
             else:
                 rule = Rule(
                     label=w.label,
@@ -51,7 +62,7 @@ def rules_for(
                     min_s=w.min_s,
                     loiter_s=w.loiter_s,
                 )
-                rules.append(check_rule(rule, labels, names))
+                rules.append(check_rule(rule, labels, names, counts=counts))
         except ValueError as e:
             raise SettingsError(f"{where} {e}") from e
     return rules

@@ -7,17 +7,20 @@ through the same ``MaskMaps``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from worker.description import Analytics
+from worker.description import Analytics, LineSpec
 from worker.errors import InputError
 from worker.models import Model
 from worker.ops.detect import to_frame
+from worker.ops.lines import LineCounter
 from worker.ops.postprocess import MaskMap
 from worker.ops.preprocess import geometry
 from worker.ops.regions import Region, bit_masks, class_masks, find_regions
+from worker.ops.tracking import Tracker
 from worker.ops.zones import FrameZones, ZoneSet, zones_at
 from worker.stages.frames import Answer, Frame
 
@@ -59,6 +62,7 @@ class Recorder:
         zones: ZoneSet | None,
         maps: MaskMaps | None = None,
         analytics: Analytics | None = None,
+        lines: Sequence[LineSpec] = (),
     ) -> None:
         self.model = model
         self.zones = zones if zones else None
@@ -73,6 +77,12 @@ class Recorder:
         # detect: the newest frame's boxes in frame pixels, rows x1, y1, x2, y2, score, class
         self.last_boxes: Array = np.zeros((0, 6), np.float32)
         self.most_regions: dict[str, int] = {}  # per label, the most in one frame
+        # Tracks (``track``, or lines to count): ids for boxes and regions, frame to frame.
+        tracked = a is not None and (a.track or bool(lines)) and self.counts_objects
+        self.tracker = Tracker() if tracked else None
+        self.line_specs = list(lines) if tracked else []
+        self.lines: list[LineCounter] = []
+        self._lines_hw: tuple[int, int] | None = None
 
     @property
     def counts_objects(self) -> bool:
@@ -131,7 +141,7 @@ class Recorder:
                 for zone, c in fz.coverage(where, m.labels, small, answer.bits).items()
             }
         if self.regions is not None:
-            self._objects(record, answer, where, fz)
+            self._objects(record, frame, answer, where, fz)
         return record
 
     def _detections(self, record: dict[str, Any], frame: Frame, answer: Answer) -> None:
@@ -147,7 +157,8 @@ class Recorder:
         in_zone: dict[str, dict[str, int]] = {z.name: {} for z in fz.zones} if fz else {}
         objects = []
         counts: dict[str, int] = {}
-        for x1, y1, x2, y2, score, cls in rows.tolist():
+        ids = self._track(record, rows, frame, hw)
+        for k, (x1, y1, x2, y2, score, cls) in enumerate(rows.tolist()):
             label = m.label(int(cls))
             counts[label] = counts.get(label, 0) + 1
             o: dict[str, Any] = {
@@ -156,6 +167,8 @@ class Recorder:
                 "box": [round(x1, 1), round(y1, 1), round(x2, 1), round(y2, 1)],
                 "area": round((x2 - x1) * (y2 - y1)),
             }
+            if ids is not None:
+                o["id"] = ids[k] or None
             if fz is not None:
                 o["zones"] = zones_at(fz, ((x1 + x2) / 2, y2))
                 for zone in o["zones"]:
@@ -169,8 +182,45 @@ class Recorder:
             self.totals[label] = self.totals.get(label, 0.0) + n
             self.most_regions[label] = max(n, self.most_regions.get(label, 0))
 
+    def _track(
+        self, record: dict[str, Any], rows: Array, frame: Frame, hw: tuple[int, int]
+    ) -> list[int] | None:
+        """Track ids of ``rows`` (boxes in frame pixels, score, class), and the line
+        crossings they made (``crossings`` this frame, ``lines``: the totals so far)."""
+        if self.tracker is None:
+            return None
+        ids = self.tracker.update(rows, frame.time)
+        if self.line_specs:
+            if self._lines_hw != hw:  # the lines in this frame size's pixels
+                self._lines_hw = hw
+                self.lines = [_counter(spec, hw) for spec in self.line_specs]
+            anchors = [
+                (i, self.model.label(int(r[5])), ((r[0] + r[2]) / 2, r[3]))
+                for i, r in zip(ids, rows.tolist(), strict=True)
+            ]
+            live = {t.id for t in self.tracker.tracks if t.id}
+            crossed = []
+            for counter in self.lines:
+                crossed += counter.update(anchors)
+                counter.forget(live)
+            record["crossings"] = [
+                {"line": c.line, "id": c.id, "label": c.label, "direction": c.direction}
+                for c in crossed
+            ]
+            record["lines"] = {c.name: _copy(c.counts) for c in self.lines}
+        return ids
+
+    def line_totals(self) -> dict[str, Any]:
+        """Crossings per line so far: {line: {"in": {label: n}, "out": {...}}}."""
+        return {c.name: _copy(c.counts) for c in self.lines}
+
     def _objects(
-        self, record: dict[str, Any], answer: Answer, where: MaskMap, fz: FrameZones | None
+        self,
+        record: dict[str, Any],
+        frame: Frame,
+        answer: Answer,
+        where: MaskMap,
+        fz: FrameZones | None,
     ) -> None:
         """The frame's regions as ``objects`` (and ``counts`` per label)."""
         a = self.regions
@@ -185,7 +235,9 @@ class Recorder:
         fh, fw = where.frame_hw
         objects = []
         counts: dict[str, int] = {}
-        for r in found:
+        rows = np.array([[*r.box, 1.0, r.cls] for r in found], np.float32).reshape(-1, 6)
+        ids = self._track(record, rows, frame, (fh, fw))
+        for k, r in enumerate(found):
             label = self.model.label(r.cls)
             counts[label] = counts.get(label, 0) + 1
             o: dict[str, Any] = {
@@ -195,15 +247,20 @@ class Recorder:
                 "box": list(r.box),
                 "centroid": list(r.centroid),
             }
+            if ids is not None:
+                o["id"] = ids[k] or None
             if fz is not None:
                 o["zones"] = zones_at(fz, r.centroid)
             if r.length is not None and r.width is not None:
                 o["length"], o["width"] = r.length, r.width
             if a.px_per_unit is not None:
-                k = a.px_per_unit
-                o["real"] = {"unit": a.unit, "area": round(r.area / k**2, 4)}
+                ppu = a.px_per_unit
+                o["real"] = {"unit": a.unit, "area": round(r.area / ppu**2, 4)}
                 if r.length is not None and r.width is not None:
-                    o["real"] |= {"length": round(r.length / k, 3), "width": round(r.width / k, 3)}
+                    o["real"] |= {
+                        "length": round(r.length / ppu, 3),
+                        "width": round(r.width / ppu, 3),
+                    }
             objects.append(o)
         record["objects"] = objects
         record["counts"] = counts
@@ -217,3 +274,13 @@ class Recorder:
             return dict(self.totals)
         n = max(self.processed, 1)
         return {k: round(v / n, 6) for k, v in self.totals.items()}
+
+
+def _counter(spec: LineSpec, frame_hw: tuple[int, int]) -> LineCounter:
+    (x1, y1), (x2, y2) = spec.points
+    sx, sy = (frame_hw[1], frame_hw[0]) if spec.units == "fraction" else (1, 1)
+    return LineCounter(spec.name, (x1 * sx, y1 * sy), (x2 * sx, y2 * sy))
+
+
+def _copy(counts: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    return {way: dict(by_label) for way, by_label in counts.items()}

@@ -28,7 +28,7 @@ from worker.messages import plural
 from worker.models import Model
 from worker.ops.sampling import Sampler
 from worker.signals import stop_on_signals
-from worker.stages.analytics import rules_for, zones_for
+from worker.stages.analytics import lines_for, rules_for, zones_for
 from worker.stages.atomic import AtomicFile
 from worker.stages.batching import run_inference
 from worker.stages.channels import END, Lossless
@@ -204,7 +204,8 @@ def run_file(
             results_file = AtomicFile(results, "results")
             opened.append(results_file)
             maps = MaskMaps(model)
-            recorder = Recorder(model, zones, maps, run.analytics)
+            lines = lines_for(run.analytics.lines)
+            recorder = Recorder(model, zones, maps, run.analytics, lines)
             sidecars = Sidecars(
                 model, maps, paths, input_name=input.name, rules=rules, emit=emit, video=output
             )
@@ -383,11 +384,7 @@ class _Run:
             seconds=round(seconds, 3),
             fps=round(self.done / seconds, 2) if seconds > 0 else 0.0,
             totals=self.recorder.summary(),
-            objects=(
-                {"most_in_a_frame": dict(self.recorder.most_regions)}
-                if self.recorder.counts_objects
-                else {}
-            ),
+            objects=self._objects(),
             events=self.sidecars.describe() if self.sidecars.events else {},
             pipeline={
                 **self.infer.describe(),
@@ -395,3 +392,15 @@ class _Run:
                 "encoder": self.video.codec if self.video is not None else None,
             },
         )
+
+    def _objects(self) -> dict[str, Any]:
+        """The summary's objects: the most per frame, tracks given an id, line crossings."""
+        r = self.recorder
+        if not r.counts_objects:
+            return {}
+        out: dict[str, Any] = {"most_in_a_frame": dict(r.most_regions)}
+        if r.tracker is not None:
+            out["tracks"] = r.tracker.next_id - 1
+        if r.line_specs:
+            out["lines"] = r.line_totals()
+        return out
