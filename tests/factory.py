@@ -338,12 +338,16 @@ def make_yolo_detector(
     return path
 
 
-def make_moments_detector(path: Path, *, size: int = 64) -> Path:
+def make_moments_detector(path: Path, *, size: int = 64, instances: bool = False) -> Path:
     """A YOLOv8-form detector ([1, 4 + 2, A], Ultralytics metadata) that finds one red and one
     blue object per frame and boxes each where it is: a soft mask per colour, its centroid
     and spread (a rectangle W wide has variance W^2 / 12) give the box, its mass the score.
     Anchor 0 holds the red object, anchor 1 the blue one; the rest score nothing. What a
-    tracker or a line counter needs: one box per object that moves with it."""
+    tracker or a line counter needs: one box per object that moves with it.
+
+    ``instances``: a YOLOv8-seg instance segmenter instead ([1, 4 + 2 + 32, A] and prototypes
+    [1, 32, S/4, S/4]): prototype 0 is the red mask at a quarter of the size (as -1..1),
+    prototype 1 the blue one, and anchor c's coefficients pick prototype c (times 10)."""
     anchors = sum((size // s) ** 2 for s in (8, 16, 32))
     pick = np.array([[1, -1, -1], [-1, -1, 1]], np.float32).reshape(2, 3, 1, 1)
     xs = (np.arange(size, dtype=np.float32) + 0.5)[None, None, None, :].repeat(size, 2)
@@ -386,19 +390,43 @@ def make_moments_detector(path: Path, *, size: int = 64) -> Path:
         n("Unsqueeze", ["score", "axes_last"], ["score_u"]),  # [1, 2, 1]
         n("Mul", ["score_u", "eye"], ["scores"]),  # [1, 2, 2]: class c on anchor c
         n("Concat", ["boxes", "scores"], ["found"], axis=1),  # [1, 6, 2]
-        n("Concat", ["found", "rest"], ["output0"], axis=2),
+        n("Concat", ["found", "rest"], ["head" if instances else "output0"], axis=2),
     ]
     consts["axes_last"] = np.array([2], np.int64)
+    outputs = [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 6, anchors])]
+    if instances:
+        coefs = np.zeros((1, 32, anchors), np.float32)
+        coefs[0, 0, 0] = coefs[0, 1, 1] = 10.0
+        consts |= {"coefs": coefs, "two": np.array(2, np.float32),
+                   "protos_rest": np.zeros((1, 30, size // 4, size // 4), np.float32)}  # fmt: skip
+        nodes += [
+            n("Concat", ["head", "coefs"], ["output0"], axis=1),
+            n("AveragePool", ["mask"], ["small"], kernel_shape=[4, 4], strides=[4, 4]),
+            n("Mul", ["small", "two"], ["small2"]),
+            n("Sub", ["small2", "one_f"], ["signed"]),
+            n("Concat", ["signed", "protos_rest"], ["output1"], axis=1),
+        ]
+        consts["one_f"] = np.array(1, np.float32)
+        outputs = [
+            helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 38, anchors]),
+            helper.make_tensor_value_info(
+                "output1", TensorProto.FLOAT, [1, 32, size // 4, size // 4]
+            ),
+        ]
     graph = helper.make_graph(
         nodes, "moments",
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, size, size])],
-        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 6, anchors])],
-        initializer=[numpy_helper.from_array(v, k) for k, v in consts.items()],
+        outputs, initializer=[numpy_helper.from_array(v, k) for k, v in consts.items()],
     )  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
-    said = {"author": "Ultralytics", "task": "detect", "stride": "32",
-            "imgsz": f"[{size}, {size}]", "names": "{0: 'red', 1: 'blue'}"}  # fmt: skip
+    said = {
+        "author": "Ultralytics",
+        "task": "segment" if instances else "detect",
+        "stride": "32",
+        "imgsz": f"[{size}, {size}]",
+        "names": "{0: 'red', 1: 'blue'}",
+    }
     for k, v in said.items():
         model.metadata_props.add(key=k, value=v)
     onnx.checker.check_model(model, full_check=True)

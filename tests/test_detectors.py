@@ -13,9 +13,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from factory import make_model, make_yolo_detector
+from factory import make_model, make_moments_detector, make_yolo_detector
+from readers import rle_decode
 from worker.testing import clean_env, decode, make_video, one_error, worker_cli
-from yolo_reference import letterbox, reference, scale_boxes
+from yolo_reference import letterbox, reference, reference_masks, scale_boxes
 
 Array = np.ndarray[Any, Any]
 
@@ -126,3 +127,44 @@ def test_what_a_detector_cannot_be_asked_is_one_line(tmp_path: Path) -> None:
     one_error(proc, "--masks", "a detector")
     proc = worker_cli(tmp_path, *base, "--task", "detect", env=clean_env())
     one_error(proc, "--task detect", "no built-in detect model", "--model")
+
+
+def test_an_instance_segmenter_s_masks_equal_the_documented_processing(tmp_path: Path) -> None:
+    # A YOLOv8-seg graph (head [1, 38, A] and prototypes [1, 32, 24, 24]) with Ultralytics'
+    # metadata, no card: boxes, instance masks (COCO RLE) and tracks.
+    path = make_moments_detector(tmp_path / "seg.onnx", size=96, instances=True)
+    make_video(tmp_path / "squares.mp4", frames=8, width=160, height=120, image=squares, crf=4)
+    summary, lines = run(tmp_path, "seg.onnx", "--masks", "rle", "--track")
+    assert summary["task"] == "detect" and summary["objects"]["tracks"] == 2
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for (_, frame), record in zip(decode(tmp_path / "squares.mp4"), lines, strict=True):
+        image, r, pad = letterbox(frame, 96)
+        x = image[..., ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255
+        head, protos = session.run(None, {"images": x})
+        kept = reference(head[0][:6], "v8", CONF, 0.7, 300)
+        coefs = np.stack([head[0][6:, int(row[5])] for row in kept])  # anchor c is class c
+        want = reference_masks(kept, coefs, protos[0], 96, r, pad, frame.shape[:2])
+        assert len(record["objects"]) == len(want) == 2
+        for o in record["objects"]:
+            got = rle_decode(o["mask"]).astype(bool)
+            ref = want[["red", "blue"].index(o["label"])]
+            iou = (got & ref).sum() / (got | ref).sum()
+            # Ultralytics cuts the mask to the box at the prototypes' scale (whole prototype
+            # pixels: here 6.7 frame pixels) and resizes a thresholded mask again; the worker
+            # cuts at the box's frame pixels and samples the prototypes once per frame pixel.
+            # The same masks but for a prototype pixel at some box edges.
+            assert iou > 0.8, (o["label"], iou)
+            assert o["area"] == int(got.sum())
+            # The square itself, as drawn: the worker's mask is as close to it as the
+            # reference's (40 x 40 red, 40 x 30 blue, where squares() put them).
+            square = np.zeros_like(got)
+            if o["label"] == "red":
+                x = 10 + 6 * record["frame"]
+                square[40:80, x : x + 40] = True
+            else:
+                square[20:50, 100:140] = True
+            ours = (got & square).sum() / (got | square).sum()
+            theirs = (ref & square).sum() / (ref | square).sum()
+            assert ours >= theirs - 0.01 and ours > 0.9, (o["label"], ours, theirs)
+    frame = decode(tmp_path / "out.mp4")[3][1]
+    assert frame[60, 130].max() < 30  # outside the squares: no mask drawn

@@ -1,6 +1,6 @@
-"""``worker.models.forms``: YOLO detector heads told by their shapes; the object models the
-worker does not read yet (instance segmenters, pose, boxes/labels/scores detectors) refused by
-name when they load, never read as a segmentation map.
+"""``worker.models.forms``: YOLO detector and instance segmenter heads told by their shapes;
+the object models the worker does not read yet (pose, oriented boxes, boxes/labels/scores
+detectors) refused by name when they load, never read as a segmentation map.
 
 Before (issue 20): a YOLOv8n-seg export, ``output0 [1,116,8400]`` and ``output1
 [1,32,160,160]``, was taken as a 116 x 8400 binary map, and every frame of a real video got
@@ -73,8 +73,11 @@ V8_SEG = [("output0", [1, 116, 8400]), ("output1", [1, 32, 160, 160])]
 @pytest.mark.parametrize(
     ("outputs", "size", "metadata", "said"),
     [
-        (V8_SEG, (640, 640), {**ULTRALYTICS, "task": "segment"}, "YOLO instance segmenter"),
-        (V8_SEG, (640, 640), None, "YOLO instance segmenter"),  # no metadata: by the shapes
+        # Head and prototypes beside a third output: which is which would be a guess.
+        (
+            [*V8_SEG, ("extra", [1, 10])], (640, 640), None,
+            "outputs besides its head and prototypes",
+        ),
         ([("output0", [1, 56, 8400])], (640, 640), {**ULTRALYTICS, "task": "pose"}, "pose"),
         (
             [("boxes", [1, 100, 4]), ("scores", [1, 100]), ("labels", [1, 100])], (512, 512),
@@ -98,13 +101,23 @@ def test_object_models_are_refused_by_name_with_the_shapes_seen(
 
 
 def test_the_command_says_so_in_one_line(tmp_path: Path) -> None:
-    graph(tmp_path / "yolo.onnx", V8_SEG, metadata={**ULTRALYTICS, "task": "segment"})
+    pose = [("output0", [1, 56, 8400])]
+    graph(tmp_path / "yolo.onnx", pose, metadata={**ULTRALYTICS, "task": "pose"})
     make_video(tmp_path / "clip.mp4", frames=2)
     proc = worker_cli(
         tmp_path, "run", "--input", "clip.mp4", "--model", "yolo.onnx", env=clean_env()
     )
-    one_error(proc, "'yolo.onnx'", "instance segmenter", "output0[1,116,8400]")
+    one_error(proc, "'yolo.onnx'", "pose model", "output0[1,56,8400]")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "yolo.onnx"]
+
+
+def test_a_yolo_instance_segmenter_loads_as_one(tmp_path: Path) -> None:
+    # Before: its [1, 116, 8400] head read as a 116 x 8400 binary map.
+    names = "{" + ", ".join(f"{i}: 'c{i}'" for i in range(80)) + "}"
+    for meta in ({**ULTRALYTICS, "task": "segment", "names": names}, None):
+        path = graph(tmp_path / "seg.onnx", V8_SEG, metadata=meta)
+        model = load_model(path, provider="cpu")
+        assert (model.task, model.kind, len(model.labels)) == ("detect", "boxes_v8seg", 80)
 
 
 def test_segmenters_and_classifiers_still_load(tmp_path: Path) -> None:

@@ -72,3 +72,32 @@ def reference(out: Array, form: str, conf: float, iou: float, max_det: int) -> l
         if all(k[5] != r[5] or _iou(k, r) <= iou for k in kept):
             kept.append(r)
     return kept[:max_det]
+
+
+def reference_masks(
+    rows: list[list[float]],
+    coefs: Array,
+    protos: Array,
+    size: int,
+    r: float,
+    pad: tuple[int, int],
+    frame_hw: tuple[int, int],
+) -> list[Array]:
+    """Each instance's mask on the frame (bool, frame size), as ``process_mask`` and then
+    ``scale_image`` make it: sigmoid(coefficients @ prototypes), zero outside the box at the
+    prototypes' scale, bilinear up to the input size, above 0.5, the padding cut off, resized
+    to the frame. ``rows``: boxes in input pixels (before ``scale_boxes``)."""
+    nm, ph, pw = protos.shape
+    fh, fw = frame_hw
+    new_w, new_h = round(fw * r), round(fh * r)
+    out = []
+    for row, coef in zip(rows, coefs, strict=True):
+        soft = 1 / (1 + np.exp(-(coef @ protos.reshape(nm, -1)))).reshape(ph, pw)
+        x1, y1, x2, y2 = (v * pw / size for v in row[:4])
+        cols, lines = np.arange(pw)[None, :], np.arange(ph)[:, None]
+        soft = soft * ((cols >= x1) & (cols < x2) & (lines >= y1) & (lines < y2))
+        up = cv2.resize(soft.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+        on = (up > 0.5).astype(np.float32)
+        cut = on[pad[1] : pad[1] + new_h, pad[0] : pad[0] + new_w]
+        out.append(cv2.resize(cut, (fw, fh), interpolation=cv2.INTER_LINEAR) > 0.5)
+    return out

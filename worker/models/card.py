@@ -142,10 +142,10 @@ def ultralytics_card(props: Mapping[str, str]) -> dict[str, Any]:
         return {}
     out: dict[str, Any] = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
     task = props.get("task")
-    if task in ("detect", "classify", "segment"):
+    if task == "classify":
         out["task"] = task
-    if task == "detect":
-        out |= {"resize": "letterbox", "pad": 114, "threshold": 0.25}
+    if task in ("detect", "segment"):  # Ultralytics' "segment" is instances: boxes and masks
+        out |= {"task": "detect", "resize": "letterbox", "pad": 114, "threshold": 0.25}
     try:
         names = ast.literal_eval(props["names"])
         size = ast.literal_eval(props.get("imgsz", "None"))

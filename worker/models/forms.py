@@ -23,7 +23,6 @@ Shape = tuple[int | None, ...]
 
 #: Ultralytics tasks whose outputs the worker does not read yet.
 _OBJECT_TASKS = {
-    "segment": "an Ultralytics YOLO instance segmenter",
     "pose": "an Ultralytics YOLO pose model",
     "obb": "an Ultralytics YOLO oriented-box detector",
 }
@@ -49,23 +48,35 @@ def object_form(
     names = {name.lower() for name, _ in outputs}
     if "boxes" in names and names & {"scores", "labels"}:
         return "a detector with boxes, labels and scores outputs (NMS inside)"
+    # An instance segmenter's head and prototypes are read (``detect_form``), as long as they
+    # are the two outputs; with others beside them, which is which is a guess.
     shapes = [s for _, s in outputs if s is not None]
-    heads = [s for s in shapes if len(s) == 3]
-    if heads and any(len(s) == 4 and s[1] == 32 for s in shapes):
-        return "a YOLO instance segmenter (mask coefficients and 32 prototypes)"
+    protos = [s for s in shapes if _protos(s)]
+    if protos and len(outputs) != 2:
+        return "a YOLO instance segmenter with outputs besides its head and prototypes"
     return None
 
 
+def _protos(shape: Sequence[int | None]) -> bool:
+    return len(shape) == 4 and shape[1] == 32
+
+
 def detect_form(
-    shape: Sequence[int], input_hw: tuple[int, int], metadata: Mapping[str, str]
+    shape: Sequence[int],
+    input_hw: tuple[int, int],
+    metadata: Mapping[str, str],
+    second: Sequence[int] | None = None,
 ) -> Form | None:
     """Which detector head the output (its real shape, from a run) is, or None: v8 when the
     anchors are the input size's, v5 when they are three times as many, e2e for [N, K, 6]
-    when the model says it detects."""
+    when the model says it detects; v8seg when a second output (``second``) holds 32 mask
+    prototypes and the head has 32 coefficients besides its boxes and classes."""
     if len(shape) != 3:
         return None
     _, d1, d2 = shape
     anchors = yolo_anchors(*input_hw)
+    if second is not None and _protos(second):
+        return "v8seg" if d2 == anchors and d1 >= 4 + 1 + 32 else None
     if d2 == anchors and d1 >= 5:
         return "v8"
     if d1 == 3 * anchors and d2 >= 6:

@@ -54,6 +54,8 @@ class GraphInfo:
     width: Dim
     final_op: str | None  # op type that produces the output, seen through pass-through ops
     opset: int
+    #: Every output (``output`` is the first): an instance segmenter's prototypes are second.
+    outputs: tuple[TensorInfo, ...] = ()
 
 
 def _tensor_info(value: onnx.ValueInfoProto) -> TensorInfo:
@@ -147,6 +149,7 @@ def read_graph(path: Path) -> GraphInfo:
         proto=proto,
         input=inp,
         output=outputs[0],
+        outputs=tuple(outputs),
         layout=layout,
         batch=n,
         height=h,

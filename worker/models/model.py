@@ -31,8 +31,9 @@ __all__ = ["MAX_CLASSES", "Kind", "Model", "load_model"]
 #: class_map: integer [N,H,W] or [N,1,H,W] already argmaxed. boxes_*: a YOLO detector's head
 #: (``worker.ops.detect``: v8, v5, or e2e with NMS inside).
 Kind = Literal[
-    "scores", "multiclass", "multilabel", "binary", "class_map", "boxes_v8", "boxes_v5", "boxes_e2e"
-]
+    "scores", "multiclass", "multilabel", "binary", "class_map",
+    "boxes_v8", "boxes_v5", "boxes_e2e", "boxes_v8seg",
+]  # fmt: skip
 
 #: How a detector is fed and read where its card does not say: as Ultralytics does.
 _DETECT_DEFAULTS: dict[str, Any] = {
@@ -64,7 +65,7 @@ class Model:
     activation: Literal["softmax", "sigmoid", "none"]
     threshold: float
     background: int | None
-    output_shape: tuple[int, ...]  # as seen on the probe run, batch first
+    output_shape: tuple[int, ...]  # as seen on the probe run, batch first (the first output)
     notes: list[str] = field(default_factory=list)
     iou: float = 0.7  # detect: NMS overlap
     max_det: int = 300  # detect: boxes per frame at most
@@ -147,11 +148,17 @@ def _input_hw(g: GraphInfo, card: ModelCard) -> tuple[int, int]:
     return card.input_size[0], card.input_size[1]
 
 
-def _probe(g: GraphInfo, engine: Engine, hw: tuple[int, int]) -> tuple[int, ...]:
+def _probe(
+    g: GraphInfo, engine: Engine, hw: tuple[int, int], every: bool = False
+) -> list[tuple[int, ...]]:
+    """The output shapes on a blank input: the first only, or (``every``) all of them."""
     n = g.batch or 1
     shape = (n, 3, *hw) if g.layout == "NCHW" else (n, *hw, 3)
+    blank = np.zeros(shape, dtype=g.input.dtype)
     try:
-        return engine.output_shape(np.zeros(shape, dtype=g.input.dtype))
+        if every:
+            return [tuple(int(d) for d in o.shape) for o in engine.run_all(blank)]
+        return [engine.output_shape(blank)]
     except Exception as e:
         raise ModelError(
             f"model '{g.path}': ONNX Runtime failed on a blank input shaped {list(shape)}: {e}"
@@ -182,7 +189,7 @@ def _kind(g: GraphInfo, task: Task | None, card: ModelCard, shape: tuple[int, ..
 def _labels(g: GraphInfo, kind: Kind, card: ModelCard, shape: tuple[int, ...]) -> tuple[str, ...]:
     n = {
         "scores": shape[-1], "multiclass": shape[1], "multilabel": shape[1], "binary": 2,
-        "boxes_v8": shape[1] - 4, "boxes_v5": shape[-1] - 5,
+        "boxes_v8": shape[1] - 4, "boxes_v5": shape[-1] - 5, "boxes_v8seg": shape[1] - 4 - 32,
     }.get(kind, len(card.labels) if card.labels else MAX_CLASSES)  # fmt: skip
     if kind in ("multiclass", "multilabel", "binary", "class_map") and n > MAX_CLASSES:
         raise ModelError(
@@ -228,10 +235,20 @@ def load_model(
     # ONNX Runtime reads the file itself (the bytes just checked; weights in external files
     # are found relative to it): serialising the parsed protobuf again took longer.
     engine = Engine(str(path), provider=provider, threads=threads, name=str(path))
-    shape = _probe(g, engine, hw)
+    # Two outputs, the second 32 prototypes: an instance segmenter's head and prototypes.
+    protos = len(g.outputs) == 2 and g.outputs[1].shape is not None and len(g.outputs[1].shape) == 4
+    shapes = _probe(g, engine, hw, every=protos)
+    shape = shapes[0]
     metadata = {p.key: p.value for p in g.proto.metadata_props}
     want = task or c.task
-    form = detect_form(shape, hw, metadata) if want in (None, "detect") else None
+    second = shapes[1] if len(shapes) == 2 else None
+    form = detect_form(shape, hw, metadata, second) if want in (None, "detect") else None
+    if form is None and second is not None and second[1] == 32:
+        raise ModelError(
+            f"model '{path}': outputs {list(shape)} and {list(second)} look like an instance "
+            f"segmenter's head and prototypes, but the head is not YOLOv8/11's [N, 4 + "
+            f"classes + 32, {yolo_anchors(*hw)}] at {hw[0]}x{hw[1]}; not supported"
+        )
     if want == "detect" and form is None:
         raise ModelError(
             f"model '{path}': output {g.output.name} shaped {list(shape)} is not a detector "

@@ -16,7 +16,7 @@ import numpy as np
 
 from worker.ops.postprocess import NO_CLASS
 
-__all__ = ["Blender", "draw_boxes", "draw_top", "pad_even"]
+__all__ = ["Blender", "blend_mask", "draw_boxes", "draw_top", "pad_even"]
 
 Array = np.ndarray[Any, Any]
 
@@ -100,6 +100,14 @@ def draw_top(
             out, text, (8, y), cv2.FONT_HERSHEY_SIMPLEX, scale, color_bgr, thick, cv2.LINE_AA
         )
     return out
+
+
+def blend_mask(image: Array, mask: Array, bgr: Array, alpha: float) -> None:
+    """``bgr`` blended over ``image``'s pixels where ``mask`` (same height and width) is set,
+    in place: an instance's mask."""
+    colour = np.asarray(bgr, dtype=np.float32)
+    picked = image[mask].astype(np.float32)
+    image[mask] = np.clip(picked * (1 - alpha) + colour * alpha + 0.5, 0, 255).astype(np.uint8)
 
 
 def draw_boxes(

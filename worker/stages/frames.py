@@ -53,7 +53,9 @@ class Answer:
     top: list[tuple[int, float]] = field(default_factory=list)  # classify: (index, score)
     zones: dict[str, Answer] | None = None  # classify with zones: each zone's crop, classified
     # detect: (k, 6) float32 x1, y1, x2, y2, score, class in model input pixels, best first
+    # (an instance segmenter's rows: then its 32 mask coefficients)
     boxes: np.ndarray[Any, Any] | None = None
+    protos: np.ndarray[Any, Any] | None = None  # an instance segmenter's (32, h, w) prototypes
 
 
 @dataclass

@@ -311,7 +311,8 @@ class Inferencer:
             known = None
             if len(self.engine.output_names) == 1:  # the probe told its shape: bind it up front
                 known = [((len(x), *m.output_shape[1:]), np.dtype(m.graph.output.dtype))]
-            outs = self.engine.run_all(x, known)[:1]
+            # (An instance segmenter's prototypes are its second output: kept.)
+            outs = self.engine.run_all(x, known)[: 2 if m.kind == "boxes_v8seg" else 1]
         else:
             outs = self.engine.run_all(x, self.fused.output_specs(len(x)))
         self.bytes_in += x.nbytes
@@ -320,7 +321,11 @@ class Inferencer:
 
     def answers(self, outs: list[Array]) -> list[Answer]:
         """One answer per frame of the batch, from the outputs of ``run_staged``."""
-        return self._plain_answers(outs[0]) if self.fused is None else self._fused_answers(outs)
+        if self.fused is not None:
+            return self._fused_answers(outs)
+        if self.model.task == "detect":
+            return self._detections(outs)
+        return self._plain_answers(outs[0])
 
     def _fused_answers(self, outs: list[Array]) -> list[Answer]:
         assert self.fused is not None
@@ -339,14 +344,20 @@ class Inferencer:
             mask = mask[:, 0]
         return [Answer(class_map=c) for c in mask]
 
+    def _detections(self, outs: list[Array]) -> list[Answer]:
+        m = self.model
+        form: Form = m.kind.removeprefix("boxes_")  # type: ignore[assignment]
+        protos = outs[1] if len(outs) > 1 else [None] * len(outs[0])
+        return [
+            Answer(
+                boxes=detections(o, form, conf=m.threshold, iou=m.iou, max_det=m.max_det),
+                protos=p,
+            )
+            for o, p in zip(outs[0], protos, strict=True)
+        ]
+
     def _plain_answers(self, out: Array) -> list[Answer]:
         m = self.model
-        if m.task == "detect":
-            form: Form = m.kind.removeprefix("boxes_")  # type: ignore[assignment]
-            return [
-                Answer(boxes=detections(o, form, conf=m.threshold, iou=m.iou, max_det=m.max_det))
-                for o in out
-            ]
         if m.kind == "scores":
             return [Answer(top=t) for t in classify(out, m.activation, self.top_k)]
         maps, bits = segment(out, m.kind, m.activation, m.threshold)

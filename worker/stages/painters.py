@@ -20,7 +20,7 @@ import numpy as np
 
 from worker.description import Analytics, Look
 from worker.models import Model
-from worker.ops.overlay import Blender, draw_boxes, draw_top
+from worker.ops.overlay import Blender, blend_mask, draw_boxes, draw_top
 from worker.ops.postprocess import NO_CLASS
 from worker.ops.zones import draw_zones
 from worker.stages.frames import Answer, Frame
@@ -84,18 +84,27 @@ class LabelPainter:
 
 
 class BoxPainter:
-    """A detector's boxes, each in its class's colour, captioned with label and score."""
+    """A detector's boxes, each in its class's colour, captioned with label and score; an
+    instance segmenter's masks blended under them (``alpha``)."""
 
     makes_new = False
 
-    def __init__(self, model: Model, recorder: Recorder) -> None:
+    def __init__(self, model: Model, recorder: Recorder, alpha: float = 0.5) -> None:
         self.model = model
         self.recorder = recorder
+        self.alpha = alpha
 
     def paint(self, scene: Array, frame: Frame, answer: Answer) -> Array:
         # The boxes of the newest frame recorded: this one, or (a skipped frame) the last.
+        rows = self.recorder.last_boxes.tolist()
+        masks = self.recorder.last_masks
+        if self.alpha > 0 and masks:
+            for ((x1, y1, x2, y2), inside), row in zip(masks, rows, strict=True):
+                if inside.size:
+                    rgb = self.model.colors[int(row[5])]
+                    blend_mask(scene[y1:y2, x1:x2], inside, rgb[::-1], self.alpha)
         boxes = []
-        for x1, y1, x2, y2, score, cls in self.recorder.last_boxes.tolist():
+        for x1, y1, x2, y2, score, cls in rows:
             red, green, blue = (int(c) for c in self.model.colors[int(cls)])
             caption = f"{self.model.label(int(cls))} {score:.2f}"
             box = (round(x1), round(y1), round(x2), round(y2))
@@ -178,7 +187,7 @@ def painters_for(model: Model, look: Look, recorder: Recorder) -> Painters:
     if model.task == "segment":
         painters.append(MaskPainter(model, look.alpha, recorder.maps))
     elif model.task == "detect":
-        painters.append(BoxPainter(model, recorder))
+        painters.append(BoxPainter(model, recorder, look.alpha))
     else:
         painters.append(LabelPainter(model))
     if recorder.regions is not None:

@@ -15,8 +15,9 @@ import numpy as np
 from worker.description import Analytics, LineSpec
 from worker.errors import InputError
 from worker.models import Model
-from worker.ops.detect import to_frame
+from worker.ops.detect import instance_masks, to_frame
 from worker.ops.lines import LineCounter
+from worker.ops.masks import rle
 from worker.ops.postprocess import MaskMap
 from worker.ops.preprocess import geometry
 from worker.ops.regions import Region, bit_masks, class_masks, find_regions
@@ -74,8 +75,11 @@ class Recorder:
         self.regions = a if a is not None and a.regions and model.task == "segment" else None
         self.classes = [i for i in range(len(model.labels)) if i != model.background]
         self.last_regions: list[Region] = []  # of the newest frame recorded: for the painter
-        # detect: the newest frame's boxes in frame pixels, rows x1, y1, x2, y2, score, class
+        # detect: the newest frame's boxes in frame pixels, rows x1, y1, x2, y2, score, class,
+        # and an instance segmenter's masks, each (box in whole pixels, bool mask in it)
         self.last_boxes: Array = np.zeros((0, 6), np.float32)
+        self.last_masks: list[tuple[tuple[int, int, int, int], Array]] = []
+        self.masks_rle = a is not None and a.masks == "rle"
         self.most_regions: dict[str, int] = {}  # per label, the most in one frame
         # Tracks (``track``, or lines to count): ids for boxes and regions, frame to frame.
         tracked = a is not None and (a.track or bool(lines)) and self.counts_objects
@@ -151,8 +155,13 @@ class Recorder:
         m = self.model
         hw = frame.image.shape[:2]
         boxes = answer.boxes if answer.boxes is not None else np.zeros((0, 6), np.float32)
-        rows = to_frame(boxes, geometry(hw, m.input_hw, m.resize, m.crop_from), hw)
+        g = geometry(hw, m.input_hw, m.resize, m.crop_from)
+        rows = to_frame(boxes, g, hw)
         self.last_boxes = rows
+        masks = []
+        if answer.protos is not None:
+            masks = instance_masks(boxes, answer.protos, m.input_hw, g, rows, hw)
+        self.last_masks = masks
         fz = self.frame_zones(hw)
         in_zone: dict[str, dict[str, int]] = {z.name: {} for z in fz.zones} if fz else {}
         objects = []
@@ -169,6 +178,13 @@ class Recorder:
             }
             if ids is not None:
                 o["id"] = ids[k] or None
+            if masks:
+                (mx1, my1, mx2, my2), inside = masks[k]
+                o["area"] = int(inside.sum())  # the instance's own pixels, not its box's
+                if self.masks_rle:
+                    full = np.zeros(hw, bool)
+                    full[my1:my2, mx1:mx2] = inside
+                    o["mask"] = rle(full)
             if fz is not None:
                 o["zones"] = zones_at(fz, ((x1 + x2) / 2, y2))
                 for zone in o["zones"]:

@@ -174,10 +174,16 @@ def run_file(
     the job).
     """
     run = run or RunDescription()
-    if run.analytics.masks and model.task != "segment":
+    instances = model.kind == "boxes_v8seg"
+    if run.analytics.masks and model.task != "segment" and not instances:
         what = "a classifier" if model.task == "classify" else "a detector"
         raise SettingsError(
             f"--masks: model '{model.path.name}' is {what}: it makes no masks to write"
+        )
+    if instances and run.analytics.masks not in (None, "rle"):
+        raise SettingsError(
+            f"--masks {run.analytics.masks}: an instance segmenter's masks go in the results "
+            "as COCO RLE, one per object; give --masks rle"
         )
     zones = zones_for(run.analytics.zones)
     rules = rules_for(run.analytics.watch, model, [z.name for z in zones.zones] if zones else [])
