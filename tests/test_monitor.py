@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from factory import described, make_model
+from factory import described, make_model, make_yolo_detector
 from worker.constants import Keys
 from worker.live.camera import Camera
 from worker.live.metrics import MonitorMetrics
@@ -365,6 +365,28 @@ def test_a_frozen_camera_is_stalled_within_the_read_timeout_and_counts_no_stale_
     assert "timeout" in frozen_detail and "Invalid data" not in frozen_detail, frozen_detail
     logged = [r.getMessage() for r in caplog.records if "backoff (cannot open" in r.getMessage()]
     assert logged and all("open timeout" in line for line in logged), logged
+
+
+def test_a_detector_s_objects_and_crossings_reach_the_stats_and_metrics(
+    monitors: list[Monitor], tmp_path: Path
+) -> None:
+    # The test camera's white ball: the factory's cell detector sees it as red and blue
+    # cells. Per camera: the objects of the newest frame and the crossings of a line, in
+    # /api/cameras's facts (the camera card) and in /metrics.
+    model = load_model(make_yolo_detector(tmp_path / "det.onnx"), provider="cpu")
+    with RtspServer() as cam:
+        m = start(
+            monitors,
+            [Camera("c", cam.url)],
+            model,
+            described(**FAST, lines=[{"name": "mid", "points": [[0.5, 0], [0.5, 1]]}]),
+        )
+        wait_for(lambda: stat(m, "c", "objects").get("red"), "the ball's boxes")
+        assert set(stat(m, "c", "lines")) == {"mid"}
+        text = MonitorMetrics(m).exposition().decode()
+        summary = m.stop()
+    assert 'video_worker_camera_objects{camera="c",label="red"}' in text
+    assert summary["cameras"]["c"]["objects"].keys() <= {"red", "blue"}
 
 
 def test_health_and_summary_keep_a_count_and_the_last_segments_not_every_path(

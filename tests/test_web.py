@@ -426,6 +426,10 @@ def test_label_series_are_bucket_means_of_at_most_points() -> None:
     top.append("not json")
     c = label_series(top, len(top))
     assert c["kind"] == "score" and c["series"] == {"cat": [0.9, 0.9, 0.9]}
+    # A detector's lines: objects per label.
+    boxes = [json.dumps({"time": i, "objects": [], "counts": {"car": i}}) for i in range(3)]
+    d = label_series(boxes, len(boxes))
+    assert d["kind"] == "count" and d["series"] == {"car": [0.0, 1.0, 2.0]}
 
 
 # ----------------------------------------------------------------------------- dashboard

@@ -65,6 +65,16 @@ class _Collector(Collector):
         age = GaugeMetricFamily(
             f"{_NS}_last_frame_age_seconds", "Time since the last frame came", labels=["camera"]
         )
+        objects = GaugeMetricFamily(
+            f"{_NS}_objects",
+            "Objects (boxes or regions) of each label in the newest processed frame",
+            labels=["camera", "label"],
+        )
+        crossings = CounterMetricFamily(
+            f"{_NS}_line_crossings",
+            "Tracked objects that crossed a line, by direction and label",
+            labels=["camera", "line", "direction", "label"],
+        )
         latency = HistogramMetricFamily(
             f"{_NS}_latency_seconds",
             "Receive-to-annotated latency per frame",
@@ -82,6 +92,12 @@ class _Collector(Collector):
                 state.add_metric([name, st], 1.0 if s["state"] == st else 0.0)
             if s["last_frame_age_s"] is not None:
                 age.add_metric([name], s["last_frame_age_s"])
+            for label, n in s.get("objects", {}).items():
+                objects.add_metric([name, label], n)
+            for line, ways in s.get("lines", {}).items():
+                for way, by_label in ways.items():
+                    for label, n in by_label.items():
+                        crossings.add_metric([name, line, way, label], n)
             buckets, _count, total = self.monitor.cams[name].latency.cumulative()
             latency.add_metric([name], buckets, total)
         yield from (
@@ -93,6 +109,8 @@ class _Collector(Collector):
             segments,
             state,
             age,
+            objects,
+            crossings,
             latency,
         )
 

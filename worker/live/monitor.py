@@ -344,6 +344,10 @@ class Monitor:
                 "segments_written": r.written if r else 0,
                 "last_segments": [str(p) for p in r.last] if r else [],
             }
+            if cam.records.counts_objects:  # objects in the newest frame, crossings so far
+                out[name]["objects"] = dict(cam.records.last_counts)
+                if cam.records.line_specs:
+                    out[name]["lines"] = cam.records.line_totals()
         return out
 
     def stop(self) -> dict[str, Any]:

@@ -81,6 +81,7 @@ class Recorder:
         self.last_masks: list[tuple[tuple[int, int, int, int], Array]] = []
         self.masks_rle = a is not None and a.masks == "rle"
         self.most_regions: dict[str, int] = {}  # per label, the most in one frame
+        self.last_counts: dict[str, int] = {}  # per label, in the newest frame recorded
         # Tracks (``track``, or lines to count): ids for boxes and regions, frame to frame.
         tracked = a is not None and (a.track or bool(lines)) and self.counts_objects
         self.tracker = Tracker() if tracked else None
@@ -191,7 +192,7 @@ class Recorder:
                     in_zone[zone][label] = in_zone[zone].get(label, 0) + 1
             objects.append(o)
         record["objects"] = objects
-        record["counts"] = counts
+        record["counts"] = self.last_counts = counts
         if fz is not None:
             record["zones"] = {zone: {"counts": c} for zone, c in in_zone.items()}
         for label, n in counts.items():
@@ -279,7 +280,7 @@ class Recorder:
                     }
             objects.append(o)
         record["objects"] = objects
-        record["counts"] = counts
+        record["counts"] = self.last_counts = counts
         for label, n in counts.items():
             self.most_regions[label] = max(n, self.most_regions.get(label, 0))
 

@@ -14,6 +14,9 @@ __all__ = ["label_series", "read_series"]
 
 
 def _values(record: dict[str, Any]) -> dict[str, float] | None:
+    counts = record.get("counts")
+    if isinstance(counts, dict) and "coverage" not in record:  # a detector: objects per label
+        return {str(k): float(v) for k, v in counts.items() if isinstance(v, int | float)}
     cov = record.get("coverage")
     if isinstance(cov, dict):
         return {str(k): float(v) for k, v in cov.items() if isinstance(v, int | float)}
@@ -51,6 +54,8 @@ def label_series(
             continue
         if "top" in record:
             kind = "score"
+        elif "counts" in record and "coverage" not in record:
+            kind = "count"
         b = min(buckets - 1, seen // per)
         seen += 1
         n[b] += 1

@@ -54,7 +54,9 @@ async function open(job) {
   chart.replaceChildren(); legend.replaceChildren();
   if (!job.series_url) return;
   const s = await getJSON(job.series_url);
-  document.getElementById("chart-title").textContent = s.kind === "score" ? "top labels' scores over time" : "coverage per label over time";
+  document.getElementById("chart-title").textContent = {
+    score: "top labels' scores over time", count: "objects per label over time",
+  }[s.kind] || "coverage per label over time";
   // The y axis scaled to the data; each label in the model card's colour, as in the video.
   chart.append(lineChart(s.t, s.series, { colors: s.colors || {} }));
   legend.append(...Object.keys(s.series).map((label, i) =>

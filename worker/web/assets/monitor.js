@@ -98,6 +98,9 @@ function render(cams) {
       ["dropped", `${cam.dropped}${drops ? ` (${drops})` : ""}`],
       ["latency", `p50 ${fmt.ms(cam.latency_ms.p50)} · p99 ${fmt.ms(cam.latency_ms.p99)}`],
       ["last frame", ago(cam.last_frame_age_s)],
+      ...(cam.objects ? [["objects", Object.entries(cam.objects).map(([l, n]) => `${l} ${n}`).join(", ") || "none"]] : []),
+      ...Object.entries(cam.lines || {}).map(([line, w]) => [`line ${line}`,
+        `in ${Object.values(w.in).reduce((a, b) => a + b, 0)} · out ${Object.values(w.out).reduce((a, b) => a + b, 0)}`]),
       ["detail", `${cam.state}${cam.detail ? ": " + cam.detail : ""}`],
       ["last event", ev ? `${ev.event} ${ev.zone ? ev.zone + ":" : ""}${ev.label || ev.state || ""} ${fmt.time(ev.time)}` : "–"],
     ];
