@@ -144,7 +144,7 @@ def test_line_crossings_equal_the_truth_both_ways(tmp_path: Path, every: int) ->
     proc = worker_cli(
         tmp_path, "run", "--input", "cross.mp4", "--model", "det.onnx", "--output", "none",
         "--results", "r.jsonl", "--line", "middle=0,0.5 1,0.5", "--every", str(every),
-        env=clean_env(),
+        "--tracks", "tracks.txt", env=clean_env(),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
@@ -165,3 +165,12 @@ def test_line_crossings_equal_the_truth_both_ways(tmp_path: Path, every: int) ->
             if o["id"] is not None:
                 ids.setdefault(o["label"], set()).add(o["id"])
     assert sorted(ids.values(), key=min) == [{1}, {2}]  # one id each, the whole way
+    # The tracks as MOT Challenge text: a line per tracked object per frame, frames from 1.
+    mot = [line.split(",") for line in (tmp_path / "tracks.txt").read_text().splitlines()]
+    with_ids = [(rec["frame"], o) for rec in lines for o in rec["objects"] if o["id"]]
+    assert len(mot) == len(with_ids) and all(len(row) == 10 for row in mot)
+    for row, (frame, o) in zip(mot, with_ids, strict=True):
+        x1, y1, x2, y2 = o["box"]
+        assert (int(row[0]), int(row[1])) == (frame + 1, o["id"])
+        assert [float(v) for v in row[2:6]] == pytest.approx([x1, y1, x2 - x1, y2 - y1], abs=0.01)
+    assert summary["files"]["tracks"] == "tracks.txt"

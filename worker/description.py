@@ -194,6 +194,9 @@ class Analytics(_Frozen):
     track: bool = Field(
         False, description="ids that follow each object (box or region) from frame to frame"
     )
+    tracks: str | None = Field(
+        None, description="files: the tracks as MOT Challenge text (frame,id,x,y,w,h,score)"
+    )
     regions: bool = Field(
         False, description="segment: each class's separate regions as objects in the results"
     )

@@ -123,6 +123,7 @@ ANALYTICS = (
 FILE_OUTPUTS = (
     Flag("masks", help="'png' (a folder beside the results), a folder, or 'rle' (in the JSON)"),
     Flag("picture", "--no-picture", "off", help="no summary PNG beside the results"),
+    Flag("tracks", metavar="FILE"),
 )
 EVENTS = (
     Flag("events", help="events to a .jsonl file, or 'redis' (WORKER_REDIS_URL)"),

@@ -54,6 +54,11 @@ def check_options(options: Mapping[str, Any], where: str = "options") -> dict[st
             f"{where}: masks '{checked['masks']}': a job's masks go beside its results: "
             "expected 'png' or 'rle'"
         )
+    if checked.get("tracks"):
+        raise ValueError(
+            f"{where}: tracks '{checked['tracks']}': a job names no files of its own; its "
+            "results carry each object's id (track = true)"
+        )
     card = options.get("card")
     if card is not None:
         if not isinstance(card, dict):

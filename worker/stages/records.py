@@ -83,7 +83,8 @@ class Recorder:
         self.most_regions: dict[str, int] = {}  # per label, the most in one frame
         self.last_counts: dict[str, int] = {}  # per label, in the newest frame recorded
         # Tracks (``track``, or lines to count): ids for boxes and regions, frame to frame.
-        tracked = a is not None and (a.track or bool(lines)) and self.counts_objects
+        tracked = a is not None and (a.track or bool(a.tracks) or bool(lines))
+        tracked = tracked and self.counts_objects
         self.tracker = Tracker() if tracked else None
         self.line_specs = list(lines) if tracked else []
         self.lines: list[LineCounter] = []

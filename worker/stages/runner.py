@@ -133,6 +133,7 @@ def plan_outputs(
             ("masks", paths.masks if isinstance(paths.masks, Path) else None),
             ("snapshots", paths.snapshots),
             ("picture", paths.picture),
+            ("tracks", paths.tracks),
         )
         if p is not None and str(p) != "-"
     ]

@@ -52,6 +52,7 @@ class SidecarPaths:
     events_file: Path | None = None  # events as JSON lines, published with the outputs
     snapshots: Path | None = None  # a folder for the events' JPEGs
     picture: Path | None = None  # the summary picture
+    tracks: Path | None = None  # the tracks, MOT Challenge text
 
     @classmethod
     def plan(
@@ -87,6 +88,7 @@ class SidecarPaths:
             events_file=beside(".events.jsonl") if rules and not events_elsewhere else None,
             snapshots=beside(".events") if rules and analytics.snapshots else None,
             picture=beside(".png") if analytics.picture else None,
+            tracks=Path(analytics.tracks) if analytics.tracks else None,
         )
 
 
@@ -152,6 +154,30 @@ class _Series(Output):
                     self.zones[zone][label].append((t, float(value.get(label, 0.0))))
 
 
+class _Tracks(Output):
+    """Every tracked object as a line of MOT Challenge text (frame, id, x, y, w, h, score,
+    -1, -1, -1; frames from 1), as TrackEval and py-motmetrics read it."""
+
+    def __init__(self, target: AtomicFile) -> None:
+        # Written as frames come (a long video's tracks need not fit in memory); closed by
+        # ``Sidecars.finish`` or ``discard``.
+        self.file = target.temp.open("w", encoding="utf-8")
+
+    def processed(self, item: Item, answer: Answer, record: Record, picture: Picture) -> None:
+        f = item.frame.index + 1
+        for o in record.get("objects", ()):
+            if o.get("id"):
+                x1, y1, x2, y2 = o["box"]
+                score = o.get("score", 1.0)
+                self.file.write(
+                    f"{f},{o['id']},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{score:.4f},"
+                    "-1,-1,-1\n"
+                )
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class Sidecars:
     """The extra outputs of one file run: ``outputs`` for its frame loop, ``events`` for the
     watch rules; ``finish`` after the last frame, then ``commit`` (or ``discard``)."""
@@ -186,6 +212,7 @@ class Sidecars:
                 else None
             )
             self.picture = self._file(paths.picture, "picture") if paths.picture else None
+            self.tracks = self._file(paths.tracks, "tracks") if paths.tracks else None
         except BaseException:
             self.discard()
             raise
@@ -204,6 +231,9 @@ class Sidecars:
         self.spans: list[tuple[float, float, str]] = []
         self.series = _Series(model.labels) if self.picture is not None else None
         self.outputs: list[Output] = []
+        self._tracks = _Tracks(self.tracks) if self.tracks is not None else None
+        if self._tracks is not None:
+            self.outputs.append(self._tracks)
         if paths.masks is not None:
             self.outputs.append(_Masks(model, maps, self.mask_dir))
         if self.series is not None:
@@ -234,6 +264,8 @@ class Sidecars:
     def finish(self, last_time: float) -> None:
         """The run's frames are done (the last at ``last_time``): close open events, write the
         files (not yet public)."""
+        if self._tracks is not None:
+            self._tracks.close()
         if self.events:
             self.events.finish(last_time)
         if self.events_file is not None:
@@ -268,6 +300,7 @@ class Sidecars:
             ("events", self.events_file),
             ("snapshots", self.snap_dir),
             ("picture", self.picture),
+            ("tracks", self.tracks),
         ):
             if item is None:
                 continue
@@ -276,6 +309,8 @@ class Sidecars:
         return out
 
     def discard(self) -> None:
+        if getattr(self, "_tracks", None) is not None:
+            self._tracks.close()  # type: ignore[union-attr]
         for item in self._opened:
             item.discard()
 
