@@ -5,16 +5,18 @@ generated video of objects crossing a line both ways (``factory.make_moments_det
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 
 from factory import make_moments_detector
 from worker.ops.lines import LineCounter
 from worker.ops.tracking import Tracker, iou_matrix
-from worker.testing import clean_env, make_video, worker_cli
+from worker.testing import clean_env, decode, make_video, worker_cli
 
 Array = np.ndarray[Any, Any]
 
@@ -174,3 +176,39 @@ def test_line_crossings_equal_the_truth_both_ways(tmp_path: Path, every: int) ->
         assert (int(row[0]), int(row[1])) == (frame + 1, o["id"])
         assert [float(v) for v in row[2:6]] == pytest.approx([x1, y1, x2 - x1, y2 - y1], abs=0.01)
     assert summary["files"]["tracks"] == "tracks.txt"
+
+
+def parcels(index: int, width: int, height: int) -> Array:
+    """Two parcels on a textured belt: a red one going down across the middle, a blue one
+    coming up (BGR); the README's picture."""
+    tex = np.random.default_rng(3).integers(-14, 15, (height, width, 1))
+    img = np.clip(np.full((height, width, 3), 110) + tex, 0, 255).astype(np.uint8)
+    img[height * 5 // 6 :] = np.clip(np.array([70, 150, 80]) + tex[height * 5 // 6 :], 0, 255)
+    s = width / 1280
+    y = round((60 + 12 * index) * s)
+    img[y : y + round(140 * s), round(240 * s) : round(420 * s)] = (40, 40, 220)
+    y = round((600 - 10 * index) * s)
+    img[y : y + round(120 * s), round(800 * s) : round(940 * s)] = (220, 60, 40)
+    return img
+
+
+def test_instance_masks_tracks_and_a_line_drawn_on_the_video(tmp_path: Path) -> None:
+    # What the README shows (tests/screens/objects.jpg, written there with SCREENSHOTS_DIR set).
+    make_moments_detector(tmp_path / "seg.onnx", size=160, instances=True)
+    (tmp_path / "card.json").write_text('{"colors": [[235, 70, 70], [70, 130, 255]]}')
+    make_video(tmp_path / "parcels.mp4", frames=40, width=1280, height=720, image=parcels)
+    proc = worker_cli(
+        tmp_path, "run", "--input", "parcels.mp4", "--model", "seg.onnx", "--card", "card.json",
+        "--line", "belt=0.05,0.5 0.95,0.5", "--track", "--output", "out.mp4", "--results",
+        "r.jsonl", env=clean_env(),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    objects = json.loads(proc.stdout)["objects"]
+    assert objects["lines"] == {"belt": {"in": {"red": 1}, "out": {"blue": 1}}}
+    frame = decode(tmp_path / "out.mp4")[26][1]
+    # The line (magenta) across the frame, the masks blended in the card's colours.
+    assert frame[360, 600].tolist() == pytest.approx([255, 0, 255], abs=60)
+    if os.environ.get("SCREENSHOTS_DIR"):
+        small = cv2.resize(frame, (960, 540), interpolation=cv2.INTER_AREA)
+        where = str(Path(os.environ["SCREENSHOTS_DIR"]) / "objects.jpg")
+        cv2.imwrite(where, small, [cv2.IMWRITE_JPEG_QUALITY, 85])

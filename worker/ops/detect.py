@@ -43,14 +43,16 @@ def _xyxy(cxcywh: Array) -> Array:
     return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
 
 
-def nms(boxes: Array, scores: Array, iou: float) -> Array:
+def nms(boxes: Array, scores: Array, iou: float, limit: int | None = None) -> Array:
     """Indices of the boxes greedy non-maximum suppression keeps, best score first: a box
-    goes if it overlaps a better kept one by more than ``iou`` (intersection over union)."""
+    goes if it overlaps a better kept one by more than ``iou`` (intersection over union).
+    ``limit``: stop once that many are kept (the rest would be cut anyway: a crowded frame
+    of thousands of candidates costs ``limit`` passes, not thousands)."""
     order = np.argsort(-scores, kind="stable")
     x1, y1, x2, y2 = boxes.T
     area = np.maximum(0.0, x2 - x1) * np.maximum(0.0, y2 - y1)
     keep: list[int] = []
-    while order.size:
+    while order.size and (limit is None or len(keep) < limit):
         i = int(order[0])
         keep.append(i)
         rest = order[1:]
@@ -89,7 +91,7 @@ def detections(
         return np.zeros((0, width), np.float32)
     xyxy = _xyxy(boxes[on])
     best, cls = best[on], cls[on]
-    keep = nms(xyxy + cls[:, None] * _MAX_WH, best, iou)[:max_det]
+    keep = nms(xyxy + cls[:, None] * _MAX_WH, best, iou, limit=max_det)
     parts = [xyxy[keep], best[keep, None], cls[keep, None].astype(np.float32)]
     if coefs is not None:
         parts.append(coefs[on][keep])

@@ -16,7 +16,7 @@ import numpy as np
 
 from worker.ops.postprocess import NO_CLASS
 
-__all__ = ["Blender", "blend_mask", "draw_boxes", "draw_top", "pad_even"]
+__all__ = ["Blender", "blend_mask", "draw_boxes", "draw_lines", "draw_top", "pad_even"]
 
 Array = np.ndarray[Any, Any]
 
@@ -129,6 +129,27 @@ def draw_boxes(
         ink = (0, 0, 0) if sum(color) > 380 else (255, 255, 255)
         cv2.putText(image, text, (x1 + 2, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, ink,
                     thick, cv2.LINE_AA)  # fmt: skip
+    return image
+
+
+def draw_lines(
+    image: Array,
+    lines: Sequence[tuple[tuple[float, float], tuple[float, float], str]],
+    color: tuple[int, int, int] = (255, 0, 255),
+    line_width: int = 0,
+) -> Array:
+    """Lines from a to b (frame pixels) with a caption above their second point (where a
+    box's caption, at a box's top left, is least likely), in place."""
+    h, w = image.shape[:2]
+    thick = line_width or max(1, round(h / 360))
+    scale = max(0.4, h / 900)
+    for a, b, text in lines:
+        p, q = (round(a[0]), round(a[1])), (round(b[0]), round(b[1]))
+        cv2.line(image, p, q, color, thick, cv2.LINE_AA)
+        (tw, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        org = (min(max(q[0] - tw, 0), max(0, w - tw)), min(max(q[1] - 6, 12), h - 4))
+        cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color,
+                    max(1, thick - 1), cv2.LINE_AA)  # fmt: skip
     return image
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from worker.description import Analytics, Look
 from worker.models import Model
-from worker.ops.overlay import Blender, blend_mask, draw_boxes, draw_top
+from worker.ops.overlay import Blender, blend_mask, draw_boxes, draw_lines, draw_top
 from worker.ops.postprocess import NO_CLASS
 from worker.ops.zones import draw_zones
 from worker.stages.frames import Answer, Frame
@@ -29,6 +29,7 @@ from worker.stages.records import MaskMaps, Recorder
 __all__ = [
     "BoxPainter",
     "LabelPainter",
+    "LinePainter",
     "MaskPainter",
     "Painter",
     "Painters",
@@ -84,8 +85,8 @@ class LabelPainter:
 
 
 class BoxPainter:
-    """A detector's boxes, each in its class's colour, captioned with label and score; an
-    instance segmenter's masks blended under them (``alpha``)."""
+    """A detector's boxes, each in its class's colour, captioned with label, track id (when
+    tracked) and score; an instance segmenter's masks blended under them (``alpha``)."""
 
     makes_new = False
 
@@ -104,12 +105,31 @@ class BoxPainter:
                     rgb = self.model.colors[int(row[5])]
                     blend_mask(scene[y1:y2, x1:x2], inside, rgb[::-1], self.alpha)
         boxes = []
-        for x1, y1, x2, y2, score, cls in rows:
+        ids = self.recorder.last_ids if len(self.recorder.last_ids) == len(rows) else []
+        for k, (x1, y1, x2, y2, score, cls) in enumerate(rows):
             red, green, blue = (int(c) for c in self.model.colors[int(cls)])
-            caption = f"{self.model.label(int(cls))} {score:.2f}"
+            tag = f" #{ids[k]}" if ids and ids[k] else ""
+            caption = f"{self.model.label(int(cls))}{tag} {score:.2f}"
             box = (round(x1), round(y1), round(x2), round(y2))
             boxes.append((box, caption, (blue, green, red)))
         return draw_boxes(scene, boxes)
+
+
+class LinePainter:
+    """Counting lines (``--line``): each drawn with its name and its in/out totals so far."""
+
+    makes_new = False
+
+    def __init__(self, recorder: Recorder, line_width: int = 0) -> None:
+        self.recorder = recorder
+        self.line_width = line_width
+
+    def paint(self, scene: Array, frame: Frame, answer: Answer) -> Array:
+        lines = []
+        for c in self.recorder.lines:
+            ins, outs = sum(c.counts["in"].values()), sum(c.counts["out"].values())
+            lines.append((c.a, c.b, f"{c.name} in {ins} out {outs}"))
+        return draw_lines(scene, lines, line_width=self.line_width)
 
 
 class RegionPainter:
@@ -192,6 +212,8 @@ def painters_for(model: Model, look: Look, recorder: Recorder) -> Painters:
         painters.append(LabelPainter(model))
     if recorder.regions is not None:
         painters.append(RegionPainter(model, recorder, recorder.regions))
+    if recorder.line_specs and look.draw_zones:
+        painters.append(LinePainter(recorder, look.line_width))
     if recorder.zones is not None and look.draw_zones:
         painters.append(ZonePainter(model, recorder, look.line_width))
     return Painters(painters)

@@ -82,6 +82,7 @@ class Recorder:
         self.masks_rle = a is not None and a.masks == "rle"
         self.most_regions: dict[str, int] = {}  # per label, the most in one frame
         self.last_counts: dict[str, int] = {}  # per label, in the newest frame recorded
+        self.last_ids: list[int] = []  # the newest frame's objects' track ids (0: none yet)
         # Tracks (``track``, or lines to count): ids for boxes and regions, frame to frame.
         tracked = a is not None and (a.track or bool(a.tracks) or bool(lines))
         tracked = tracked and self.counts_objects
@@ -207,7 +208,7 @@ class Recorder:
         crossings they made (``crossings`` this frame, ``lines``: the totals so far)."""
         if self.tracker is None:
             return None
-        ids = self.tracker.update(rows, frame.time)
+        ids = self.last_ids = self.tracker.update(rows, frame.time)
         if self.line_specs:
             if self._lines_hw != hw:  # the lines in this frame size's pixels
                 self._lines_hw = hw
