@@ -114,6 +114,12 @@ def _masks_on_a_classifier(tmp: Path) -> Case:
     return Case([*RUN, "--model", "cls.onnx", "--masks", "m"], ["--masks", "classifier"])
 
 
+def _line_without_objects(tmp: Path) -> Case:
+    # A line on a plain segmenter would count nothing, silently.
+    _clip(tmp)
+    return Case([*RUN, "--line", "gate=0,0.5 1,0.5"], ["--line", "without --regions"])
+
+
 def _model_path_is_a_folder(tmp: Path) -> Case:
     # Before: "no such file" for a folder that is there.
     _clip(tmp)
@@ -212,6 +218,7 @@ BAD: dict[str, Callable[[Path], Case]] = {
     "--webhook port 99999": _webhook_port_out_of_range,
     "--masks on a classifier": _masks_on_a_classifier,
     "model path is a folder": _model_path_is_a_folder,
+    "--line on a segmenter without --regions": _line_without_objects,
     "pipeline nested thousands deep": _pipeline_nested_thousands_deep,
     "card nested thousands deep": _card_nested_thousands_deep,
     "card mean NaN": _card_mean_nan,

@@ -36,7 +36,7 @@ from worker.live.cam import Cam
 from worker.live.camera import Camera, CameraSource, CameraState
 from worker.models import Model
 from worker.ops.zones import FrameZones
-from worker.stages.analytics import rules_for
+from worker.stages.analytics import check_objects, rules_for
 from worker.stages.batching import run_inference
 from worker.stages.channels import END, DropOldest
 from worker.stages.events import EventLog
@@ -97,6 +97,7 @@ class Monitor:
         for c in cameras:
             cam_run = per_camera.get(c.name, run)
             _check_zone_cameras(cam_run, names)
+            check_objects(cam_run.analytics, model)
             cam = self.cams[c.name] = Cam(c, cam_run, model, self.live, self.drop)
             self._loops[c.name] = cam.loop(model, self._events_for(cam))
         self.ingress = DropOldest(

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from worker.description import LineSpec, WatchSpec, ZoneSpec
+from worker.description import Analytics, LineSpec, WatchSpec, ZoneSpec
 from worker.errors import SettingsError
 from worker.models import Model
 from worker.ops.rules import Rule, check_rule, parse_rule
 from worker.ops.zones import Zone, ZoneSet
 
-__all__ = ["lines_for", "rules_for", "zones_for"]
+__all__ = ["check_objects", "lines_for", "rules_for", "zones_for"]
 
 
 def zones_for(specs: Sequence[ZoneSpec], camera: str | None = None) -> ZoneSet | None:
@@ -34,6 +34,22 @@ def lines_for(specs: Sequence[LineSpec], camera: str | None = None) -> list[Line
     if dup is not None:
         raise SettingsError(f"lines: the name '{dup}' is used twice")
     return chosen
+
+
+def check_objects(analytics: Analytics, model: Model) -> None:
+    """``SettingsError`` if the run asks to track or count objects it will not have: a
+    detector's boxes, or a segmenter's regions (``--regions``)."""
+    has = model.task == "detect" or (analytics.regions and model.task == "segment")
+    asked = [
+        flag for flag, on in (("--line", analytics.lines), ("--track", analytics.track),
+                              ("--tracks", analytics.tracks)) if on
+    ]  # fmt: skip
+    if asked and not has:
+        what = "a classifier" if model.task == "classify" else "a segmenter without --regions"
+        raise SettingsError(
+            f"{asked[0]}: model '{model.path.name}' is {what}: it finds no objects to follow; "
+            "use a detector, or --regions with a segmenter"
+        )
 
 
 def rules_for(

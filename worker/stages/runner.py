@@ -28,7 +28,7 @@ from worker.messages import plural
 from worker.models import Model
 from worker.ops.sampling import Sampler
 from worker.signals import stop_on_signals
-from worker.stages.analytics import lines_for, rules_for, zones_for
+from worker.stages.analytics import check_objects, lines_for, rules_for, zones_for
 from worker.stages.atomic import AtomicFile
 from worker.stages.batching import run_inference
 from worker.stages.channels import END, Lossless
@@ -186,6 +186,7 @@ def run_file(
             f"--masks {run.analytics.masks}: an instance segmenter's masks go in the results "
             "as COCO RLE, one per object; give --masks rle"
         )
+    check_objects(run.analytics, model)
     zones = zones_for(run.analytics.zones)
     rules = rules_for(run.analytics.watch, model, [z.name for z in zones.zones] if zones else [])
     paths = plan_outputs(input, output, results, run, rules=bool(rules))
