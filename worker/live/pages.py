@@ -121,7 +121,8 @@ def event_links(
 
 def _event_parts(monitor: Monitor, event: dict[str, Any]) -> list[dict[str, Any]] | None:
     """The segments a watch event spans (to its end, or to now while it goes on)."""
-    cam = monitor.cams.get(event.get("camera"))  # type: ignore[arg-type]
+    name = event.get("camera")
+    cam = monitor.cams.get(name) if isinstance(name, str) else None
     start = event.get("start")
     if cam is None or cam.recorder is None or not isinstance(start, (int, float)):
         return None

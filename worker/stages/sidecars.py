@@ -309,8 +309,9 @@ class Sidecars:
         return out
 
     def discard(self) -> None:
-        if getattr(self, "_tracks", None) is not None:
-            self._tracks.close()  # type: ignore[union-attr]
+        tracks: _Tracks | None = getattr(self, "_tracks", None)  # (None if __init__ failed)
+        if tracks is not None:
+            tracks.close()
         for item in self._opened:
             item.discard()
 
