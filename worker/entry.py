@@ -14,9 +14,9 @@ __all__ = ["main"]
 
 
 def main() -> int:
-    try:
-        from worker.signals import install_startup_handlers
+    from worker.signals import arrived, install_startup_handlers
 
+    try:
         install_startup_handlers()
         from worker.cli.main import main as run
 
@@ -25,3 +25,11 @@ def main() -> int:
         signum = int(getattr(e, "signum", signal.SIGINT))
         print(f"error: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
         return 128 + signum
+    except Exception:
+        # A signal landing while a native module initialises comes out as that import's
+        # error (pybind11: "ImportError: initialization failed"): still the signal.
+        came = arrived()
+        if came is None:
+            raise
+        print(f"error: interrupted ({signal.Signals(came).name})", file=sys.stderr)
+        return 128 + came

@@ -28,7 +28,14 @@ from typing import Any
 
 from worker.errors import Signalled
 
-__all__ = ["HANDLED", "Caught", "install_startup_handlers", "on_signals", "stop_on_signals"]
+__all__ = [
+    "HANDLED",
+    "Caught",
+    "arrived",
+    "install_startup_handlers",
+    "on_signals",
+    "stop_on_signals",
+]
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -41,8 +48,22 @@ def _ignore_from_now_on() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+#: The signal the start-up handlers raised for, if one came.
+_arrived: int | None = None
+
+
+def arrived() -> int | None:
+    """The signal that interrupted start-up, if one did. Whatever error the command ends in
+    after it is its consequence: a signal landing while a native module initialises comes
+    out of the import as ``ImportError: initialization failed`` (pybind11 wraps it so), not
+    as the ``KeyboardInterrupt`` that was raised."""
+    return _arrived
+
+
 def _raise(signum: int, frame: FrameType | None) -> None:
+    global _arrived
     _ignore_from_now_on()
+    _arrived = signum
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
     raise Signalled(signum)

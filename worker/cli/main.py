@@ -34,6 +34,7 @@ from worker.cli.flags import (
 from worker.cli.queue import QUEUE_COMMANDS, add_queue_parsers
 from worker.errors import Cancelled, OutputError, WorkerError
 from worker.settings import load_settings
+from worker.signals import arrived
 from worker.urls import redact_urls
 
 __all__ = ["main", "setup_logging"]
@@ -343,6 +344,10 @@ def _main(argv: Sequence[str] | None) -> int:
         _stdout_closed()
         return 0
     except Exception as e:  # a bug: say so in one line, the traceback on request
+        came = arrived()
+        if came is not None:  # no bug: a signal, wrapped by what it interrupted
+            print(f"error: interrupted ({signal.Signals(came).name})", file=sys.stderr)
+            return 128 + came
         if debug:
             traceback.print_exc()
         print(
