@@ -53,6 +53,7 @@ def run(rule: str, values: list[float], dt: float = 1.0) -> list[tuple[str, int]
         ("traffic light>.5", Rule("traffic light", 0.5, 1)),
         ("car>1", Rule("car", 1.0, 1)),
         ("door:person>0.2@3", Rule("person", 0.2, 3, zone="door")),
+        ("person>=0.2", Rule("person", 0.2, inclusive=True)),
         (
             "door:person>0.2 end=2s min=1 loiter=10s start=0.5",
             Rule("person", 0.2, 1, zone="door", start_s=0.5, end_s=2, min_s=1, loiter_s=10),
@@ -63,7 +64,7 @@ def test_parse_rule_valid(text: str, rule: Rule) -> None:
     assert parse_rule(text) == rule
 
 
-@pytest.mark.parametrize("text", ["person", "person>", "person>=0.2", "person<0.2", "p>0.2@"])
+@pytest.mark.parametrize("text", ["person", "person>", "person=>0.2", "person<0.2", "p>0.2@"])
 def test_parse_rule_malformed_names_text_and_form(text: str) -> None:
     with pytest.raises(ValueError, match="expected \\[ZONE:\\]LABEL>THRESHOLD") as e:
         parse_rule(text)

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from worker.errors import SettingsError
-from worker.kinds import Provider
+from worker.kinds import Anchor, Provider
 from worker.messages import plain, tuple_length
 
 __all__ = [
@@ -137,7 +137,8 @@ class WatchSpec(_Frozen):
     """A watch rule written as a table (a pipeline file's ``[[watch]]``)."""
 
     label: str = Field(min_length=1)
-    above: float = Field(ge=0.0, allow_inf_nan=False)  # a fraction, or a detector's count
+    # a fraction, or a detector's count; None: per object (needs zone and loiter_s)
+    above: float | None = Field(None, ge=0.0, allow_inf_nan=False)
     zone: str | None = None
     frames: int = Field(1, ge=1)
     start_s: float = Field(0.0, ge=0.0, allow_inf_nan=False)
@@ -193,6 +194,9 @@ class Analytics(_Frozen):
     )
     track: bool = Field(
         False, description="ids that follow each object (box or region) from frame to frame"
+    )
+    anchor: Anchor = Field(
+        "bottom_center", description="the point of a box that zones and lines count"
     )
     tracks: str | None = Field(
         None, description="files: the tracks as MOT Challenge text (frame,id,x,y,w,h,score)"

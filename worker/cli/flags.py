@@ -106,7 +106,8 @@ ANALYTICS = (
          "repeat per zone"),
     Flag("watch", kind="append", metavar="[ZONE:]LABEL>THRESHOLD[@N] [end=2s ...]",
          help="an event rule: start after N frames (and start=S s) above, end after end=S s "
-         "below, drop shorter than min=S, loiter=S in the zone; repeat per rule"),
+         "below, drop shorter than min=S, loiter=S in the zone; ZONE:LABEL loiter=S: each "
+         "tracked object that long in the zone; repeat per rule"),
     Flag("snapshots", "--no-snapshots", "off", help="no JPEG of an event's peak frame"),
     Flag("every", help="process every Nth frame only"),
     Flag("fps", help="process at most F frames per second"),
@@ -114,6 +115,7 @@ ANALYTICS = (
          help="a named line objects are counted crossing (in: to its right walking from the "
          "first point to the second); repeat per line; tracks the objects"),
     Flag("track", kind="on"),
+    Flag("anchor"),
     Flag("regions", kind="on"),
     Flag("min_area"),
     Flag("measure", kind="on"),

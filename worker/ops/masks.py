@@ -43,6 +43,8 @@ __all__ = [
     "Rle",
     "bits_png",
     "indexed_png",
+    "instance_ids",
+    "instance_png",
     "rle",
     "rle_per_label",
 ]
@@ -141,6 +143,40 @@ def bits_png(bits: Array, classes: int) -> bytes:
     if not ok:  # pragma: no cover - cv2 encodes every 2-D uint8/uint16 and BGRA image
         raise ValueError("cv2 could not encode the bits as PNG")
     return bytes(buf.data)
+
+
+def _png(img: Array) -> bytes:
+    params = [cv2.IMWRITE_PNG_COMPRESSION, _LEVEL]
+    params += [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+    ok, buf = cv2.imencode(".png", img, params)
+    if not ok:  # pragma: no cover - cv2 encodes every 2-D uint8/uint16 image
+        raise ValueError("cv2 could not encode the picture as PNG")
+    return bytes(buf.data)
+
+
+def instance_ids(
+    masks: Sequence[tuple[tuple[int, int, int, int], Array]], frame_hw: tuple[int, int]
+) -> Array:
+    """Instance masks (each: its box x1, y1, x2, y2 in whole frame pixels, and a bool mask of
+    the box's size) as one (h, w) uint16 map: 0 nothing, k the k-th instance (1-based, the
+    order of the frame's ``objects``). Where two overlap the earlier (higher score) wins."""
+    if len(masks) > 65535:
+        raise ValueError(f"{len(masks)} instances: at most 65535 fit a 16-bit map")
+    out = np.zeros(frame_hw, np.uint16)
+    for k in range(len(masks) - 1, -1, -1):  # the last painted, the first listed, wins
+        (x1, y1, x2, y2), inside = masks[k]
+        out[y1:y2, x1:x2][inside] = k + 1
+    return out
+
+
+def instance_png(ids: Array) -> bytes:
+    """A (h, w) uint16 instance map as a 16-bit grey PNG (always 16-bit: one format to read,
+    whatever the count)."""
+    if ids.dtype != np.uint16 or ids.ndim != 2 or 0 in ids.shape:
+        raise ValueError(
+            f"instance map must be a non-empty (h, w) uint16 array, got {ids.dtype} {ids.shape}"
+        )
+    return _png(ids)
 
 
 # ------------------------------------------------------------------------------------ RLE

@@ -14,7 +14,12 @@ Frigate-style hysteresis so a flickering mask does not make a flurry of events:
 Text form: ``[ZONE:]LABEL>THRESHOLD[@FRAMES][ key=value ...]`` with keys ``start``, ``end``,
 ``min``, ``loiter`` in seconds (``10``, ``2.5s``), e.g. ``door:person>0.2@3 end=2s min=1s``.
 ``LABEL>THRESHOLD@FRAMES`` alone means what it always did: start after FRAMES frames above,
-end on the first frame below.
+end on the first frame below. ``>=`` reads better for counts: ``door:person>=3``.
+
+A rule with a zone and ``loiter=`` but no threshold, ``door:person loiter=30s``, is *per
+object*: one event per tracked object staying in the zone that long (``worker.ops.dwell``;
+its ``end=`` is the time outside that ends a stay, 1 s by default). ``Tracker`` leaves such
+rules alone.
 
 Times are the caller's: video time for files, receive time for cameras. Plain data, no I/O.
 """
@@ -29,8 +34,8 @@ from typing import Any, Literal
 __all__ = ["Rule", "Tracker", "Transition", "parse_rule", "value_of"]
 
 _CORE = re.compile(
-    r"^\s*(?:(?P<zone>[A-Za-z0-9_.-]+)\s*:\s*)?(?P<label>[^<>@:=]+?)\s*>\s*"
-    r"(?P<thr>[0-9]*\.?[0-9]+)\s*(?:@\s*(?P<n>\d+))?\s*$"
+    r"^\s*(?:(?P<zone>[A-Za-z0-9_.-]+)\s*:\s*)?(?P<label>[^<>@:=]+?)\s*(?:(?P<op>>=?)\s*"
+    r"(?P<thr>[0-9]*\.?[0-9]+)\s*(?:@\s*(?P<n>\d+))?)?\s*$"
 )
 _OPTION = re.compile(r"^(?P<key>start|end|min|loiter)=(?P<value>[0-9]*\.?[0-9]+)s?$")
 _KEYS = {"start": "start_s", "end": "end_s", "min": "min_s", "loiter": "loiter_s"}
@@ -46,12 +51,20 @@ class Rule:
     end_s: float = 0.0
     min_s: float = 0.0
     loiter_s: float = 0.0
+    inclusive: bool = False  # ">=": the value at the threshold counts as above
+    each: bool = False  # per object: each tracked object loitering in the zone (no threshold)
 
     @property
     def text(self) -> str:
-        core = f"{self.zone + ':' if self.zone else ''}{self.label}>{self.threshold:g}"
         opts = [f"{k}={getattr(self, attr):g}s" for k, attr in _KEYS.items() if getattr(self, attr)]
+        where = f"{self.zone + ':' if self.zone else ''}{self.label}"
+        if self.each:
+            return " ".join([where, *opts])
+        core = f"{where}{'>=' if self.inclusive else '>'}{self.threshold:g}"
         return " ".join([f"{core}@{self.frames}", *opts])
+
+    def above(self, value: float) -> bool:
+        return value >= self.threshold if self.inclusive else value > self.threshold
 
 
 def parse_rule(
@@ -66,14 +79,16 @@ def parse_rule(
     threshold is a number of objects (a detector), not a fraction."""
     tokens = text.split()
     options: list[str] = []
-    while tokens and "=" in tokens[-1]:  # trailing key=value options; labels may hold spaces
+    # Trailing key=value options (labels may hold spaces; ">=" is no option).
+    while tokens and re.match(r"^[A-Za-z_]+=", tokens[-1]):
         options.insert(0, tokens.pop())
     core = " ".join(tokens)
     m = _CORE.match(core)
-    if m is None:
+    if m is None or (m["thr"] is None and not any(o.startswith("loiter=") for o in options)):
         raise ValueError(
             f"'{text}' is not a watch rule; expected [ZONE:]LABEL>THRESHOLD[@FRAMES] "
-            "[start=S] [end=S] [min=S] [loiter=S], e.g. door:person>0.2@3 end=2s"
+            "[start=S] [end=S] [min=S] [loiter=S], e.g. door:person>0.2@3 end=2s, or "
+            "ZONE:LABEL loiter=S for each object, e.g. door:person loiter=30s"
         )
     fields: dict[str, Any] = {}
     for opt in options:
@@ -87,9 +102,11 @@ def parse_rule(
     return check_rule(
         Rule(
             label=m["label"],
-            threshold=float(m["thr"]),
+            threshold=float(m["thr"]) if m["thr"] else 0.0,
             frames=int(m["n"]) if m["n"] else 1,
             zone=m["zone"],
+            inclusive=m["op"] == ">=",
+            each=m["thr"] is None,
             **fields,
         ),
         labels,
@@ -108,6 +125,13 @@ def check_rule(
     counts: bool = False,
 ) -> Rule:
     said = text or rule.text
+    if rule.each and (rule.zone is None or not rule.loiter_s):
+        raise ValueError(
+            f"'{said}': a rule without a threshold is per object and needs a zone and "
+            "loiter=S, e.g. door:person loiter=30s"
+        )
+    if rule.each and (rule.start_s or rule.min_s or rule.frames != 1):
+        raise ValueError(f"'{said}': a per-object rule takes only loiter= and end=")
     if counts and not 0.0 <= rule.threshold < 1e6:
         raise ValueError(f"'{said}': threshold {rule.threshold:g}: expected a count, 0 or more")
     if not counts and not 0.0 <= rule.threshold <= 1.0:
@@ -131,10 +155,10 @@ def value_of(rule: Rule, record: dict[str, Any]) -> float:
         scope = record.get("zones", {}).get(rule.zone, {})
         if "coverage" not in scope and "top" not in scope and "counts" not in scope:
             scope = {"coverage": scope}  # segmenters' zones hold label -> coverage directly
+    if "coverage" in scope:  # before counts: a segmenter with --regions has both
+        return float(scope["coverage"].get(rule.label, 0.0))
     if "counts" in scope:  # a detector: how many of the label (in the zone)
         return float(scope["counts"].get(rule.label, 0))
-    if "coverage" in scope:
-        return float(scope["coverage"].get(rule.label, 0.0))
     for t in scope.get("top", ()):
         if t["label"] == rule.label:
             return float(t["score"])
@@ -191,8 +215,10 @@ class Tracker:
         out: list[Transition] = []
         frame = record.get("frame")
         for i, (rule, s) in enumerate(zip(self.rules, self.states, strict=True)):
+            if rule.each:
+                continue  # per object: worker.ops.dwell.Loiter
             v = value_of(rule, record)
-            if v > rule.threshold:
+            if rule.above(v):
                 s.below_since = None
                 if s.above_since is None:
                     s.above_since, s.streak = t, 0

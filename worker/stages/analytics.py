@@ -11,7 +11,7 @@ from worker.models import Model
 from worker.ops.rules import Rule, check_rule, parse_rule
 from worker.ops.zones import Zone, ZoneSet
 
-__all__ = ["check_objects", "lines_for", "rules_for", "zones_for"]
+__all__ = ["check_objects", "follows_objects", "lines_for", "rules_for", "zones_for"]
 
 
 def zones_for(specs: Sequence[ZoneSpec], camera: str | None = None) -> ZoneSet | None:
@@ -36,13 +36,38 @@ def lines_for(specs: Sequence[LineSpec], camera: str | None = None) -> list[Line
     return chosen
 
 
+def _per_object(watch: Sequence[str | WatchSpec]) -> bool:
+    """Whether a watch rule is per object (``door:person loiter=30s``); a rule that does not
+    parse is not (``rules_for`` says what is wrong with it)."""
+    for w in watch:
+        if isinstance(w, WatchSpec):
+            if w.above is None:
+                return True
+            continue
+        try:
+            if parse_rule(w).each:
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def follows_objects(analytics: Analytics) -> bool:
+    """Whether objects get track ids: asked for (``--track``, ``--tracks``), or needed by
+    lines to count or per-object rules."""
+    a = analytics
+    return a.track or bool(a.tracks) or bool(a.lines) or _per_object(a.watch)
+
+
 def check_objects(analytics: Analytics, model: Model) -> None:
     """``SettingsError`` if the run asks to track or count objects it will not have: a
     detector's boxes, or a segmenter's regions (``--regions``)."""
     has = model.task == "detect" or (analytics.regions and model.task == "segment")
     asked = [
         flag for flag, on in (("--line", analytics.lines), ("--track", analytics.track),
-                              ("--tracks", analytics.tracks)) if on
+                              ("--tracks", analytics.tracks),
+                              ("--watch ZONE:LABEL loiter=S", _per_object(analytics.watch)))
+        if on
     ]  # fmt: skip
     if asked and not has:
         what = "a classifier" if model.task == "classify" else "a segmenter without --regions"
@@ -70,7 +95,8 @@ def rules_for(
             else:
                 rule = Rule(
                     label=w.label,
-                    threshold=w.above,
+                    threshold=w.above or 0.0,
+                    each=w.above is None,
                     frames=w.frames,
                     zone=w.zone,
                     start_s=w.start_s,

@@ -9,6 +9,12 @@ JPEG written into ``snapshots`` (the folder beside the outputs or recordings), a
 
 The peak frame's picture is copied when the peak rises and encoded once, when the event ends:
 a rising value over many frames costs copies, not JPEG encodes.
+
+Per-object rules (``door:person loiter=30s``) make one event per tracked object: it starts
+when the object has stayed ``loiter`` seconds in the zone (the record's ``start`` is when it
+entered, ``id`` its track) and ends when its stay ends. Both records carry the ``snapshot``
+(the annotated frame at the start) and the ``crop`` (the object cut from the decoded frame,
+with a margin), written when the event starts: an alert can show them at once.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
+from worker.ops.dwell import Loiter, ObjectEvent, Seen
 from worker.ops.rules import Rule, Tracker, Transition
 
 __all__ = ["EventLog"]
@@ -51,7 +58,14 @@ class EventLog:
         clock_is_wall: bool = False,
     ) -> None:
         self.kind, self.name = kind, name
-        self.tracker = Tracker(rules)
+        self.tracker = Tracker(rules)  # it leaves the per-object rules alone
+        self.each = [r for r in rules if r.each]
+        self.loiter = (
+            Loiter([(r.zone or "", r.label, r.loiter_s, r.end_s or 1.0) for r in self.each])
+            if self.each
+            else None
+        )
+        self._shots: dict[tuple[int, int], dict[str, Any]] = {}  # (rule, id) -> paths, where
         self.emit = emit
         self.snapshots = snapshots
         self.locate = locate
@@ -70,16 +84,72 @@ class EventLog:
     def dropped(self) -> int:
         return self.tracker.dropped
 
-    def update(self, record: dict[str, Any], t: float, picture: Callable[[], Array]) -> None:
-        """One processed frame: its record, its time, and how to get its annotated picture
-        (asked for only when the frame is a new peak)."""
+    def update(
+        self,
+        record: dict[str, Any],
+        t: float,
+        picture: Callable[[], Array],
+        image: Array | None = None,
+    ) -> None:
+        """One processed frame: its record, its time, how to get its annotated picture (asked
+        for only when the frame is a new peak, or an object starts loitering) and the decoded
+        frame (``image``: per-object events crop the object from it)."""
         for tr in self.tracker.update(record, t):
             self._handle(tr, picture)
+        if self.loiter is not None:
+            seen = [
+                Seen(o["id"], o["label"], tuple(o["box"]), tuple(o.get("zones", ())))
+                for o in record.get("objects", ())
+                if o.get("id")
+            ]
+            for ev in self.loiter.update(seen, t):
+                self._object(ev, picture, image)
 
     def finish(self, t: float) -> None:
         """The source ended at ``t``: close every open event."""
         for tr in self.tracker.finish(t):
             self._handle(tr, None)
+        if self.loiter is not None:
+            for ev in self.loiter.finish():
+                self._object(ev, None, None)
+
+    def _object(
+        self, ev: ObjectEvent, picture: Callable[[], Array] | None, image: Array | None
+    ) -> None:
+        rule, stay = self.each[ev.rule_index], ev.stay
+        key = (ev.rule_index, stay.id)
+        r: dict[str, Any] = {
+            "type": "watch",
+            "event": ev.kind,
+            self.kind: self.name,
+            "zone": stay.zone,
+            "label": stay.label,
+            "rule": rule.text,
+            "id": stay.id,
+            "start": round(stay.enter, 3),
+        }
+        if ev.kind == "start":
+            self.started += 1
+            extra: dict[str, Any] = {}
+            where = self.locate(stay.enter) if self.locate else None
+            if where is not None:
+                extra["recording"] = where
+            if self.snapshots is not None and picture is not None:
+                stem = self._stem(stay.enter, stay.zone, f"{stay.label}-{stay.id}")
+                extra["snapshot"] = self._jpeg(stem + ".jpg", picture())
+                if image is not None:
+                    extra["crop"] = self._jpeg(stem + "-crop.jpg", _crop(image, stay.box))
+            self._shots[key] = extra
+            r["dwell_s"] = round(stay.seconds, 3)
+            r |= extra
+        else:
+            self.ended += 1
+            r["end"] = round(ev.end if ev.end is not None else stay.last_in, 3)
+            r["duration_s"] = round(r["end"] - stay.enter, 3)
+            r |= self._shots.pop(key, {})
+        if not self.clock_is_wall:
+            r["time"] = round(time.time(), 3)
+        self._send(r)
 
     def _handle(self, tr: Transition, picture: Callable[[], Array] | None) -> None:
         if tr.kind == "peak":
@@ -122,15 +192,20 @@ class EventLog:
             r["time"] = round(time.time(), 3)
         return r
 
-    def _snapshot(self, tr: Transition, picture: Array) -> str | None:
-        assert self.snapshots is not None
+    def _stem(self, start: float, zone: str | None, what: str) -> str:
         stamp = (
-            time.strftime("%Y%m%dT%H%M%S", time.gmtime(tr.start)) + "Z"
+            time.strftime("%Y%m%dT%H%M%S", time.gmtime(start)) + "Z"
             if self.clock_is_wall
-            else f"{tr.start:09.3f}s"
+            else f"{start:09.3f}s"
         )
-        scope = f"{tr.rule.zone}-" if tr.rule.zone else ""
-        name = _SAFE.sub("_", f"{self.name}-{stamp}-{scope}{tr.rule.label}") + ".jpg"
+        scope = f"{zone}-" if zone else ""
+        return _SAFE.sub("_", f"{self.name}-{stamp}-{scope}{what}")
+
+    def _snapshot(self, tr: Transition, picture: Array) -> str | None:
+        return self._jpeg(self._stem(tr.start, tr.rule.zone, tr.rule.label) + ".jpg", picture)
+
+    def _jpeg(self, name: str, picture: Array) -> str | None:
+        assert self.snapshots is not None
         path = self.snapshots / name
         ok, data = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
         if not ok:
@@ -150,3 +225,15 @@ class EventLog:
     def _send(self, record: dict[str, Any]) -> None:
         if self.emit is not None:
             self.emit(record)
+
+
+def _crop(image: Array, box: tuple[float, float, float, float], margin: float = 0.1) -> Array:
+    """``box`` cut from ``image`` with ``margin`` of its size around it (inside the frame; at
+    least one pixel)."""
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = box
+    mx, my = (x2 - x1) * margin, (y2 - y1) * margin
+    left, top = max(0, int(x1 - mx)), max(0, int(y1 - my))
+    right = min(w, max(left + 1, int(np.ceil(x2 + mx))))
+    bottom = min(h, max(top + 1, int(np.ceil(y2 + my))))
+    return image[top:bottom, left:right]

@@ -89,4 +89,4 @@ class FrameLoop:
         for out in self.outputs:
             out.processed(item, answer, record, picture)
         if self.events is not None:
-            self.events.update(record, self.when(item), picture)
+            self.events.update(record, self.when(item), picture, frame.image)

@@ -16,6 +16,7 @@ from worker.description import Analytics, LineSpec
 from worker.errors import InputError
 from worker.models import Model
 from worker.ops.detect import instance_masks, to_frame
+from worker.ops.dwell import Dwell, Seen, anchor_of
 from worker.ops.lines import LineCounter
 from worker.ops.masks import rle
 from worker.ops.postprocess import MaskMap
@@ -23,6 +24,7 @@ from worker.ops.preprocess import geometry
 from worker.ops.regions import Region, bit_masks, class_masks, find_regions
 from worker.ops.tracking import Tracker
 from worker.ops.zones import FrameZones, ZoneSet, zones_at
+from worker.stages.analytics import follows_objects
 from worker.stages.frames import Answer, Frame
 
 __all__ = ["MaskMaps", "Recorder"]
@@ -84,9 +86,12 @@ class Recorder:
         self.last_counts: dict[str, int] = {}  # per label, in the newest frame recorded
         self.last_ids: list[int] = []  # the newest frame's objects' track ids (0: none yet)
         # Tracks (``track``, or lines to count): ids for boxes and regions, frame to frame.
-        tracked = a is not None and (a.track or bool(a.tracks) or bool(lines))
+        tracked = a is not None and (follows_objects(a) or bool(lines))
         tracked = tracked and self.counts_objects
         self.tracker = Tracker() if tracked else None
+        self.anchor = a.anchor if a is not None else "bottom_center"
+        # Seconds each tracked object has been in each zone (``dwell`` in its record).
+        self.dwell = Dwell() if tracked and self.zones is not None else None
         self.line_specs = list(lines) if tracked else []
         self.lines: list[LineCounter] = []
         self._lines_hw: tuple[int, int] | None = None
@@ -189,10 +194,11 @@ class Recorder:
                     full[my1:my2, mx1:mx2] = inside
                     o["mask"] = rle(full)
             if fz is not None:
-                o["zones"] = zones_at(fz, ((x1 + x2) / 2, y2))
+                o["zones"] = zones_at(fz, anchor_of((x1, y1, x2, y2), self.anchor))
                 for zone in o["zones"]:
                     in_zone[zone][label] = in_zone[zone].get(label, 0) + 1
             objects.append(o)
+        self._dwell(objects, frame.time)
         record["objects"] = objects
         record["counts"] = self.last_counts = counts
         if fz is not None:
@@ -214,7 +220,7 @@ class Recorder:
                 self._lines_hw = hw
                 self.lines = [_counter(spec, hw) for spec in self.line_specs]
             anchors = [
-                (i, self.model.label(int(r[5])), ((r[0] + r[2]) / 2, r[3]))
+                (i, self.model.label(int(r[5])), anchor_of(r, self.anchor))
                 for i, r in zip(ids, rows.tolist(), strict=True)
             ]
             live = {t.id for t in self.tracker.tracks if t.id}
@@ -228,6 +234,20 @@ class Recorder:
             ]
             record["lines"] = {c.name: _copy(c.counts) for c in self.lines}
         return ids
+
+    def _dwell(self, objects: list[dict[str, Any]], t: float) -> None:
+        """Each tracked object's seconds in each zone it is in (``dwell``)."""
+        if self.dwell is None or self.tracker is None:
+            return
+        seen = [
+            Seen(o["id"], o["label"], tuple(o["box"]), tuple(o["zones"]))
+            for o in objects
+            if o.get("id")
+        ]
+        self.dwell.update(seen, t, [tr.id for tr in self.tracker.tracks if tr.id])
+        for o in objects:
+            if o.get("id"):
+                o["dwell"] = self.dwell.of(o["id"])
 
     def line_totals(self) -> dict[str, Any]:
         """Crossings per line so far: {line: {"in": {label: n}, "out": {...}}}."""
@@ -269,7 +289,7 @@ class Recorder:
             if ids is not None:
                 o["id"] = ids[k] or None
             if fz is not None:
-                o["zones"] = zones_at(fz, r.centroid)
+                o["zones"] = zones_at(fz, r.centroid)  # a region's own middle, not its box's
             if r.length is not None and r.width is not None:
                 o["length"], o["width"] = r.length, r.width
             if a.px_per_unit is not None:
@@ -281,6 +301,7 @@ class Recorder:
                         "width": round(r.width / ppu, 3),
                     }
             objects.append(o)
+        self._dwell(objects, frame.time)
         record["objects"] = objects
         record["counts"] = self.last_counts = counts
         for label, n in counts.items():

@@ -181,11 +181,6 @@ def run_file(
         raise SettingsError(
             f"--masks: model '{model.path.name}' is {what}: it makes no masks to write"
         )
-    if instances and run.analytics.masks not in (None, "rle"):
-        raise SettingsError(
-            f"--masks {run.analytics.masks}: an instance segmenter's masks go in the results "
-            "as COCO RLE, one per object; give --masks rle"
-        )
     check_objects(run.analytics, model)
     zones = zones_for(run.analytics.zones)
     rules = rules_for(run.analytics.watch, model, [z.name for z in zones.zones] if zones else [])
@@ -215,7 +210,14 @@ def run_file(
             lines = lines_for(run.analytics.lines)
             recorder = Recorder(model, zones, maps, run.analytics, lines)
             sidecars = Sidecars(
-                model, maps, paths, input_name=input.name, rules=rules, emit=emit, video=output
+                model,
+                maps,
+                paths,
+                input_name=input.name,
+                rules=rules,
+                emit=emit,
+                video=output,
+                recorder=recorder,
             )
             opened.append(sidecars)
             summary = _Run(source, model, run, recorder, sidecars, video_file, results_file)(

@@ -26,14 +26,14 @@ import numpy as np
 from worker.description import Analytics
 from worker.errors import SettingsError
 from worker.models import Model
-from worker.ops.masks import bits_png, indexed_png, rle_per_label
+from worker.ops.masks import bits_png, indexed_png, instance_ids, instance_png, rle_per_label
 from worker.ops.postprocess import NO_CLASS
 from worker.ops.rules import Rule
 from worker.stages.atomic import AtomicDir, AtomicFile
 from worker.stages.events import EventLog
 from worker.stages.frames import Answer, Item
 from worker.stages.loop import Output, Picture, Record
-from worker.stages.records import MaskMaps
+from worker.stages.records import MaskMaps, Recorder
 
 __all__ = ["SidecarPaths", "Sidecars"]
 
@@ -94,14 +94,22 @@ class SidecarPaths:
 
 class _Masks(Output):
     """Each processed frame's class map, at the frame's size: a PNG in a folder, or RLE in the
-    frame's record."""
+    frame's record. An instance segmenter's: a 16-bit PNG of instance ids (k: the frame's
+    k-th object) in the folder; its RLE is per object, in the record already."""
 
-    def __init__(self, model: Model, maps: MaskMaps, folder: AtomicDir | None) -> None:
+    def __init__(
+        self, model: Model, maps: MaskMaps, folder: AtomicDir | None, recorder: Recorder | None
+    ) -> None:
         self.model, self.maps, self.folder = model, maps, folder
+        self.recorder = recorder
 
     def processed(self, item: Item, answer: Answer, record: Record, picture: Picture) -> None:
         if answer.class_map is None:
-            return  # a classifier has no mask
+            if answer.protos is not None and self.folder is not None and self.recorder:
+                ids = instance_ids(self.recorder.last_masks, item.frame.image.shape[:2])
+                (self.folder.temp / f"{item.frame.index:06d}.png").write_bytes(instance_png(ids))
+                self.folder.used = True
+            return  # a classifier has no mask; a detector's boxes are in the record
         m, frame = self.model, item.frame
         where = self.maps(frame.image.shape[:2], answer.class_map.shape[:2])
         bits = answer.bits
@@ -192,7 +200,9 @@ class Sidecars:
         rules: Sequence[Rule] = (),
         emit: Emit | None = None,
         video: Path | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
+        """``recorder``: where an instance segmenter's masks are read for mask pictures."""
         self.model = model
         self._opened: list[AtomicDir | AtomicFile] = []
         try:
@@ -235,7 +245,7 @@ class Sidecars:
         if self._tracks is not None:
             self.outputs.append(self._tracks)
         if paths.masks is not None:
-            self.outputs.append(_Masks(model, maps, self.mask_dir))
+            self.outputs.append(_Masks(model, maps, self.mask_dir, recorder))
         if self.series is not None:
             self.outputs.append(self.series)
 
@@ -254,8 +264,11 @@ class Sidecars:
             scope = f"{event['zone']}:" if event.get("zone") else ""
             self.spans.append((event["start"], event["end"], f"{scope}{event['label']}"))
         # Snapshots are named where they will be once committed, not in the temporary folder.
-        if event.get("snapshot") and self.snap_dir is not None:
-            event = {**event, "snapshot": str(self.snap_dir.final / Path(event["snapshot"]).name)}
+        if self.snap_dir is not None:
+            final = self.snap_dir.final
+            named = [(k, event.get(k)) for k in ("snapshot", "crop")]
+            shots = {k: str(final / Path(v).name) for k, v in named if v}
+            event = {**event, **shots}
         if self.events_file is not None:
             self._lines.append(json.dumps(event, separators=(",", ":")))
         if self._emit_to is not None:
