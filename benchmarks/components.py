@@ -150,7 +150,7 @@ def worker_stages(model: Model, video: Path, tmp: Path, batch: int, stages: Stag
         t1 = clock()
         outs = infer.run_staged(x)
         t2 = clock()
-        answers = infer.answers(outs)
+        answers = infer.answers(outs, len(x))
         t3 = clock()
         stages.add("resize (host)", t1 - t0)
         stages.add("model (fused)", t2 - t1)

@@ -16,11 +16,15 @@ Printed, each a median over ``--rounds`` alternating fresh processes:
 - fps of the tutorial loop (cv2.VideoCapture -> letterbox -> float RGB -> onnxruntime with its
   defaults -> numpy post-processing (transpose, threshold, cv2.dnn.NMSBoxes per class) -> cv2
   rectangles and text -> cv2.VideoWriter mp4v) and of ``worker run`` (the same model, H.264
-  out, results JSON), and their ratio;
+  out, results JSON), and their ratio; ``worker run`` again with ``fuse = false`` (the model
+  alone in ONNX Runtime, NMS and pre-processing in numpy on the host);
 - the worker's post-processing alone, ms per frame (``worker.ops.detect.detections`` on the
   model's real outputs), and with tracking;
-- regions on a 720p frame's mask: components, and components with measurements.
-NMS runs on the host in the worker (not in the fused graph): there is no fused-NMS figure.
+- regions on a 720p frame's mask: components, and components with measurements;
+- NMS both ways on the same outputs: the host's NMS (numpy, ``fuse = false``) beside ONNX
+  Runtime's ``NonMaxSuppression`` in a graph (the steps the fused graph runs: per-anchor best
+  class, Ultralytics' class offset, ``center_point_box``), ms per frame and whether they keep
+  the same boxes.
 """
 
 from __future__ import annotations
@@ -141,7 +145,7 @@ def build_detector(path: Path, seed: int = 0) -> Path:
         [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 4 + CLASSES, anchors])],
         initializer=inits,
     )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     names = "{" + ", ".join(f"{i}: 'class{i}'" for i in range(CLASSES)) + "}"
     for k, v in {"author": "Ultralytics", "task": "detect", "stride": "32",
@@ -230,6 +234,108 @@ def post_ms(model: Path, video: Path, frames: int = 40) -> dict[str, float]:
     }
 
 
+def nms_graph(path: Path, anchors: int, classes: int, conf: float = 0.25, iou: float = 0.7,
+              max_det: int = 300) -> Path:  # fmt: skip
+    """[1, 4 + C, A] head output -> [K, 6] rows (x1, y1, x2, y2, score, class), as
+    ``detections(out, "v8")`` keeps them, with ONNX ``NonMaxSuppression``."""
+    n = helper.make_node
+    inits = [
+        numpy_helper.from_array(np.array(v, np.int64), k)
+        for k, v in {
+            "b0": [0], "b4": [4], "c0": [4], "c1": [4 + classes], "ax1": [1], "ax2": [2],
+            "col2": [2], "one": [1], "sel_len": [-1],
+        }.items()
+    ] + [
+        numpy_helper.from_array(np.array(v, np.float32), k)
+        for k, v in {"offset": 7680.0, "half": 0.5}.items()
+    ] + [
+        numpy_helper.from_array(np.array([max_det], np.int64), "max_det"),
+        numpy_helper.from_array(np.array([iou], np.float32), "iou"),
+        numpy_helper.from_array(np.array([conf], np.float32), "conf"),
+    ]  # fmt: skip
+    nodes = [
+        n("Slice", ["out", "b0", "b4", "ax1"], ["cxcywh_t"]),  # [1, 4, A]
+        n("Slice", ["out", "c0", "c1", "ax1"], ["cls"]),  # [1, C, A]
+        n("ReduceMax", ["cls", "one"], ["best"], keepdims=1),  # [1, 1, A]
+        n("ArgMax", ["cls"], ["which"], axis=1, keepdims=1),  # [1, 1, A] int64
+        n("Cast", ["which"], ["which_f"], to=TensorProto.FLOAT),
+        n("Mul", ["which_f", "offset"], ["shift"]),  # classes never overlap
+        n("Transpose", ["cxcywh_t"], ["cxcywh"], perm=[0, 2, 1]),  # [1, A, 4]
+        n("Transpose", ["shift"], ["shift_t"], perm=[0, 2, 1]),  # [1, A, 1]
+        n("Slice", ["cxcywh", "b0", "col2", "ax2"], ["cxcy"]),
+        n("Slice", ["cxcywh", "col2", "b4", "ax2"], ["wh"]),
+        n("Add", ["cxcy", "shift_t"], ["cxcy_s"]),
+        n("Concat", ["cxcy_s", "wh"], ["boxes_s"], axis=2),
+        n(
+            "NonMaxSuppression",
+            ["boxes_s", "best", "max_det", "iou", "conf"],
+            ["sel"],
+            center_point_box=1,
+        ),  # [K, 3]: batch, class, box
+        n("Gather", ["sel", "col2"], ["idx2"], axis=1),  # [K, 1]
+        n("Reshape", ["idx2", "sel_len"], ["idx"]),  # [K]
+        n("Gather", ["cxcywh", "idx"], ["k_box"], axis=1),  # [1, K, 4]
+        n("Transpose", ["best"], ["best_t"], perm=[0, 2, 1]),
+        n("Gather", ["best_t", "idx"], ["k_score"], axis=1),  # [1, K, 1]
+        n("Transpose", ["which_f"], ["which_t"], perm=[0, 2, 1]),
+        n("Gather", ["which_t", "idx"], ["k_cls"], axis=1),
+        n("Slice", ["k_box", "b0", "col2", "ax2"], ["k_cxcy"]),
+        n("Slice", ["k_box", "col2", "b4", "ax2"], ["k_wh"]),
+        n("Mul", ["k_wh", "half"], ["k_half"]),
+        n("Sub", ["k_cxcy", "k_half"], ["k_xy1"]),
+        n("Add", ["k_cxcy", "k_half"], ["k_xy2"]),
+        n("Concat", ["k_xy1", "k_xy2", "k_score", "k_cls"], ["rows3"], axis=2),
+        n("Squeeze", ["rows3", "b0"], ["rows"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "nms",
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4 + classes, anchors])],
+        [helper.make_tensor_value_info("rows", TensorProto.FLOAT, ["k", 6])],
+        inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, path)
+    return path
+
+
+def nms_both_ways(model: Path, video: Path, tmp: Path, frames: int = 40) -> dict[str, Any]:
+    """ms per frame of host NMS (numpy) and of ONNX Runtime's NonMaxSuppression in a graph,
+    on the model's real outputs; and whether they keep the same boxes."""
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    cap = cv2.VideoCapture(str(video))
+    outs = []
+    for _ in range(frames):
+        ok, frame = cap.read()
+        if not ok:
+            break
+        img = cv2.resize(frame, (SIZE, SIZE))[:, :, ::-1]
+        x = img.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
+        outs.append(sess.run(None, {sess.get_inputs()[0].name: x})[0])
+    _, ch, anchors = outs[0].shape
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1  # as the model's own threads would be busy with the model
+    g = ort.InferenceSession(
+        str(nms_graph(tmp / "nms.onnx", anchors, ch - 4)), opts, providers=["CPUExecutionProvider"]
+    )
+    n = max(1, len(outs))
+    t0 = time.perf_counter()
+    host = [detections(o[0], "v8") for o in outs]
+    t1 = time.perf_counter()
+    graph = [g.run(None, {"out": o})[0] for o in outs]
+    t2 = time.perf_counter()
+    same = all(
+        len(h) == len(f) and np.allclose(h, f[np.argsort(-f[:, 4], kind="stable")], atol=1e-3)
+        for h, f in zip(host, graph, strict=True)
+    )
+    return {
+        "host_ms": round((t1 - t0) * 1000 / n, 2),
+        "graph_ms": round((t2 - t1) * 1000 / n, 2),
+        "same_boxes": same,
+        "boxes_per_frame": round(sum(len(h) for h in host) / n, 1),
+    }
+
+
 def regions_ms(rounds: int = 10) -> dict[str, float]:
     """ms for regions of a 720p frame's mask (a 320x180 mask of 20 cracks and blobs)."""
     rng = np.random.default_rng(1)
@@ -276,7 +382,8 @@ def main() -> int:
         frames = int(a.seconds * 25)
         video = make_video(tmp / "walkers.mp4", frames=frames, width=1280, height=720,
                            image=walkers(), crf=23)  # fmt: skip
-        tut, wrk = [], []
+        tut, wrk, host = [], [], []
+        (tmp / "host.toml").write_text("fuse = false\n")
         for _ in range(a.rounds):
             t = run_child(
                 [__file__, "--tutorial-child", str(model), str(video), str(tmp / "t.mp4")]
@@ -289,27 +396,41 @@ def main() -> int:
             ])  # fmt: skip
             assert w.returncode == 0, w.stderr
             wrk.append(json.loads(w.stdout)["fps"])
+            h = run_worker([
+                "run", "--input", str(video), "--model", str(model), "--output",
+                str(tmp / "h.mp4"), "--results", str(tmp / "h.jsonl"), "--quiet",
+                "--pipeline", str(tmp / "host.toml"),
+            ])  # fmt: skip
+            assert h.returncode == 0, h.stderr
+            host.append(json.loads(h.stdout)["fps"])
         result = {
             "model": str(a.model) if a.model else "YOLOv8n-shaped head at 640, built here",
             "video": f"walkers 1280x720, {frames} frames",
             "tutorial_fps": round(statistics.median(tut), 2),
             "worker_fps": round(statistics.median(wrk), 2),
             "ratio": round(statistics.median(wrk) / statistics.median(tut), 2),
+            "worker_host_nms_fps": round(statistics.median(host), 2),
             "post": post_ms(model, video),
             "regions_720p": regions_ms(),
+            "nms_both_ways": nms_both_ways(model, video, tmp),
         }
     if a.json:
         print(json.dumps(result))
     else:
         print(f"{result['model']} on {result['video']}, median of {a.rounds}")
         print(f"tutorial loop {result['tutorial_fps']} fps, worker {result['worker_fps']} fps: "
-              f"x{result['ratio']}")  # fmt: skip
+              f"x{result['ratio']}; worker with NMS on the host (fuse = false) "
+              f"{result['worker_host_nms_fps']} fps")  # fmt: skip
         post = result["post"]
         print(f"worker post-processing: NMS {post['nms_ms']} ms/frame, tracking "
               f"{post['track_ms']} ms/frame ({post['boxes_per_frame']} boxes/frame)")  # fmt: skip
         reg = result["regions_720p"]
         print(f"regions on a 720p frame ({reg['regions']} regions): components "
               f"{reg['components_ms']} ms, with measurements {reg['measure_ms']} ms")  # fmt: skip
+        both = result["nms_both_ways"]
+        print(f"NMS both ways ({both['boxes_per_frame']} boxes/frame kept): host numpy "
+              f"{both['host_ms']} ms/frame, ONNX NonMaxSuppression {both['graph_ms']} ms/frame; "
+              f"same boxes: {both['same_boxes']}")  # fmt: skip
     return 0
 
 

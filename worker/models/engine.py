@@ -237,13 +237,18 @@ class Engine:
         return tuple(int(d) for d in binding.get_outputs()[0].shape())
 
     def run_all(
-        self, batch: np.ndarray[Any, Any], outputs: Sequence[OutputSpec] | None = None
+        self,
+        batch: np.ndarray[Any, Any],
+        outputs: Sequence[OutputSpec] | None = None,
+        *,
+        fixed: bool = True,
     ) -> list[np.ndarray[Any, Any]]:
         """Run one batch; every output as a host array (a copy: the buffers are reused).
 
         ``outputs``: the output shapes and dtypes if known, so that the output buffers exist
         before the first run (CUDA graphs capture their addresses then); else they are
-        learnt on the first run of each input shape.
+        learnt on the first run of each input shape. ``fixed`` False: the output shapes
+        change from run to run (NMS's kept boxes): ONNX Runtime allocates them every run.
         """
         if not self.options.io_binding:
             got: list[np.ndarray[Any, Any]] = self.session.run(None, {self.input_name: batch})
@@ -251,11 +256,13 @@ class Engine:
             return got
         if self._graph_lock is not None:
             with self._graph_lock:
+                if not fixed:
+                    raise ModelError(f"model '{self.name}': CUDA graphs need fixed output shapes")
                 return self._bound(self._graph_slots, batch, outputs)
         slots = getattr(self._local, "slots", None)
         if slots is None:
             slots = self._local.slots = OrderedDict()
-        return self._bound(slots, batch, outputs)
+        return self._bound(slots, batch, outputs, fixed)
 
     def bound_shapes(self) -> dict[tuple[int, ...], list[tuple[int, ...]] | None]:
         """This thread's buffers: input shape -> bound output shapes (None: not yet bound)."""
@@ -272,6 +279,7 @@ class Engine:
         slots: OrderedDict[Any, _Slot],
         batch: np.ndarray[Any, Any],
         outputs: Sequence[OutputSpec] | None,
+        fixed: bool = True,
     ) -> list[np.ndarray[Any, Any]]:
         key = (tuple(batch.shape), np.dtype(batch.dtype))
         slot = slots.get(key)
@@ -298,6 +306,9 @@ class Engine:
         else:
             slots.move_to_end(key)
         slot.input.update_inplace(np.ascontiguousarray(batch))
+        if not fixed:  # the binding holds the last run's outputs: let this run size its own
+            for name in self.output_names:
+                slot.binding.bind_output(name, self.device)
         try:
             self.session.run_with_iobinding(slot.binding)
         except Exception:
@@ -312,7 +323,7 @@ class Engine:
             slot.outputs = None
             self.session.run_with_iobinding(slot.binding)
         got = slot.binding.copy_outputs_to_cpu()
-        if slot.outputs is None:
+        if slot.outputs is None and fixed:
             # First run of this shape: from now on, write into buffers of the shapes seen.
             self._bind_outputs(slot, [(tuple(o.shape), o.dtype) for o in got])
         self._count(batch, got)

@@ -9,7 +9,8 @@ into one multiply-add per channel, the same float32 numbers ``worker.ops.preproc
 Cast to the model's dtype; optionally a Resize (stretch only, see ``FuseSpec.resize_in_graph``).
 post, by output kind: multiclass ArgMax + Cast uint8; binary and multi-label a threshold
 (on the logit when the card says sigmoid, so no exp); class maps clipped to 0..254 | 255;
-classification an optional Softmax/Sigmoid then TopK. The answers equal what
+classification an optional Softmax/Sigmoid then TopK; a YOLO detector's NMS
+(``worker.models.fuse_boxes``), only the kept boxes out. The answers equal what
 ``worker.ops.postprocess`` computes from the raw output, op for op, so the fused path is exact
 wherever the host path is (tests compare them on random frames).
 
@@ -31,6 +32,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from worker.errors import FuseError
 from worker.models.engine import OutputSpec
+from worker.models.fuse_boxes import BOX_KINDS, box_post
 
 __all__ = ["MIN_OPSET", "FuseSpec", "FusedGraph", "bits_dtype", "fuse", "pre_graph"]
 
@@ -38,7 +40,10 @@ __all__ = ["MIN_OPSET", "FuseSpec", "FusedGraph", "bits_dtype", "fuse", "pre_gra
 MIN_OPSET = 11
 _PRE, _POST = "vw_pre/", "vw_post/"
 _FLOAT_OUT = (np.dtype(np.float32), np.dtype(np.float16))
-Kind = Literal["scores", "multiclass", "multilabel", "binary", "class_map"]
+Kind = Literal[
+    "scores", "multiclass", "multilabel", "binary", "class_map",
+    "boxes_v8", "boxes_v5", "boxes_v8seg",
+]  # fmt: skip
 Activation = Literal["softmax", "sigmoid", "none"]
 
 
@@ -62,6 +67,10 @@ class FuseSpec:
     # Frames cross at their own size and a Resize in the graph makes the model input (stretch
     # only). Off: the host warps frames to the model size first (cheaper to move, exact).
     resize_in_graph: bool = False
+    # Detectors: the card's confidence, NMS overlap and boxes per frame.
+    conf: float = 0.25
+    iou: float = 0.7
+    max_det: int = 300
 
     @property
     def classes(self) -> int:
@@ -88,9 +97,12 @@ class FusedGraph:
         h, w = frame_hw if self.spec.resize_in_graph else self.spec.hw
         return (n, h, w, 3)
 
-    def output_specs(self, n: int) -> list[OutputSpec]:
-        """Shapes and dtypes of the outputs for a batch of ``n`` (known before running)."""
+    def output_specs(self, n: int) -> list[OutputSpec] | None:
+        """Shapes and dtypes of the outputs for a batch of ``n`` (known before running);
+        None for a detector (how many boxes it keeps is known only after)."""
         s = self.spec
+        if s.kind in BOX_KINDS:
+            return None
         rest = s.output_shape[1:]
         u8 = np.dtype(np.uint8)
         if s.kind == "scores":
@@ -245,8 +257,11 @@ def _post(spec: FuseSpec, opset: int, ir: int) -> tuple[onnx.ModelProto, list[st
     f32, i64 = np.dtype(np.float32), np.dtype(np.int64)
     y = "y"
     outputs: list[onnx.ValueInfoProto] = []
+    inputs: list[onnx.ValueInfoProto] = []
     kind = spec.kind
-    if kind == "multiclass":
+    if kind in BOX_KINDS:
+        inputs, outputs = box_post(b, spec, y, _dims)
+    elif kind == "multiclass":
         x = y if spec.output_dtype == f32 else b.cast(y, f32)
         # ArgMax takes the first of equal maxima, like numpy's argmax.
         idx = b.op("ArgMax", [x], "argmax", axis=1, keepdims=0)
@@ -317,7 +332,8 @@ def _post(spec: FuseSpec, opset: int, ir: int) -> tuple[onnx.ModelProto, list[st
         [
             helper.make_tensor_value_info(
                 "y", helper.np_dtype_to_tensor_dtype(spec.output_dtype), _dims(rank, "y")
-            )
+            ),
+            *inputs,
         ],
         outputs,
     )
@@ -337,7 +353,7 @@ def _check_fusable(model: onnx.ModelProto, spec: FuseSpec) -> tuple[int, str, st
     external = [t.name for t in model.graph.initializer if t.data_location == TensorProto.EXTERNAL]
     if external:
         raise FuseError(f"weights in external data files ({len(external)} tensors)")
-    if spec.kind in ("multiclass", "binary", "multilabel", "scores"):
+    if spec.kind in ("multiclass", "binary", "multilabel", "scores", *BOX_KINDS):
         if spec.output_dtype not in _FLOAT_OUT:
             raise FuseError(f"{spec.kind} output of type {spec.output_dtype} (float32/16 only)")
     elif not np.issubdtype(spec.output_dtype, np.integer):
@@ -353,6 +369,8 @@ def _check_fusable(model: onnx.ModelProto, spec: FuseSpec) -> tuple[int, str, st
     inputs = [i.name for i in model.graph.input if i.name not in initializers]
     if len(inputs) != 1 or not model.graph.output:
         raise FuseError("not one image input and at least one output")
+    if spec.kind == "boxes_v8seg" and len(model.graph.output) < 2:
+        raise FuseError("an instance segmenter without its prototypes output")
     return int(opset), inputs[0], model.graph.output[0].name
 
 
@@ -362,14 +380,16 @@ def fuse(model: onnx.ModelProto, spec: FuseSpec) -> FusedGraph:
     pre = onnx.compose.add_prefix(pre_graph(spec, opset, model.ir_version), _PRE)
     post_model, post_outputs = _post(spec, opset, model.ir_version)
     post = onnx.compose.add_prefix(post_model, _POST)
+    # An instance segmenter's prototypes (its second output) go through post as they are.
+    io_map = [(model_out, f"{_POST}y")]
+    if spec.kind == "boxes_v8seg":
+        io_map.append((model.graph.output[1].name, f"{_POST}protos"))
     try:
         front = onnx.compose.merge_models(
-            pre, model, io_map=[(f"{_PRE}pixels", model_in)], outputs=[model_out]
+            pre, model, io_map=[(f"{_PRE}pixels", model_in)], outputs=[m for m, _ in io_map]
         )
         outputs = [f"{_POST}{o}" for o in post_outputs]
-        fused = onnx.compose.merge_models(
-            front, post, io_map=[(model_out, f"{_POST}y")], outputs=outputs
-        )
+        fused = onnx.compose.merge_models(front, post, io_map=io_map, outputs=outputs)
         fused.graph.name = f"{model.graph.name or 'model'}_fused"
         onnx.checker.check_model(fused)
     except Exception as e:  # onnx.compose raises ValueError; the checker ValidationError

@@ -25,7 +25,7 @@ __all__ = ["MAX_ENTRIES", "default_cache_dir", "entry_key", "file_sha256", "load
 log = logging.getLogger(__name__)
 
 MAX_ENTRIES = 64
-_FUSE_SOURCE = Path(__file__).with_name("fuse.py")
+_FUSE_SOURCES = [Path(__file__).with_name(n) for n in ("fuse.py", "fuse_boxes.py")]
 
 
 def default_cache_dir() -> Path:
@@ -51,7 +51,7 @@ def entry_key(model_path: Path, spec: Any) -> str | None:
             repr(spec),
             onnx.__version__,
             onnxruntime.__version__,
-            file_sha256(_FUSE_SOURCE),
+            *(file_sha256(f) for f in _FUSE_SOURCES),
         ]
     except OSError:
         return None

@@ -29,6 +29,7 @@ from worker.errors import FuseError, ModelError
 from worker.models import Engine, Model, fused_cache
 from worker.models.engine import EngineOptions
 from worker.models.fuse import FusedGraph, FuseSpec, fuse
+from worker.models.fuse_boxes import BOX_KINDS, split_rows
 from worker.ops.detect import Form, detections
 from worker.ops.postprocess import classify, segment, shown_from_bits
 from worker.ops.preprocess import InputPlan, preprocess, warp
@@ -81,8 +82,9 @@ def _cache_dir(speed: Speed) -> str | None:
 def fuse_spec(model: Model, *, top_k: int = 5, resize_in_graph: bool = False) -> FuseSpec:
     """What the fused graph must do for ``model``. An in-graph resize is stretch only; other
     resize modes keep the host warp (their borders and offsets are a warp, not a Resize)."""
-    if model.kind not in ("scores", "multiclass", "multilabel", "binary", "class_map"):
-        raise FuseError(f"a {model.task} model's output is not fused")
+    kind = model.kind
+    if kind == "boxes_e2e":
+        raise FuseError(f"a {model.task} model's output ({kind}) is not fused")
     plan = plan_for(model)
     a, b = plan.normaliser()
     return FuseSpec(
@@ -93,7 +95,7 @@ def fuse_spec(model: Model, *, top_k: int = 5, resize_in_graph: bool = False) ->
         rgb=plan.rgb,
         a=(float(a[0]), float(a[1]), float(a[2])),
         b=(float(b[0]), float(b[1]), float(b[2])),
-        kind=model.kind,
+        kind=kind,
         activation=model.activation,
         threshold=model.threshold,
         output_dtype=np.dtype(model.graph.output.dtype),
@@ -105,6 +107,9 @@ def fuse_spec(model: Model, *, top_k: int = 5, resize_in_graph: bool = False) ->
         resize_in_graph=resize_in_graph
         and model.resize == "stretch"
         and model.interpolation == "linear",
+        conf=model.threshold,
+        iou=model.iou,
+        max_det=model.max_det,
     )
 
 
@@ -166,12 +171,16 @@ def _build_fused(
         n = model.batch or (batch if engine.graph_capture and batch else 1)
         frame_hw = spec.hw if not spec.resize_in_graph else (2 * spec.hw[0], 2 * spec.hw[1])
         blank = np.zeros(g.input_shape(n, frame_hw), np.uint8)
-        outs = engine.run_all(blank, g.output_specs(n))
+        want = g.output_specs(n)
+        if want is None and engine.graph_capture:
+            raise FuseError("CUDA graphs need fixed output shapes; NMS keeps a varying number")
+        outs = engine.run_all(blank, want, fixed=want is not None)
+    except FuseError:
+        raise
     except Exception as e:
         raise FuseError(f"ONNX Runtime cannot run the fused graph: {e}") from e
-    want = g.output_specs(n)
     got = [(tuple(o.shape), o.dtype) for o in outs]
-    if got != want:
+    if want is not None and got != want:
         raise FuseError(f"the fused graph gives {got}, expected {want}")
     if hit is None and cache_dir and key:
         names = {"input_name": g.input_name, "output_names": list(g.output_names)}
@@ -180,8 +189,8 @@ def _build_fused(
 
 
 def _build(model: Model, top_k: int, speed: Speed, batch: int) -> _Built:
-    # A detector's boxes are chosen on the host (NMS in numpy): nothing to fuse yet.
-    fusing = speed.fuse and model.task != "detect"
+    # A model with NMS inside (e2e) gives a few boxes as it is: nothing to gain by fusing.
+    fusing = speed.fuse and model.kind != "boxes_e2e"
     spec = fuse_spec(model, top_k=top_k, resize_in_graph=speed.resize_in_graph) if fusing else None
     options = engine_options(speed)
     key = (fusing, spec, options)
@@ -189,7 +198,7 @@ def _build(model: Model, top_k: int, speed: Speed, batch: int) -> _Built:
         built = _BUILT.setdefault(model.engine, {}).get(key)
         if built is not None:
             return built
-        why = "switched off (fuse = false)" if speed.fuse is False else "detector: NMS on the host"
+        why = "switched off (fuse = false)" if speed.fuse is False else "NMS inside the model"
         if spec is not None:
             try:
                 built = _build_fused(model, spec, options, batch, _cache_dir(speed))
@@ -280,7 +289,7 @@ class Inferencer:
         return groups
 
     def _run(self, chunk: list[Array]) -> list[Answer]:
-        return self.answers(self.run_staged(self.stage(chunk)))
+        return self.answers(self.run_staged(self.stage(chunk)), len(chunk))
 
     def stage(self, chunk: list[Array]) -> Array:
         """What crosses to the inference device for these frames. Fused: the uint8 frames at
@@ -314,22 +323,27 @@ class Inferencer:
             # (An instance segmenter's prototypes are its second output: kept.)
             outs = self.engine.run_all(x, known)[: 2 if m.kind == "boxes_v8seg" else 1]
         else:
-            outs = self.engine.run_all(x, self.fused.output_specs(len(x)))
+            specs = self.fused.output_specs(len(x))
+            outs = self.engine.run_all(x, specs, fixed=specs is not None)
         self.bytes_in += x.nbytes
         self.bytes_out += sum(o.nbytes for o in outs)
         return outs
 
-    def answers(self, outs: list[Array]) -> list[Answer]:
-        """One answer per frame of the batch, from the outputs of ``run_staged``."""
+    def answers(self, outs: list[Array], n: int) -> list[Answer]:
+        """One answer per frame of the batch of ``n``, from the outputs of ``run_staged``."""
         if self.fused is not None:
-            return self._fused_answers(outs)
+            return self._fused_answers(outs, n)
         if self.model.task == "detect":
             return self._detections(outs)
         return self._plain_answers(outs[0])
 
-    def _fused_answers(self, outs: list[Array]) -> list[Answer]:
+    def _fused_answers(self, outs: list[Array], n: int) -> list[Answer]:
         assert self.fused is not None
         s = self.fused.spec
+        if s.kind in BOX_KINDS:  # rows of every frame of the batch; prototypes per frame
+            protos: list[Array | None] = list(outs[1]) if len(outs) > 1 else [None] * n
+            rows = split_rows(outs[0], n)
+            return [Answer(boxes=r, protos=p) for r, p in zip(rows, protos[:n], strict=True)]
         if s.kind == "scores":
             values, indices = outs
             return [
