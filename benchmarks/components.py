@@ -68,7 +68,7 @@ def fused_alone(infer: Inferencer, batch: int, frames: int) -> Timing:
     n = infer.model.batch or batch
     x = np.random.default_rng(SEED).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
     specs = infer.fused.output_specs(n)
-    return model_alone(lambda: infer.engine.run_all(x, specs), n, frames)
+    return model_alone(lambda: infer.engine.run_all(x, specs, fixed=specs is not None), n, frames)
 
 
 def decode_alone(video: Path) -> Timing:
