@@ -26,7 +26,7 @@ def overrides_source(s: Settings) -> str:
 def configured_model(s: Settings) -> Model:
     """The model the settings name (a repository name or a path; the demo model for the task
     if none), loaded with the settings' card overrides."""
-    from worker.models import demo_model_path, load_model, resolve_model
+    from worker.models import demo_model_path, fused_cache, load_model, resolve_model
 
     path = resolve_model(s.model, s.model_root) if s.model else demo_model_path(s.task or "segment")
     return load_model(
@@ -37,6 +37,7 @@ def configured_model(s: Settings) -> Model:
         task=s.task,
         provider=s.provider,
         threads=s.threads,
+        cache_dir=fused_cache.cache_dir_for(s),
     )
 
 

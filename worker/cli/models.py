@@ -32,8 +32,7 @@ def describe_entry(entry: Any) -> dict[str, Any]:
     }
     try:
         g = read_graph(entry.path)
-        props = {p.key: p.value for p in g.proto.metadata_props}
-        embedded = card_from_metadata(props, entry.path)
+        embedded = card_from_metadata(g.metadata, entry.path)
         card = resolve_card(entry.card, embedded=embedded).card
         if entry.card is None and embedded:
             row["card"] = "model metadata"
@@ -44,7 +43,7 @@ def describe_entry(entry: Any) -> dict[str, Any]:
     hw = (g.height, g.width) if g.height and g.width else card.input_size
     # A YOLO head's shape says detect (without running the model: the graph's own shape).
     fixed = [d for d in out or () if d is not None]
-    head = detect_form(fixed, hw, props) if hw and out and len(fixed) == len(out) else None
+    head = detect_form(fixed, hw, g.metadata) if hw and out and len(fixed) == len(out) else None
     by_rank = {2: "classify", 3: "segment", 4: "segment"}.get(rank or 0)
     task: str | None = card.task or ("detect" if head else by_rank)
     labels: list[str] | int | None = list(card.labels) if card.labels else None

@@ -13,17 +13,19 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from worker.models.card import ModelCard, load_card
-    from worker.models.demo import DEMO_NAMES, build_demo_models, demo_model_path
+    from worker.models.demo import build_demo_models
     from worker.models.engine import Engine, EngineOptions
     from worker.models.graph import GraphInfo, TensorInfo, read_graph
     from worker.models.model import MAX_CLASSES, Model, load_model
     from worker.models.palette import voc_palette
     from worker.models.repository import (
         CARD_FILE,
+        DEMO_NAMES,
         MODEL_FILE,
         RepoEntry,
         builtin_root,
         card_path_for,
+        demo_model_path,
         list_models,
         resolve_model,
     )
@@ -55,9 +57,9 @@ __all__ = [
 _WHERE = {
     "ModelCard": "worker.models.card",
     "load_card": "worker.models.card",
-    "DEMO_NAMES": "worker.models.demo",
+    "DEMO_NAMES": "worker.models.repository",
     "build_demo_models": "worker.models.demo",
-    "demo_model_path": "worker.models.demo",
+    "demo_model_path": "worker.models.repository",
     "Engine": "worker.models.engine",
     "EngineOptions": "worker.models.engine",
     "GraphInfo": "worker.models.graph",

@@ -22,9 +22,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from worker.errors import ModelError
-from worker.kinds import Task
-from worker.models.repository import CARD_FILE, MODEL_FILE, builtin_root
+from worker.models.repository import (
+    CARD_FILE,
+    DEMO_NAMES,
+    MODEL_FILE,
+    builtin_root,
+    demo_model_path,
+)
 
 __all__ = [
     "DEMO_NAMES",
@@ -34,8 +38,6 @@ __all__ = [
     "demo_model_path",
 ]
 
-#: Repository name of each task's demo model.
-DEMO_NAMES: dict[str, str] = {"segment": "demo-segment", "classify": "demo-classify"}
 OPSET = 17
 IR_VERSION = 9  # readable by ONNX Runtime releases back to 1.15
 
@@ -49,17 +51,6 @@ _ABOUT = (
     "Built by video-worker (worker/models/demo.py) from hand-set weights: a demo, not a "
     "detector. Labels pixels (demo-segment) or frames (demo-classify) by colour."
 )
-
-
-def demo_model_path(task: Task) -> Path:
-    """The built-in demo model for ``task`` (shipped with the package); there is none that
-    detects."""
-    if task not in DEMO_NAMES:
-        raise ModelError(
-            f"--task {task}: there is no built-in {task} model; give one with --model "
-            "(a YOLO detector's .onnx, for instance)"
-        )
-    return builtin_root() / DEMO_NAMES[task] / MODEL_FILE
 
 
 def _colour_weights(gain: float) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:

@@ -21,8 +21,7 @@ Only uint8 frames and the small answers cross between host and device; the float
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import onnx
@@ -31,89 +30,17 @@ import onnx.compose
 from onnx import TensorProto, helper, numpy_helper
 
 from worker.errors import FuseError
-from worker.models.engine import OutputSpec
-from worker.models.fuse_boxes import BOX_KINDS, box_post
+from worker.models.fuse_boxes import box_post
+from worker.models.fuse_spec import BOX_KINDS, FusedGraph, FuseSpec, bits_dtype
 
 __all__ = ["MIN_OPSET", "FuseSpec", "FusedGraph", "bits_dtype", "fuse", "pre_graph"]
+# (FuseSpec, FusedGraph and bits_dtype live in ``fuse_spec``, which imports no onnx: a run
+# whose fused graph comes from the disk cache never loads onnx.)
 
 #: Resize with half_pixel and TopK with ``largest``/``sorted`` exist from opset 11.
 MIN_OPSET = 11
 _PRE, _POST = "vw_pre/", "vw_post/"
 _FLOAT_OUT = (np.dtype(np.float32), np.dtype(np.float16))
-Kind = Literal[
-    "scores", "multiclass", "multilabel", "binary", "class_map",
-    "boxes_v8", "boxes_v5", "boxes_v8seg",
-]  # fmt: skip
-Activation = Literal["softmax", "sigmoid", "none"]
-
-
-@dataclass(frozen=True)
-class FuseSpec:
-    """Everything the wrapper needs, resolved from a model, its card and the run options."""
-
-    layout: Literal["NCHW", "NHWC"]
-    dtype: np.dtype[Any]  # the model input's element type
-    hw: tuple[int, int]  # model input (h, w)
-    batch: int | None  # the graph's fixed batch, or None when dynamic
-    rgb: bool  # the model wants RGB; frames are BGR
-    a: tuple[float, float, float]  # pixel * a + b per channel, in the model's channel order
-    b: tuple[float, float, float]
-    kind: Kind
-    activation: Activation
-    threshold: float
-    output_dtype: np.dtype[Any]
-    output_shape: tuple[int, ...]  # from the probe run, batch first
-    top_k: int = 5
-    # Frames cross at their own size and a Resize in the graph makes the model input (stretch
-    # only). Off: the host warps frames to the model size first (cheaper to move, exact).
-    resize_in_graph: bool = False
-    # Detectors: the card's confidence, NMS overlap and boxes per frame.
-    conf: float = 0.25
-    iou: float = 0.7
-    max_det: int = 300
-
-    @property
-    def classes(self) -> int:
-        return self.output_shape[1] if len(self.output_shape) >= 2 else 1
-
-    @property
-    def k(self) -> int:
-        return min(self.top_k, self.output_shape[-1])
-
-
-def bits_dtype(classes: int) -> np.dtype[Any]:
-    """The narrowest unsigned type holding one bit per class (multi-label masks)."""
-    return np.dtype(np.uint8 if classes <= 8 else np.uint16 if classes <= 16 else np.uint32)
-
-
-@dataclass(frozen=True)
-class FusedGraph:
-    proto: onnx.ModelProto | None  # None when it came from the disk cache as bytes
-    spec: FuseSpec
-    input_name: str
-    output_names: tuple[str, ...]
-
-    def input_shape(self, n: int, frame_hw: tuple[int, int]) -> tuple[int, int, int, int]:
-        h, w = frame_hw if self.spec.resize_in_graph else self.spec.hw
-        return (n, h, w, 3)
-
-    def output_specs(self, n: int) -> list[OutputSpec] | None:
-        """Shapes and dtypes of the outputs for a batch of ``n`` (known before running);
-        None for a detector (how many boxes it keeps is known only after)."""
-        s = self.spec
-        if s.kind in BOX_KINDS:
-            return None
-        rest = s.output_shape[1:]
-        u8 = np.dtype(np.uint8)
-        if s.kind == "scores":
-            return [((n, s.k), np.dtype(np.float32)), ((n, s.k), np.dtype(np.int64))]
-        if s.kind == "multiclass":
-            return [((n, *rest[1:]), u8)]
-        if s.kind == "multilabel":
-            return [((n, *rest[1:]), bits_dtype(s.classes))]
-        return [((n, *rest), u8)]  # binary, class_map: the output's own shape
-
-
 # ------------------------------------------------------------------------------ building
 
 

@@ -27,12 +27,10 @@ import onnx
 from onnx import TensorProto, helper
 
 if TYPE_CHECKING:
-    from worker.models.fuse import FuseSpec, _Builder
+    from worker.models.fuse import _Builder
+    from worker.models.fuse_spec import FuseSpec
 
-__all__ = ["BOX_KINDS", "box_post", "box_width", "split_rows"]
-
-#: Fused detector kinds (``e2e`` has its NMS inside already: its output is small as it is).
-BOX_KINDS = ("boxes_v8", "boxes_v5", "boxes_v8seg")
+__all__ = ["box_post", "box_width"]
 _COEFS = 32
 _MAX_WH = 7680.0  # as worker.ops.detect
 
@@ -121,13 +119,3 @@ def box_post(
         b.nodes.append(helper.make_node("Identity", [p], ["protos_out"]))
         outputs.append(helper.make_tensor_value_info("protos_out", TensorProto.FLOAT, dims(4, "q")))
     return inputs, outputs
-
-
-def split_rows(rows: np.ndarray[Any, Any], n: int) -> list[np.ndarray[Any, Any]]:
-    """``rows`` per frame of a batch of ``n``, without the frame column, best score first
-    (stable, as the host's NMS orders them)."""
-    out = []
-    for i in range(n):
-        mine = rows[rows[:, 0] == i, 1:]
-        out.append(mine[np.argsort(-mine[:, 4], kind="stable")])
-    return out

@@ -17,15 +17,36 @@ import hashlib
 import json
 import logging
 import os
+from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["MAX_ENTRIES", "default_cache_dir", "entry_key", "file_sha256", "load", "store"]
+if TYPE_CHECKING:
+    from worker.description import Speed
+
+__all__ = [
+    "MAX_ENTRIES",
+    "cache_dir_for",
+    "default_cache_dir",
+    "entry_key",
+    "file_sha256",
+    "load",
+    "load_facts",
+    "store",
+    "store_facts",
+]
 
 log = logging.getLogger(__name__)
 
 MAX_ENTRIES = 64
-_FUSE_SOURCES = [Path(__file__).with_name(n) for n in ("fuse.py", "fuse_boxes.py")]
+_FUSE_SOURCES = [Path(__file__).with_name(n) for n in ("fuse.py", "fuse_boxes.py", "fuse_spec.py")]
+
+
+def cache_dir_for(speed: Speed) -> Path | None:
+    """Where a run's speed settings keep fused graphs and model facts; None: not kept."""
+    if not speed.fuse_cache:
+        return None
+    return speed.cache_dir or default_cache_dir()
 
 
 def default_cache_dir() -> Path:
@@ -42,14 +63,13 @@ def file_sha256(path: Path) -> str:
 
 def entry_key(model_path: Path, spec: Any) -> str | None:
     """The cache key of the fused graph of ``model_path`` per ``spec``; None if uncacheable."""
-    import onnx
     import onnxruntime
 
     try:
         parts = [
             file_sha256(model_path),
             repr(spec),
-            onnx.__version__,
+            version("onnx"),  # (not imported: a cache hit never loads onnx, ~0.8 s here)
             onnxruntime.__version__,
             *(file_sha256(f) for f in _FUSE_SOURCES),
         ]
@@ -86,6 +106,51 @@ def store(folder: Path, key: str, data: bytes, names: dict[str, Any]) -> None:
         _prune(folder)
     except OSError as e:
         log.debug("fused graph cache %s not written: %s", folder, e)
+
+
+# What ``worker.models.graph`` read from a model (and the shapes its probe saw), as JSON under
+# the file's SHA-256 and what reads it: a model's facts change only with its bytes.
+_FACTS_SOURCE = Path(__file__).with_name("graph.py")
+
+
+def _facts_path(folder: Path, model_sha: str) -> Path | None:
+    import onnxruntime
+
+    try:
+        parts = [model_sha, file_sha256(_FACTS_SOURCE), onnxruntime.__version__]
+    except OSError:
+        return None
+    return folder / (hashlib.sha256("\n".join(parts).encode()).hexdigest()[:40] + ".facts")
+
+
+def load_facts(folder: Path, model_sha: str) -> dict[str, Any] | None:
+    """A model's facts, or None (missing, damaged, unreadable)."""
+    path = _facts_path(folder, model_sha)
+    if path is None:
+        return None
+    try:
+        facts = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return facts if isinstance(facts, dict) else None
+
+
+def store_facts(folder: Path, model_sha: str, facts: dict[str, Any]) -> None:
+    """Keep a model's facts; a cache that cannot be written is only a slower start."""
+    path = _facts_path(folder, model_sha)
+    if path is None:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{path.name}.{os.getpid()}.part"
+        tmp.write_text(json.dumps(facts), encoding="utf-8")
+        os.replace(tmp, path)
+        old = sorted(folder.glob("*.facts"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for p in old[MAX_ENTRIES:]:
+            with contextlib.suppress(OSError):
+                p.unlink()
+    except (OSError, TypeError, ValueError) as e:
+        log.debug("model facts %s not written: %s", path, e)
 
 
 def _prune(folder: Path) -> None:

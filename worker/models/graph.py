@@ -1,23 +1,27 @@
 """Reading what an ONNX graph says about itself: its image input and its output.
 
 Everything here works on the protobuf only; running the model is ``worker.models.engine``'s job.
+What was read is kept with the fused graphs (``fused_cache``, under the file's SHA-256), so a
+second start of the same model reads it back as JSON and never imports onnx (whose import
+costs ~0.8 s here, most of a warm start).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import onnx
-import onnx.checker
-import onnx.helper
 
 from worker.errors import ModelError
+from worker.models import fused_cache
 from worker.models.forms import object_form
 
-__all__ = ["Dim", "GraphInfo", "TensorInfo", "read_graph"]
+if TYPE_CHECKING:
+    import onnx
+
+__all__ = ["Dim", "GraphInfo", "TensorInfo", "read_graph", "remember_probe"]
 
 #: A dimension: a fixed size, or ``None`` when it is symbolic or unknown (dynamic).
 Dim = int | None
@@ -45,7 +49,6 @@ class TensorInfo:
 @dataclass(frozen=True)
 class GraphInfo:
     path: Path
-    proto: onnx.ModelProto
     input: TensorInfo
     output: TensorInfo
     layout: Layout
@@ -56,9 +59,22 @@ class GraphInfo:
     opset: int
     #: Every output (``output`` is the first): an instance segmenter's prototypes are second.
     outputs: tuple[TensorInfo, ...] = ()
+    metadata: dict[str, str] = field(default_factory=dict)  # the graph's metadata_props
+    external: bool = False  # weights in external data files
+    sha256: str | None = None  # of the file, when read through the cache
+    #: Output shapes seen on a blank input, per "HxW" (from the cache; ``remember_probe``).
+    probes: dict[str, list[list[int]]] = field(default_factory=dict)
+
+    def load_proto(self) -> onnx.ModelProto:
+        """The graph itself (imports onnx): for building the fused graph."""
+        import onnx
+
+        return onnx.load(str(self.path), load_external_data=False)
 
 
 def _tensor_info(value: onnx.ValueInfoProto) -> TensorInfo:
+    import onnx.helper
+
     t = value.type.tensor_type
     dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)) if t.elem_type else None
     if dtype is None:
@@ -73,8 +89,9 @@ def _tensor_info(value: onnx.ValueInfoProto) -> TensorInfo:
 
 
 def _load(path: Path) -> onnx.ModelProto:
-    if not path.is_file():
-        raise ModelError(f"model '{path}': file not found")
+    import onnx
+    import onnx.checker
+
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf raises DecodeError, RuntimeWarning-ish or ValueError
@@ -102,8 +119,88 @@ def _final_op(graph: onnx.GraphProto, output: str) -> str | None:
     return None
 
 
-def read_graph(path: Path) -> GraphInfo:
-    """Load, check and describe a model; refuse inputs we cannot feed with a precise message."""
+def read_graph(path: Path, cache_dir: Path | None = None) -> GraphInfo:
+    """Load, check and describe a model; refuse inputs we cannot feed with a precise message.
+    ``cache_dir``: where what was read is kept (and read back, by the file's SHA-256)."""
+    if not path.is_file():
+        raise ModelError(f"model '{path}': file not found")
+    if cache_dir is None:
+        return _read(path)
+    try:
+        sha = fused_cache.file_sha256(path)
+    except OSError as e:
+        raise ModelError(f"model '{path}': cannot be read ({e.strerror or e})") from e
+    facts = fused_cache.load_facts(cache_dir, sha)
+    if facts is not None:
+        try:
+            return _from_facts(path, sha, facts)
+        except (KeyError, TypeError, ValueError):
+            pass  # an entry of another shape: read the model again
+    g = _read(path)
+    g = GraphInfo(**{**_fields(g), "sha256": sha})
+    fused_cache.store_facts(cache_dir, sha, _to_facts(g))
+    return g
+
+
+def remember_probe(
+    g: GraphInfo, cache_dir: Path | None, key: str, shapes: list[tuple[int, ...]]
+) -> None:
+    """Keep the output shapes a blank input gave at ``key`` ("HxW") with the graph's facts."""
+    if cache_dir is None or g.sha256 is None:
+        return
+    g.probes[key] = [list(s) for s in shapes]
+    fused_cache.store_facts(cache_dir, g.sha256, _to_facts(g))
+
+
+def _fields(g: GraphInfo) -> dict[str, Any]:
+    return {f: getattr(g, f) for f in g.__dataclass_fields__}
+
+
+def _tensor_facts(t: TensorInfo) -> dict[str, Any]:
+    shape = None if t.shape is None else list(t.shape)
+    return {"name": t.name, "shape": shape, "dtype": t.dtype.str}
+
+
+def _tensor_from(d: dict[str, Any]) -> TensorInfo:
+    shape = None if d["shape"] is None else tuple(None if v is None else int(v) for v in d["shape"])
+    return TensorInfo(str(d["name"]), shape, np.dtype(d["dtype"]))
+
+
+def _to_facts(g: GraphInfo) -> dict[str, Any]:
+    d = asdict(g)
+    d.pop("path")
+    d.pop("sha256")
+    d["input"] = _tensor_facts(g.input)
+    d["output"] = _tensor_facts(g.output)
+    d["outputs"] = [_tensor_facts(o) for o in g.outputs]
+    return d
+
+
+def _from_facts(path: Path, sha: str, d: dict[str, Any]) -> GraphInfo:
+    layout = d["layout"]
+    if layout not in ("NCHW", "NHWC"):
+        raise ValueError(layout)
+    return GraphInfo(
+        path=path,
+        input=_tensor_from(d["input"]),
+        output=_tensor_from(d["output"]),
+        outputs=tuple(_tensor_from(o) for o in d["outputs"]),
+        layout=layout,
+        batch=d["batch"],
+        height=d["height"],
+        width=d["width"],
+        final_op=d["final_op"],
+        opset=int(d["opset"]),
+        metadata={str(k): str(v) for k, v in d["metadata"].items()},
+        external=bool(d["external"]),
+        sha256=sha,
+        probes={str(k): [[int(x) for x in s] for s in v] for k, v in d["probes"].items()},
+    )
+
+
+def _read(path: Path) -> GraphInfo:
+    import onnx
+
     proto = _load(path)
     graph = proto.graph
     initializers = {i.name for i in graph.initializer}
@@ -144,9 +241,11 @@ def read_graph(path: Path) -> GraphInfo:
             "segmentation map its answers would be wrong"
         )
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer)
     return GraphInfo(
         path=path,
-        proto=proto,
+        metadata=metadata,
+        external=external,
         input=inp,
         output=outputs[0],
         outputs=tuple(outputs),

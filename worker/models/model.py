@@ -19,7 +19,7 @@ from worker.kinds import Task
 from worker.models.card import ModelCard, card_from_metadata, resolve_card
 from worker.models.engine import Engine
 from worker.models.forms import detect_form, yolo_anchors
-from worker.models.graph import GraphInfo, read_graph
+from worker.models.graph import GraphInfo, read_graph, remember_probe
 from worker.models.palette import voc_palette
 from worker.models.repository import card_path_for
 from worker.ops.postprocess import NO_CLASS
@@ -218,17 +218,21 @@ def load_model(
     task: Task | None = None,
     provider: str = "auto",
     threads: int = 0,
+    cache_dir: Path | None = None,
 ) -> Model:
     """Read, check, load and probe a model; raise ``ModelError``/``CardError`` with the reason.
+
+    ``cache_dir``: where what was read and probed is kept, so the next load of the same bytes
+    skips reading the graph (and importing onnx) and the probe run.
 
     The card is ``card`` if given, else the one that travels with the model (``card.json`` in
     its folder, ``<model>.json`` beside a bare model), with ``overrides`` on top, field by field
     (``overrides_from`` names where they came from, for errors).
     """
-    g = read_graph(path)
+    g = read_graph(path, cache_dir)
     beside = card_path_for(path)
     card_path: Path | None = card if card is not None else beside if beside.is_file() else None
-    embedded = card_from_metadata({p.key: p.value for p in g.proto.metadata_props}, path)
+    embedded = card_from_metadata(g.metadata, path)
     resolved = resolve_card(card_path, overrides, overrides_from=overrides_from, embedded=embedded)
     c = resolved.card
     hw = _input_hw(g, c)
@@ -237,9 +241,15 @@ def load_model(
     engine = Engine(str(path), provider=provider, threads=threads, name=str(path))
     # Two outputs, the second 32 prototypes: an instance segmenter's head and prototypes.
     protos = len(g.outputs) == 2 and g.outputs[1].shape is not None and len(g.outputs[1].shape) == 4
-    shapes = _probe(g, engine, hw, every=protos)
+    probe_key = f"{hw[0]}x{hw[1]}{'+' if protos else ''}"
+    seen = g.probes.get(probe_key)
+    if seen:
+        shapes = [tuple(s) for s in seen]
+    else:
+        shapes = _probe(g, engine, hw, every=protos)
+        remember_probe(g, cache_dir, probe_key, shapes)
     shape = shapes[0]
-    metadata = {p.key: p.value for p in g.proto.metadata_props}
+    metadata = g.metadata
     want = task or c.task
     second = shapes[1] if len(shapes) == 2 else None
     form = detect_form(shape, hw, metadata, second) if want in (None, "detect") else None

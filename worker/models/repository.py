@@ -21,14 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from worker.errors import ModelError
+from worker.kinds import Task
 from worker.roots import resolve_inside
 
 __all__ = [
     "CARD_FILE",
+    "DEMO_NAMES",
     "MODEL_FILE",
     "RepoEntry",
     "builtin_root",
     "card_path_for",
+    "demo_model_path",
     "is_model_name",
     "list_models",
     "resolve_model",
@@ -36,6 +39,8 @@ __all__ = [
 
 MODEL_FILE = "model.onnx"
 CARD_FILE = "card.json"
+#: Repository name of each task's demo model (built by ``worker.models.demo``).
+DEMO_NAMES: dict[str, str] = {"segment": "demo-segment", "classify": "demo-classify"}
 
 
 def builtin_root() -> Path:
@@ -161,3 +166,14 @@ def list_models(root: Path) -> list[RepoEntry]:
     shipped = root.resolve() == builtin_root().resolve() if root.is_dir() else False
     extra = [] if shipped else [e for e in _entries(builtin_root(), True) if e.name not in names]
     return own + extra
+
+
+def demo_model_path(task: Task) -> Path:
+    """The built-in demo model for ``task`` (shipped with the package); there is none that
+    detects."""
+    if task not in DEMO_NAMES:
+        raise ModelError(
+            f"--task {task}: there is no built-in {task} model; give one with --model "
+            "(a YOLO detector's .onnx, for instance)"
+        )
+    return builtin_root() / DEMO_NAMES[task] / MODEL_FILE

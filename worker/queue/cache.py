@@ -34,10 +34,19 @@ def _mtime(path: Path | None) -> int:
 
 
 class ModelCache:
-    def __init__(self, size: int, *, provider: str = "auto", threads: int = 0) -> None:
+    def __init__(
+        self,
+        size: int,
+        *,
+        provider: str = "auto",
+        threads: int = 0,
+        cache_dir: Path | None = None,
+    ) -> None:
+        """``cache_dir``: where loaded models' facts are kept (``load_model``)."""
         self.size = size
         self.provider = provider
         self.threads = threads
+        self.cache_dir = cache_dir
         self.loads = 0
         self._models: OrderedDict[Key, Model] = OrderedDict()
 
@@ -66,6 +75,7 @@ class ModelCache:
             task=task,  # type: ignore[arg-type]  # checked by the job schema
             provider=self.provider,
             threads=self.threads,
+            cache_dir=self.cache_dir,
         )
         self.loads += 1
         log.info("model %s loaded (%s)", path.name, model.engine.provider)

@@ -15,8 +15,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from worker.models import resolve_model
-from worker.models.demo import DEMO_NAMES, demo_model_path
+from worker.models import fused_cache, resolve_model
+from worker.models.repository import DEMO_NAMES, demo_model_path
 from worker.queue.cache import ModelCache
 from worker.queue.fetch import fetch
 from worker.queue.handler import JobContext
@@ -37,7 +37,12 @@ class VideoJobs:
         self.settings = settings
         self.run = settings.run
         self.caches = [
-            ModelCache(settings.model_cache, provider=settings.provider, threads=settings.threads)
+            ModelCache(
+                settings.model_cache,
+                provider=settings.provider,
+                threads=settings.threads,
+                cache_dir=fused_cache.cache_dir_for(settings),
+            )
             for _ in range(settings.concurrency)
         ]
         roots = (settings.input_root, settings.output_root, settings.model_root)

@@ -22,14 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 
 from worker.description import Speed
 from worker.errors import FuseError, ModelError
 from worker.models import Engine, Model, fused_cache
 from worker.models.engine import EngineOptions
-from worker.models.fuse import FusedGraph, FuseSpec, fuse
-from worker.models.fuse_boxes import BOX_KINDS, split_rows
+from worker.models.fuse_spec import BOX_KINDS, FusedGraph, FuseSpec, split_rows
 from worker.ops.detect import Form, detections
 from worker.ops.postprocess import classify, segment, shown_from_bits
 from worker.ops.preprocess import InputPlan, preprocess, warp
@@ -74,9 +72,8 @@ def engine_options(speed: Speed) -> EngineOptions:
 
 def _cache_dir(speed: Speed) -> str | None:
     """Where fused graphs are kept between runs (``worker.models.fused_cache``); None: not."""
-    if not speed.fuse_cache:
-        return None
-    return str(speed.cache_dir or fused_cache.default_cache_dir())
+    where = fused_cache.cache_dir_for(speed)
+    return str(where) if where is not None else None
 
 
 def fuse_spec(model: Model, *, top_k: int = 5, resize_in_graph: bool = False) -> FuseSpec:
@@ -135,12 +132,9 @@ def _trt_profile(g: FusedGraph, batch: int) -> tuple[str, str, str] | None:
 
 
 def _cached_key(model: Model, spec: FuseSpec, cache_dir: str | None) -> str | None:
-    if cache_dir is None:
+    if cache_dir is None or model.graph.external:
         return None
-    external = any(
-        t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.proto.graph.initializer
-    )
-    return None if external else fused_cache.entry_key(model.path, spec)
+    return fused_cache.entry_key(model.path, spec)
 
 
 def _build_fused(
@@ -152,7 +146,9 @@ def _build_fused(
         data, names = hit
         g = FusedGraph(None, spec, str(names["input_name"]), tuple(names["output_names"]))
     else:
-        g = fuse(model.graph.proto, spec)
+        from worker.models.fuse import fuse  # onnx: only when the graph is built
+
+        g = fuse(model.graph.load_proto(), spec)
         assert g.proto is not None
         try:
             data = g.proto.SerializeToString()
@@ -213,11 +209,7 @@ def _build(model: Model, top_k: int, speed: Speed, batch: int) -> _Built:
             if options == model.engine.options:
                 engine = model.engine
             else:
-                engine = model.engine.derive(
-                    model.graph.proto.SerializeToString(),
-                    name=str(model.path),
-                    options=options,
-                )
+                engine = model.engine.derive(str(model.path), name=str(model.path), options=options)
             built = _Built(engine, None, why)
         _BUILT[model.engine][key] = built
         return built
