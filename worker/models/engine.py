@@ -173,30 +173,24 @@ class Engine:
         if provider not in ("auto", "cuda", "cpu"):
             raise ProviderError(f"provider '{provider}': expected auto, cuda or cpu")
         options = options or EngineOptions()
-        session = _try_cuda(model, threads, options) if provider in ("auto", "cuda") else None
-        if session is None and provider == "cuda":
+        self.name = name
+        self.threads = threads
+        self.options = options
+        self._model = model
+        self._session: ort.InferenceSession | None = None
+        self._session_lock = threading.Lock()
+        if provider in ("auto", "cuda"):
+            self._session = _try_cuda(model, threads, options)  # None where CUDA is absent
+        if self._session is None and provider == "cuda":
             raise ProviderError(
                 "provider 'cuda': the CUDA execution provider did not load on this machine "
                 "(it needs an NVIDIA GPU with CUDA 13 and cuDNN 9); use --provider cpu or auto"
             )
-        if session is None:
-            try:
-                session = ort.InferenceSession(
-                    model,
-                    sess_options=_session_options(threads, options, "cpu"),
-                    providers=[_CPU],
-                )
-            except Exception as e:
-                raise ModelError(f"model '{name}': ONNX Runtime cannot load it ({e})") from e
-        self.session = session
-        self.name = name
-        self.threads = threads
-        self.options = options
-        self.device: Device = "cpu" if session.get_providers()[0] == _CPU else "cuda"
-        self.provider = "cuda" if self.device == "cuda" else "cpu"
-        self.input_name: str = session.get_inputs()[0].name
-        self.output_names: list[str] = [o.name for o in session.get_outputs()]
-        self.output_name = self.output_names[0]
+        # On the CPU the session is made when first used: a model whose fused graph and facts
+        # come from the cache never runs its plain session, and making it cost a load of the
+        # weights (time and memory: a second copy of a 100 MB model) for nothing.
+        self.device: Device = "cuda" if self._session is not None else "cpu"
+        self.provider = self.device
         # Per thread: a session may run in several threads at once, a binding may not.
         self._local = threading.local()
         # CUDA graphs replay fixed device addresses: one set of buffers, one run at a time.
@@ -207,6 +201,42 @@ class Engine:
         self.runs = 0
         self.bytes_in = 0  # host -> device, all runs
         self.bytes_out = 0  # device -> host, all runs
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        """The ONNX Runtime session (made on first use on the CPU; ``ModelError`` if it
+        cannot be)."""
+        if self._session is None:
+            with self._session_lock:
+                if self._session is None:
+                    try:
+                        self._session = ort.InferenceSession(
+                            self._model,
+                            sess_options=_session_options(self.threads, self.options, "cpu"),
+                            providers=[_CPU],
+                        )
+                    except Exception as e:
+                        raise ModelError(
+                            f"model '{self.name}': ONNX Runtime cannot load it ({e})"
+                        ) from e
+        return self._session
+
+    def load(self) -> Engine:
+        """Make the session now (so a model that cannot load says so at once)."""
+        _ = self.session
+        return self
+
+    @property
+    def input_name(self) -> str:
+        return str(self.session.get_inputs()[0].name)
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.session.get_outputs()]
+
+    @property
+    def output_name(self) -> str:
+        return self.output_names[0]
 
     def derive(
         self, model: bytes | str, *, name: str, options: EngineOptions | None = None

@@ -78,19 +78,21 @@ def entry_key(model_path: Path, spec: Any) -> str | None:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:40]
 
 
-def load(folder: Path, key: str) -> tuple[bytes, dict[str, Any]] | None:
-    """The cached graph and its names, or None (missing, damaged, unreadable)."""
+def load(folder: Path, key: str) -> tuple[str, dict[str, Any]] | None:
+    """The cached graph's path (checked against its checksum) and its names, or None
+    (missing, damaged, unreadable). A path, not the bytes: ONNX Runtime reads the file
+    itself, so the graph's weights are not held once more in this process while it loads."""
     meta_path, data_path = folder / f"{key}.json", folder / f"{key}.onnx"
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        data = data_path.read_bytes()
+        digest = file_sha256(data_path)
     except (OSError, ValueError):
         return None
-    if not isinstance(meta, dict) or hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+    if not isinstance(meta, dict) or digest != meta.get("sha256"):
         return None
     with contextlib.suppress(OSError):
         os.utime(meta_path)  # recently used: pruned last
-    return data, meta
+    return str(data_path), meta
 
 
 def store(folder: Path, key: str, data: bytes, names: dict[str, Any]) -> None:

@@ -246,6 +246,7 @@ def load_model(
     if seen:
         shapes = [tuple(s) for s in seen]
     else:
+        engine.load()  # a model ONNX Runtime cannot load says so here, not at its first frame
         shapes = _probe(g, engine, hw, every=protos)
         remember_probe(g, cache_dir, probe_key, shapes)
     shape = shapes[0]

@@ -142,6 +142,7 @@ def _build_fused(
 ) -> _Built:
     key = _cached_key(model, spec, cache_dir)
     hit = fused_cache.load(Path(cache_dir), key) if cache_dir and key else None
+    data: bytes | str
     if hit is not None:
         data, names = hit
         g = FusedGraph(None, spec, str(names["input_name"]), tuple(names["output_names"]))
@@ -158,7 +159,7 @@ def _build_fused(
     if options.tensorrt:
         options = replace(options, trt_profile=_trt_profile(g, batch or 8))
     try:
-        engine = model.engine.derive(data, name=f"{model.path} (fused)", options=options)
+        engine = model.engine.derive(data, name=f"{model.path} (fused)", options=options).load()
         if hit is not None and not engine.graph_capture:
             return _Built(engine, g, None)  # it ran when it was cached (same versions)
         # One run on a blank batch: a graph ONNX Runtime accepts but cannot run must fall back
@@ -178,7 +179,7 @@ def _build_fused(
     got = [(tuple(o.shape), o.dtype) for o in outs]
     if want is not None and got != want:
         raise FuseError(f"the fused graph gives {got}, expected {want}")
-    if hit is None and cache_dir and key:
+    if isinstance(data, bytes) and cache_dir and key:  # built here, not read from the cache
         names = {"input_name": g.input_name, "output_names": list(g.output_names)}
         fused_cache.store(Path(cache_dir), key, data, names)
     return _Built(engine, g, None)
