@@ -14,7 +14,8 @@ of both (whole process) and their ratio, the worker's fps over the model alone, 
 CPU ms per frame split into model, decode, encode and the rest, the bound those costs imply on
 this machine's cores (cores / (model + decode + encode + host) CPU s per frame, host: the
 resize to the model input and the drawing no pipeline can skip) and the worker's share of
-it, start-up to the first frame (``--max-frames 1``, whole process) and peak RSS.
+it, start-up to the first frame (``--max-frames 1``, whole process) and peak RSS. The worker
+is byte-compiled first, as an installed wheel is.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_support import ChildRun, run_child, run_worker
+from bench_support import ChildRun, compile_worker, run_child, run_worker
 from components import decode_alone, encode_alone, host_alone, plain_alone, sample_images
 from shapes import SHAPES, build_model
 
@@ -82,6 +83,7 @@ def main() -> int:
     a = p.parse_args()
 
     cores = os.cpu_count() or 1
+    compile_worker()
     rows = []
     with tempfile.TemporaryDirectory(prefix="speed-matrix-") as t:
         tmp = Path(t)

@@ -33,3 +33,18 @@ def test_a_run_reports_what_decoded_encoded_and_crossed(clip: Path, tmp_path: Pa
     # 9 frames in batches of 4: 32x32x3 uint8 in, a 16x16 uint8 mask out, per frame.
     assert p["device_bytes_per_frame"] == {"in": 32 * 32 * 3, "out": 16 * 16}
     assert len(decode(tmp_path / "o.mp4")) == 9
+
+
+def test_stage_threads_carry_their_names_to_the_os() -> None:
+    # top -H, py-spy and benchmarks/thread_profile.py tell the stages apart by these names
+    # (and x264's threads, started from the writer's, inherit its name).
+    import threading
+
+    from worker.stages.threads import Threads
+
+    seen: list[str] = []
+    threads = Threads(threading.Event())
+    threads.add("inference", lambda: seen.append(Path("/proc/thread-self/comm").read_text()))
+    threads.start()
+    threads.wait()
+    assert seen == ["worker-inferenc\n"]  # the OS keeps 15 bytes
