@@ -20,6 +20,8 @@ import http.server
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -38,6 +40,7 @@ from worker.testing import (
     LONG,
     Rig,
     WorkerProc,
+    clean_env,
     done_events,
     files_under,
     free_port,
@@ -80,6 +83,24 @@ def test_many_jobs_on_several_workers_each_finish_exactly_once(rig: Rig) -> None
     assert no_part_files(rig)
     by_worker = {q.status(i)["worker"] for i in ids}
     assert len(by_worker) >= 2, by_worker  # the jobs were spread, not run by one worker
+
+
+def test_a_worker_imports_onnx_before_it_holds_a_lease(tmp_path: Path) -> None:
+    # onnx's import holds the GIL for ~1 s (ml_dtypes): done inside a first job it starved the
+    # lease's heartbeat, and under load another worker took the job over (attempts 2 in
+    # test_many_jobs_on_several_workers_each_finish_exactly_once, 2 of 8 runs beside three CPU
+    # hogs). The video handler imports it when it is made, before the loop takes any job.
+    code = (
+        "import sys; from worker.settings import load_settings; "
+        "from worker.queue.video_job import VideoJobs; VideoJobs(load_settings()); "
+        "print('onnx' in sys.modules, 'onnx.compose' in sys.modules)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=clean_env(), capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "True"]
 
 
 # ---------------------------------------------------------------------------- worker killed

@@ -61,13 +61,15 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def entry_key(model_path: Path, spec: Any) -> str | None:
-    """The cache key of the fused graph of ``model_path`` per ``spec``; None if uncacheable."""
+def entry_key(model_path: Path, spec: Any, model_sha: str | None = None) -> str | None:
+    """The cache key of the fused graph of ``model_path`` per ``spec``; None if uncacheable.
+    ``model_sha``: the file's SHA-256 if already known (reading a large model again for it is
+    a second full read per start)."""
     import onnxruntime
 
     try:
         parts = [
-            file_sha256(model_path),
+            model_sha or file_sha256(model_path),
             repr(spec),
             version("onnx"),  # (not imported: a cache hit never loads onnx, ~0.8 s here)
             onnxruntime.__version__,

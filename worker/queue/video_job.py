@@ -47,6 +47,12 @@ class VideoJobs:
         ]
         roots = (settings.input_root, settings.output_root, settings.model_root)
         self._roots = sorted({r.resolve() for r in roots}, key=lambda r: -len(str(r)))
+        # A model met for the first time is parsed and its fused graph built with onnx, whose
+        # import holds the GIL for about a second here (ml_dtypes' extension). Inside a job it
+        # starved the lease's heartbeat thread, and on a loaded machine the lease lapsed and
+        # another worker took the job over. A worker is long-lived: import it now, before it
+        # holds any lease (a one-off command imports it only when it has to build).
+        import worker.models.fuse  # noqa: F401
 
     def shown(self, text: str) -> str:
         """``text`` with the worker's absolute root folders left out, so a job names its files

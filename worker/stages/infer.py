@@ -134,7 +134,7 @@ def _trt_profile(g: FusedGraph, batch: int) -> tuple[str, str, str] | None:
 def _cached_key(model: Model, spec: FuseSpec, cache_dir: str | None) -> str | None:
     if cache_dir is None or model.graph.external:
         return None
-    return fused_cache.entry_key(model.path, spec)
+    return fused_cache.entry_key(model.path, spec, model.graph.sha256)
 
 
 def _build_fused(
