@@ -220,7 +220,8 @@ class Speed(_Frozen):
     provider: Provider = Field("auto", description="auto: CUDA when it really loads, else CPU")
     threads: int = Field(0, ge=0, le=256, description="ONNX Runtime intra-op threads; 0: auto")
     batch: int = Field(0, ge=0, le=256, description="frames per inference call; 0: per provider")
-    queue_size: int = Field(4, ge=1, le=1024, description="frames held between two stages")
+    # 2, not 4: 6-10 MiB less peak RSS at 720p and no speed lost (A/B alternated on two shapes).
+    queue_size: int = Field(2, ge=1, le=1024, description="frames held between two stages")
     fuse: bool = Field(True, description="uint8-in/uint8-out graph around the model")
     resize_in_graph: bool = Field(False, description="stretch: resize on the device, not host")
     fuse_cache: bool = Field(True, description="keep fused graphs on disk: faster next start")

@@ -281,7 +281,9 @@ class _Run:
         # With frames skipped, a batch may span more frames than it runs: room for them.
         held = max(speed.queue_size, self.batch) * (1 if sampler.all else 4)
         frames_in = Lossless(held, stop)
-        answers = Lossless(speed.queue_size, stop)
+        # A batch's answers all go at once: room for a whole batch, or inference waits for the
+        # writer to draw most of it (batch 8 on a GPU) before it may run the next.
+        answers = Lossless(max(speed.queue_size, self.batch), stop)
         total = source.info.frames
         if total is not None and source.max_frames is not None:
             total = min(total, source.max_frames)
