@@ -102,12 +102,9 @@ def store(folder: Path, key: str, data: bytes, names: dict[str, Any]) -> None:
     meta = {**names, "sha256": hashlib.sha256(data).hexdigest()}
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        for suffix, payload in ((".onnx", data), (".json", json.dumps(meta).encode())):
-            final = folder / f"{key}{suffix}"
-            tmp = folder / f".{key}{suffix}.{os.getpid()}.part"
-            tmp.write_bytes(payload)
-            os.replace(tmp, final)  # the .json last: its presence says the entry is whole
-        _prune(folder)
+        _write(folder / f"{key}.onnx", data)
+        _write(folder / f"{key}.json", json.dumps(meta).encode())  # last: the entry is whole
+        _prune(folder, "*.json", ".onnx")
     except OSError as e:
         log.debug("fused graph cache %s not written: %s", folder, e)
 
@@ -146,20 +143,24 @@ def store_facts(folder: Path, model_sha: str, facts: dict[str, Any]) -> None:
         return
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{path.name}.{os.getpid()}.part"
-        tmp.write_text(json.dumps(facts), encoding="utf-8")
-        os.replace(tmp, path)
-        old = sorted(folder.glob("*.facts"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for p in old[MAX_ENTRIES:]:
-            with contextlib.suppress(OSError):
-                p.unlink()
+        _write(path, json.dumps(facts).encode())
+        _prune(folder, "*.facts")
     except (OSError, TypeError, ValueError) as e:
         log.debug("model facts %s not written: %s", path, e)
 
 
-def _prune(folder: Path) -> None:
-    metas = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in metas[MAX_ENTRIES:]:
-        for p in (old, old.with_suffix(".onnx")):
+def _write(final: Path, payload: bytes) -> None:
+    """``payload`` under a temporary name, then renamed: a reader sees all of it or none."""
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.part")
+    tmp.write_bytes(payload)
+    os.replace(tmp, final)
+
+
+def _prune(folder: Path, pattern: str, companion: str | None = None) -> None:
+    """Keep the newest ``MAX_ENTRIES`` files matching ``pattern`` (and each one's file of the
+    same stem with the ``companion`` suffix); remove the rest."""
+    newest = sorted(folder.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in newest[MAX_ENTRIES:]:
+        for p in (old, *((old.with_suffix(companion),) if companion else ())):
             with contextlib.suppress(OSError):
                 p.unlink()

@@ -8,7 +8,7 @@ costs ~0.8 s here, most of a warm start).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -136,8 +136,7 @@ def read_graph(path: Path, cache_dir: Path | None = None) -> GraphInfo:
             return _from_facts(path, sha, facts)
         except (KeyError, TypeError, ValueError):
             pass  # an entry of another shape: read the model again
-    g = _read(path)
-    g = GraphInfo(**{**_fields(g), "sha256": sha})
+    g = replace(_read(path), sha256=sha)
     fused_cache.store_facts(cache_dir, sha, _to_facts(g))
     return g
 
@@ -150,10 +149,6 @@ def remember_probe(
         return
     g.probes[key] = [list(s) for s in shapes]
     fused_cache.store_facts(cache_dir, g.sha256, _to_facts(g))
-
-
-def _fields(g: GraphInfo) -> dict[str, Any]:
-    return {f: getattr(g, f) for f in g.__dataclass_fields__}
 
 
 def _tensor_facts(t: TensorInfo) -> dict[str, Any]:
