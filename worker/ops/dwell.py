@@ -15,13 +15,13 @@ Times are the caller's (video seconds, or wall clock for cameras). Plain data, n
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from worker.kinds import Anchor
 
-__all__ = ["Dwell", "Loiter", "ObjectEvent", "Seen", "Stay", "anchor_of"]
+__all__ = ["Dwell", "Loiter", "ObjectEvent", "Seen", "Stay", "anchor_of", "seen_in"]
 
 Box = Sequence[float]  # x1, y1, x2, y2
 
@@ -45,6 +45,15 @@ class Seen:
     label: str
     box: tuple[float, float, float, float]
     zones: tuple[str, ...]
+
+
+def seen_in(objects: Iterable[Mapping[str, Any]]) -> list[Seen]:
+    """The tracked ones of a frame record's ``objects`` (those with an id) as ``Seen``."""
+    return [
+        Seen(o["id"], o["label"], tuple(o["box"]), tuple(o.get("zones", ())))
+        for o in objects
+        if o.get("id")
+    ]
 
 
 @dataclass

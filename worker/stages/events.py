@@ -29,7 +29,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from worker.ops.dwell import Loiter, ObjectEvent, Seen
+from worker.ops.dwell import Loiter, ObjectEvent, seen_in
 from worker.ops.rules import Rule, Tracker, Transition
 
 __all__ = ["EventLog"]
@@ -97,12 +97,7 @@ class EventLog:
         for tr in self.tracker.update(record, t):
             self._handle(tr, picture)
         if self.loiter is not None:
-            seen = [
-                Seen(o["id"], o["label"], tuple(o["box"]), tuple(o.get("zones", ())))
-                for o in record.get("objects", ())
-                if o.get("id")
-            ]
-            for ev in self.loiter.update(seen, t):
+            for ev in self.loiter.update(seen_in(record.get("objects", ())), t):
                 self._object(ev, picture, image)
 
     def finish(self, t: float) -> None:

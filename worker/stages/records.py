@@ -16,7 +16,7 @@ from worker.description import Analytics, LineSpec
 from worker.errors import InputError
 from worker.models import Model
 from worker.ops.detect import instance_masks, to_frame
-from worker.ops.dwell import Dwell, Seen, anchor_of
+from worker.ops.dwell import Dwell, anchor_of, seen_in
 from worker.ops.lines import LineCounter
 from worker.ops.masks import rle
 from worker.ops.postprocess import MaskMap
@@ -239,12 +239,7 @@ class Recorder:
         """Each tracked object's seconds in each zone it is in (``dwell``)."""
         if self.dwell is None or self.tracker is None:
             return
-        seen = [
-            Seen(o["id"], o["label"], tuple(o["box"]), tuple(o["zones"]))
-            for o in objects
-            if o.get("id")
-        ]
-        self.dwell.update(seen, t, [tr.id for tr in self.tracker.tracks if tr.id])
+        self.dwell.update(seen_in(objects), t, [tr.id for tr in self.tracker.tracks if tr.id])
         for o in objects:
             if o.get("id"):
                 o["dwell"] = self.dwell.of(o["id"])
