@@ -20,7 +20,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -59,11 +59,13 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ZoneSpec(_Frozen):
-    """A named polygon: points as fractions of the frame (0..1), or pixels with ``units``."""
+class _Placed(_Frozen):
+    """What zones and lines share: a name, points in ``units``, and maybe one camera."""
+
+    _what: ClassVar[str]  # "zone" or "line", for errors
 
     name: str
-    points: list[tuple[float, float]] = Field(min_length=3, max_length=256)
+    points: list[tuple[float, float]]  # (bounds per kind, below)
     units: Literal["fraction", "px"] = "fraction"
     camera: str | None = Field(None, description="monitor: this camera only; else every one")
 
@@ -71,8 +73,15 @@ class ZoneSpec(_Frozen):
     @classmethod
     def _name(cls, v: str) -> str:
         if not CAMERA_NAME.match(v):
-            raise ValueError(f"zone name '{v}': {_NAME_RULE}")
+            raise ValueError(f"{cls._what} name '{v}': {_NAME_RULE}")
         return v
+
+
+class ZoneSpec(_Placed):
+    """A named polygon: points as fractions of the frame (0..1), or pixels with ``units``."""
+
+    _what = "zone"
+    points: list[tuple[float, float]] = Field(min_length=3, max_length=256)
 
     @field_validator("points")
     @classmethod
@@ -102,21 +111,12 @@ class ZoneSpec(_Frozen):
         return self
 
 
-class LineSpec(_Frozen):
+class LineSpec(_Placed):
     """A named line tracked objects are counted crossing, each way: its two points as
     fractions of the frame (0..1), or pixels with ``units``."""
 
-    name: str
+    _what = "line"
     points: list[tuple[float, float]] = Field(min_length=2, max_length=2)
-    units: Literal["fraction", "px"] = "fraction"
-    camera: str | None = Field(None, description="monitor: this camera only; else every one")
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not CAMERA_NAME.match(v):
-            raise ValueError(f"line name '{v}': {_NAME_RULE}")
-        return v
 
     @model_validator(mode="after")
     def _two_places(self) -> LineSpec:
