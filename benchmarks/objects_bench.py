@@ -207,8 +207,8 @@ def tutorial(model: Path, video: Path, out: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- post-processing
 
 
-def post_ms(model: Path, video: Path, frames: int = 40) -> dict[str, float]:
-    """ms per frame of the worker's host post-processing (and tracking) on real outputs."""
+def head_outputs(model: Path, video: Path, frames: int = 40) -> list[Array]:
+    """The model's raw head output ([1, 4 + C, A]) on the clip's first ``frames`` frames."""
     sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     cap = cv2.VideoCapture(str(video))
     outs = []
@@ -218,9 +218,14 @@ def post_ms(model: Path, video: Path, frames: int = 40) -> dict[str, float]:
             break
         img = cv2.resize(frame, (SIZE, SIZE))[:, :, ::-1]
         x = img.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
-        outs.append(sess.run(None, {sess.get_inputs()[0].name: x})[0][0])
+        outs.append(sess.run(None, {sess.get_inputs()[0].name: x})[0])
+    return outs
+
+
+def post_ms(outs: list[Array]) -> dict[str, float]:
+    """ms per frame of the worker's host post-processing (and tracking) on real outputs."""
     t0 = time.perf_counter()
-    rows = [detections(o, "v8") for o in outs]
+    rows = [detections(o[0], "v8") for o in outs]
     t1 = time.perf_counter()
     tracker = Tracker()
     for i, r in enumerate(rows):
@@ -299,19 +304,9 @@ def nms_graph(path: Path, anchors: int, classes: int, conf: float = 0.25, iou: f
     return path
 
 
-def nms_both_ways(model: Path, video: Path, tmp: Path, frames: int = 40) -> dict[str, Any]:
+def nms_both_ways(outs: list[Array], tmp: Path) -> dict[str, Any]:
     """ms per frame of host NMS (numpy) and of ONNX Runtime's NonMaxSuppression in a graph,
     on the model's real outputs; and whether they keep the same boxes."""
-    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    cap = cv2.VideoCapture(str(video))
-    outs = []
-    for _ in range(frames):
-        ok, frame = cap.read()
-        if not ok:
-            break
-        img = cv2.resize(frame, (SIZE, SIZE))[:, :, ::-1]
-        x = img.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
-        outs.append(sess.run(None, {sess.get_inputs()[0].name: x})[0])
     _, ch, anchors = outs[0].shape
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1  # as the model's own threads would be busy with the model
@@ -403,6 +398,7 @@ def main() -> int:
             ])  # fmt: skip
             assert h.returncode == 0, h.stderr
             host.append(json.loads(h.stdout)["fps"])
+        outs = head_outputs(model, video)  # once, for both post-processing measurements
         result = {
             "model": str(a.model) if a.model else "YOLOv8n-shaped head at 640, built here",
             "video": f"walkers 1280x720, {frames} frames",
@@ -410,9 +406,9 @@ def main() -> int:
             "worker_fps": round(statistics.median(wrk), 2),
             "ratio": round(statistics.median(wrk) / statistics.median(tut), 2),
             "worker_host_nms_fps": round(statistics.median(host), 2),
-            "post": post_ms(model, video),
+            "post": post_ms(outs),
             "regions_720p": regions_ms(),
-            "nms_both_ways": nms_both_ways(model, video, tmp),
+            "nms_both_ways": nms_both_ways(outs, tmp),
         }
     if a.json:
         print(json.dumps(result))
