@@ -1,16 +1,26 @@
 """``worker.stages.batching``: one batcher for files (full batches) and cameras (a frame waits
-at most ``wait_s`` for the rest of its batch), checked with injected clocks."""
+at most ``wait_s`` for the rest of its batch), checked with injected clocks; lanes (model
+runs in flight at once) with a real model."""
 
 from __future__ import annotations
 
 import queue
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 
-from worker.stages.batching import collect
+from factory import make_bright_model
+from worker.description import Speed
+from worker.models import load_model
+from worker.stages.batching import collect, run_inference
 from worker.stages.channels import END
+from worker.stages.frames import Frame, Item
+from worker.stages.infer import Inferencer
 
 
 def feed(items: list[Any]) -> queue.Queue[Any]:
@@ -78,3 +88,48 @@ def test_live_batches_with_a_real_queue_do_not_wait_forever() -> None:
     q = feed(["a", "b"])
     items, ended = collect(getter(q), 8, 0.01)
     assert (items, ended) == (["a", "b"], False)
+
+
+# ---------------------------------------------------------------------------------- lanes
+
+
+def bright_inferencer(tmp_path: Path, lanes: int) -> Inferencer:
+    model = load_model(make_bright_model(tmp_path / "bright.onnx"), provider="cpu", lanes=lanes)
+    return Inferencer(model, speed=Speed(lanes=lanes), batch=1)
+
+
+def item(index: int, bright: bool, big: bool) -> Item:
+    h, w = (2160, 3840) if big else (48, 64)
+    image = np.full((h, w, 3), 250 if bright else 5, np.uint8)
+    return Item("clip", Frame(index, index, index / 25, image))
+
+
+def test_lanes_deliver_in_order_whichever_run_ends_first(tmp_path: Path) -> None:
+    # A 4K frame takes each lane far longer to stage than a tiny one, so the lane holding
+    # frame 0 finishes after the one holding frame 1: answers must still go out in order,
+    # each with its own frame.
+    frames = [item(i, bright=i % 3 == 0, big=i % 2 == 0) for i in range(12)]
+    got: list[tuple[int, int]] = []
+    infer = bright_inferencer(tmp_path, lanes=3)
+    assert infer.lanes == 3
+    calls = run_inference(
+        getter(feed([*frames, END])),
+        infer,
+        lambda it, answer: got.append((it.frame.index, int(answer.class_map.max()))),  # type: ignore[union-attr]
+        batch=1,
+        wait_s=None,
+        lanes=3,
+    )
+    assert calls == 12
+    assert got == [(i, 1 if i % 3 == 0 else 0) for i in range(12)]
+
+
+def test_a_failing_lane_stops_the_others_and_its_error_reaches_the_caller(
+    tmp_path: Path,
+) -> None:
+    # Frame 0 cannot be staged (no pixels); the other lanes wait on a queue that never ends.
+    q = feed([Item("clip", Frame(0, 0, 0.0, np.zeros((0, 0, 3), np.uint8)))])
+    infer = bright_inferencer(tmp_path, lanes=2)
+    with pytest.raises(cv2.error):
+        run_inference(getter(q), infer, lambda it, a: None, batch=1, wait_s=None, lanes=2)
+    assert [t.name for t in threading.enumerate() if t.name.startswith("worker-lane")] == []

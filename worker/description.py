@@ -17,6 +17,7 @@ Frigate lays a camera's settings over the globals: dump what is set, merge, vali
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -218,7 +219,14 @@ class Speed(_Frozen):
     """How the machine is used. CUDA and TensorRT fields act only where CUDA really loads."""
 
     provider: Provider = Field("auto", description="auto: CUDA when it really loads, else CPU")
-    threads: int = Field(0, ge=0, le=256, description="ONNX Runtime intra-op threads; 0: auto")
+    threads: int = Field(
+        0, ge=0, le=256, description="ONNX Runtime intra-op threads a run; 0: cores / lanes"
+    )
+    # Frames in parallel, not one frame split over the cores: a split run waits at every
+    # parallel loop for whichever thread the decoder or x264 preempted (benchmarks/README).
+    lanes: int = Field(
+        0, ge=0, le=64, description="model runs in flight at once; 0: one per core (CUDA: 1)"
+    )
     batch: int = Field(0, ge=0, le=256, description="frames per inference call; 0: per provider")
     # 2, not 4: 6-10 MiB less peak RSS at 720p and no speed lost (A/B alternated on two shapes).
     queue_size: int = Field(2, ge=1, le=1024, description="frames held between two stages")
@@ -238,6 +246,11 @@ class Speed(_Frozen):
     tensorrt: bool = Field(False, description="try the TensorRT provider before CUDA")
     trt_fp16: bool = Field(False, description="TensorRT: allow fp16 kernels")
     trt_cache: Path | None = Field(None, description="TensorRT engine/timing cache folder")
+
+    def lanes_on(self, device: str) -> int:
+        """Model runs in flight at once on ``device``: as set, else one per core on the CPU
+        (each run on one core's share of threads) and one on CUDA."""
+        return self.lanes or ((os.cpu_count() or 1) if device == "cpu" else 1)
 
     @property
     def batch_wait_s(self) -> float:

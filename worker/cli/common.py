@@ -37,6 +37,7 @@ def configured_model(s: Settings) -> Model:
         task=s.task,
         provider=s.provider,
         threads=s.threads,
+        lanes=s.lanes_on("cpu"),
         cache_dir=fused_cache.cache_dir_for(s),
     )
 

@@ -89,6 +89,7 @@ MODEL = (
     Flag("provider"),
     Flag("batch"),
     Flag("threads"),
+    Flag("lanes"),
 )  # fmt: skip
 LOOK = (
     Flag("alpha"),

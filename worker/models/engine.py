@@ -107,11 +107,23 @@ def providers_for(device: Device, options: EngineOptions) -> list[Any]:
     return [*chain, (_CUDA, options.cuda()), _CPU]
 
 
-def _session_options(threads: int, options: EngineOptions, device: Device) -> ort.SessionOptions:
+def intra_threads(threads: int, lanes: int, device: Device) -> int:
+    """Intra-op threads a run gets: ``threads`` if set; on the CPU the cores shared by the
+    ``lanes`` runs in flight at once; on CUDA (where they run only the nodes left on the CPU)
+    the cores."""
+    cores = os.cpu_count() or 1
+    if threads:
+        return threads
+    return max(1, cores // max(1, lanes)) if device == "cpu" else cores
+
+
+def _session_options(
+    threads: int, lanes: int, options: EngineOptions, device: Device
+) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     # A pipeline also decodes and encodes on these cores: spinning intra-op threads would
     # steal their CPU while waiting for work, so they sleep instead.
-    opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
+    opts.intra_op_num_threads = intra_threads(threads, lanes, device)
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -137,7 +149,7 @@ def _try_cuda(
     try:
         session = ort.InferenceSession(
             model,
-            sess_options=_session_options(threads, options, "cuda"),
+            sess_options=_session_options(threads, 1, options, "cuda"),
             providers=providers_for("cuda", options),
         )
     except Exception as e:
@@ -167,14 +179,19 @@ class Engine:
         *,
         provider: str = "auto",
         threads: int = 0,
+        lanes: int = 1,
         name: str = "model",
         options: EngineOptions | None = None,
     ) -> None:
+        """``lanes``: how many threads run the model at once (a pipeline's lanes); on the CPU
+        they share the cores, so each run gets cores / lanes intra-op threads unless
+        ``threads`` says otherwise."""
         if provider not in ("auto", "cuda", "cpu"):
             raise ProviderError(f"provider '{provider}': expected auto, cuda or cpu")
         options = options or EngineOptions()
         self.name = name
         self.threads = threads
+        self.lanes = lanes
         self.options = options
         self._model = model
         self._session: ort.InferenceSession | None = None
@@ -212,7 +229,9 @@ class Engine:
                     try:
                         self._session = ort.InferenceSession(
                             self._model,
-                            sess_options=_session_options(self.threads, self.options, "cpu"),
+                            sess_options=_session_options(
+                                self.threads, self.lanes, self.options, "cpu"
+                            ),
                             providers=[_CPU],
                         )
                     except Exception as e:
@@ -246,6 +265,7 @@ class Engine:
             model,
             provider=self.provider,
             threads=self.threads,
+            lanes=self.lanes,
             name=name,
             options=options or self.options,
         )

@@ -218,10 +218,12 @@ def load_model(
     task: Task | None = None,
     provider: str = "auto",
     threads: int = 0,
+    lanes: int = 1,
     cache_dir: Path | None = None,
 ) -> Model:
     """Read, check, load and probe a model; raise ``ModelError``/``CardError`` with the reason.
 
+    ``threads``, ``lanes``: see ``Engine`` (a pipeline's lanes share the CPU's cores).
     ``cache_dir``: where what was read and probed is kept, so the next load of the same bytes
     skips reading the graph (and importing onnx) and the probe run.
 
@@ -238,7 +240,7 @@ def load_model(
     hw = _input_hw(g, c)
     # ONNX Runtime reads the file itself (the bytes just checked; weights in external files
     # are found relative to it): serialising the parsed protobuf again took longer.
-    engine = Engine(str(path), provider=provider, threads=threads, name=str(path))
+    engine = Engine(str(path), provider=provider, threads=threads, lanes=lanes, name=str(path))
     # Two outputs, the second 32 prototypes: an instance segmenter's head and prototypes.
     protos = len(g.outputs) == 2 and g.outputs[1].shape is not None and len(g.outputs[1].shape) == 4
     probe_key = f"{hw[0]}x{hw[1]}{'+' if protos else ''}"

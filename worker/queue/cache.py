@@ -40,12 +40,14 @@ class ModelCache:
         *,
         provider: str = "auto",
         threads: int = 0,
+        lanes: int = 1,
         cache_dir: Path | None = None,
     ) -> None:
         """``cache_dir``: where loaded models' facts are kept (``load_model``)."""
         self.size = size
         self.provider = provider
         self.threads = threads
+        self.lanes = lanes
         self.cache_dir = cache_dir
         self.loads = 0
         self._models: OrderedDict[Key, Model] = OrderedDict()
@@ -75,6 +77,7 @@ class ModelCache:
             task=task,  # type: ignore[arg-type]  # checked by the job schema
             provider=self.provider,
             threads=self.threads,
+            lanes=self.lanes,
             cache_dir=self.cache_dir,
         )
         self.loads += 1

@@ -41,6 +41,7 @@ class VideoJobs:
                 settings.model_cache,
                 provider=settings.provider,
                 threads=settings.threads,
+                lanes=settings.lanes_on("cpu"),
                 cache_dir=fused_cache.cache_dir_for(settings),
             )
             for _ in range(settings.concurrency)

@@ -9,16 +9,21 @@ frame that waits for three more is late, so after the first frame of a batch we 
 from __future__ import annotations
 
 import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from worker.ops.zones import FrameZones
 from worker.stages.channels import END
 from worker.stages.frames import Answer, Item
 from worker.stages.infer import Inferencer, infer_frames
+from worker.stages.threads import name_os_thread
 
 __all__ = ["collect", "run_inference"]
+
+#: How often a lane waiting for the first frame of a batch looks for another lane's failure.
+_POLL_S = 0.1
 
 
 def collect(
@@ -65,6 +70,102 @@ def _runs(item: Item) -> int:
     return 0 if item.skip else 1
 
 
+class _Broken(Exception):
+    """Another lane failed: this one stops where it is."""
+
+
+class _Lanes:
+    """The lanes of one inference stage: batches are taken one lane at a time and numbered,
+    and delivered in that order whichever lane's model run ends first. The first failure
+    stops every lane and is raised by ``run``."""
+
+    def __init__(
+        self,
+        get: Callable[[float | None], Any],
+        infer: Inferencer,
+        deliver: Callable[[Item, Answer | None], None],
+        lanes: int,
+        collect_batch: Callable[[Callable[[float | None], Any]], tuple[list[Item], bool]],
+        zones: Callable[[Item], FrameZones | None] | None,
+    ) -> None:
+        self.get, self.infer, self.deliver, self.lanes = get, infer, deliver, lanes
+        self.collect_batch, self.zones = collect_batch, zones
+        self.take = threading.Lock()
+        self.turn = threading.Condition()
+        self.taken = 0  # batches numbered so far
+        self.next = 0  # the number of the batch whose answers go next
+        self.ended = False
+        self.failure: BaseException | None = None
+        self.calls = 0
+
+    def run(self) -> int:
+        helpers = []
+        for k in range(1, self.lanes):
+            name = f"worker-lane-{k}"
+            helpers.append(
+                threading.Thread(target=self._lane, args=(name,), name=name, daemon=True)
+            )
+        for t in helpers:
+            t.start()
+        self._lane(None)  # this thread is a lane too
+        for t in helpers:
+            t.join()
+        if self.failure is not None:
+            raise self.failure
+        return self.calls
+
+    def _patient(self, timeout: float | None) -> Any:
+        """``get``, waiting for the first frame of a batch in slices, so that a lane blocked
+        on an empty queue notices another lane's failure."""
+        while True:
+            if self.failure is not None:
+                raise _Broken
+            try:
+                return self.get(_POLL_S if timeout is None else timeout)
+            except queue.Empty:
+                if timeout is not None:
+                    raise
+
+    def _lane(self, name: str | None) -> None:
+        if name is not None:
+            name_os_thread(name)
+        try:
+            while self._step():
+                pass
+        except _Broken:
+            return
+        except BaseException as e:
+            with self.turn:
+                if self.failure is None:
+                    self.failure = e
+                self.turn.notify_all()
+
+    def _step(self) -> bool:
+        """Take a batch, run it, deliver it in its turn; False when there is no more."""
+        with self.take:
+            if self.ended or self.failure is not None:
+                return False
+            items, ended = self.collect_batch(self._patient if self.lanes > 1 else self.get)
+            number = self.taken
+            self.taken += 1
+            self.ended = ended
+            run = [i for i in items if not i.skip]
+            crops = [self.zones(i) for i in run] if self.zones is not None and run else None
+        answers: Iterator[Answer] = iter(())
+        if run:
+            answers = iter(infer_frames(self.infer, [i.frame.image for i in run], crops))
+        with self.turn:
+            self.turn.wait_for(lambda: self.next == number or self.failure is not None)
+            if self.failure is not None:
+                return False
+            for item in items:  # in order: a skipped frame goes where it came
+                self.deliver(item, None if item.skip else next(answers))
+            self.next += 1
+            self.calls += 1 if run else 0
+            self.turn.notify_all()
+        return not ended
+
+
 def run_inference(
     get: Callable[[float | None], Any],
     infer: Inferencer,
@@ -74,20 +175,15 @@ def run_inference(
     wait_s: float | None,
     zones: Callable[[Item], FrameZones | None] | None = None,
     limit: int | None = None,
+    lanes: int = 1,
 ) -> int:
     """Run the model on the items ``get`` gives until ``END``, ``batch`` frames a call, and
     ``deliver`` every item in order with its answer (None: skipped on purpose). ``zones``: a
-    classifier's zones of an item, each cropped and classified in the same calls. Returns how
-    many model calls were made."""
-    calls = 0
-    while True:
-        items, ended = collect(get, batch, wait_s, weigh=_runs, limit=limit)
-        run = [i for i in items if not i.skip]
-        if run:
-            crops = [zones(i) for i in run] if zones is not None else None
-            answers = iter(infer_frames(infer, [i.frame.image for i in run], crops))
-            calls += 1
-        for item in items:  # in order: a skipped frame goes where it came
-            deliver(item, None if item.skip else next(answers))
-        if ended:
-            return calls
+    classifier's zones of an item, each cropped and classified in the same calls. ``lanes``:
+    model runs in flight at once (this thread is one; the others are started here and ended
+    before it returns). Returns how many model calls were made."""
+
+    def batch_from(source: Callable[[float | None], Any]) -> tuple[list[Item], bool]:
+        return collect(source, batch, wait_s, weigh=_runs, limit=limit)
+
+    return _Lanes(get, infer, deliver, max(1, lanes), batch_from, zones).run()

@@ -232,10 +232,12 @@ class Inferencer:
         self.why_unfused = built.why_unfused
         # CUDA graphs replay one shape: pad every batch to the full size, as fixed graphs need.
         self.pad_to = model.batch or (batch if self.engine.graph_capture else None)
-        self._staging: dict[tuple[int, ...], Array] = {}
+        self.lanes = self.speed.lanes_on(self.engine.device)
+        self._local = threading.local()  # per lane: its staging buffers, one per shape
         self.frames = 0
         self.bytes_in = 0  # to the inference device, including padding frames
         self.bytes_out = 0
+        self._count_lock = threading.Lock()  # lanes run this at once
 
     def describe(self) -> dict[str, Any]:
         n = max(self.frames, 1)
@@ -264,7 +266,8 @@ class Inferencer:
                     # answers.
                     chunk = chunk + [chunk[-1]] * (self.pad_to - real)
                 answers.extend(self._run(chunk)[:real])
-        self.frames += n
+        with self._count_lock:
+            self.frames += n
         return answers
 
     def _groups(self, images: list[Array]) -> list[list[Array]]:
@@ -291,11 +294,14 @@ class Inferencer:
         if self.fused is None:
             return preprocess(chunk, self.plan)
         shape = self.fused.input_shape(len(chunk), chunk[0].shape[:2])
-        buf = self._staging.get(shape)
+        staging = getattr(self._local, "staging", None)
+        if staging is None:
+            staging = self._local.staging = {}
+        buf = staging.get(shape)
         if buf is None:
-            if len(self._staging) >= 4:  # frame sizes may vary across a long-lived worker
-                self._staging.clear()
-            buf = self._staging[shape] = np.empty(shape, np.uint8)
+            if len(staging) >= 4:  # frame sizes may vary across a long-lived worker
+                staging.clear()
+            buf = staging[shape] = np.empty(shape, np.uint8)
         if self.fused.spec.resize_in_graph:
             if any(c.shape[:2] != shape[1:3] for c in chunk):
                 raise ModelError("frames of one batch differ in size")
@@ -318,8 +324,9 @@ class Inferencer:
         else:
             specs = self.fused.output_specs(len(x))
             outs = self.engine.run_all(x, specs, fixed=specs is not None)
-        self.bytes_in += x.nbytes
-        self.bytes_out += sum(o.nbytes for o in outs)
+        with self._count_lock:
+            self.bytes_in += x.nbytes
+            self.bytes_out += sum(o.nbytes for o in outs)
         return outs
 
     def answers(self, outs: list[Array], n: int) -> list[Answer]:
