@@ -43,12 +43,14 @@ def _row(name: str, c: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def steady(model: Model, seconds: float, work: Path) -> dict[str, Any]:
+def steady(model: Model, seconds: float, work: Path, lanes: int) -> dict[str, Any]:
     with RtspServer(size="640x480", fps=25) as a, RtspServer(size="640x480", fps=25) as b:
         m = Monitor(
             [Camera("a", a.url), Camera("b", b.url)],
             model,
-            RunDescription().overlay({"record": work / "rec", "segment_seconds": 10}),
+            RunDescription().overlay(
+                {"record": work / "rec", "segment_seconds": 10, "lanes": lanes}
+            ),
         )
         m.start()
         wait_for(lambda: all(s["state"] == "live" for s in m.stats().values()), "cameras live")
@@ -90,14 +92,14 @@ def reconnect(model: Model, outage: float) -> dict[str, Any]:
     }
 
 
-def overload(seconds: float, work: Path) -> dict[str, Any]:
+def overload(seconds: float, work: Path, lanes: int) -> dict[str, Any]:
     model = load_model(make_slow_model(work / "slow.onnx"), provider="cpu")
     t = time.perf_counter()
     for _ in range(5):
         model.engine.run_all(np.zeros((1, 3, 32, 32), np.float32))
     per_frame_ms = (time.perf_counter() - t) / 5 * 1000
     with RtspServer(fps=25) as cam:
-        m = Monitor([Camera("cam", cam.url)], model, RunDescription())
+        m = Monitor([Camera("cam", cam.url)], model, RunDescription().overlay({"lanes": lanes}))
         m.start()
         wait_for(lambda: m.stats()["cam"]["state"] == "live", "camera live")
         time.sleep(seconds)  # a fixed stretch of overload
@@ -110,15 +112,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=20.0, help="steady and overload runs")
     p.add_argument("--outage", type=float, default=5.0, help="reconnect: server down this long")
+    p.add_argument("--lanes", type=int, default=0, help="model runs in flight (0: the default)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
     demo = load_model(demo_model_path("segment"), provider="cpu")
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
         result: dict[str, Any] = {
-            "steady": steady(demo, a.seconds, work),
+            "steady": steady(demo, a.seconds, work, a.lanes),
             "reconnect": reconnect(demo, a.outage),
-            "overload": overload(a.seconds, work),
+            "overload": overload(a.seconds, work, a.lanes),
         }
     if a.json:
         print(json.dumps(result, indent=2))

@@ -4,6 +4,7 @@ runs in flight at once) with a real model."""
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Iterator
@@ -133,3 +134,24 @@ def test_a_failing_lane_stops_the_others_and_its_error_reaches_the_caller(
     with pytest.raises(cv2.error):
         run_inference(getter(q), infer, lambda it, a: None, batch=1, wait_s=None, lanes=2)
     assert [t.name for t in threading.enumerate() if t.name.startswith("worker-lane")] == []
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_each_lane_gets_its_share_of_the_cores_whatever_the_model_was_loaded_for(
+    tmp_path: Path, fuse: bool
+) -> None:
+    model = load_model(make_bright_model(tmp_path / "bright.onnx"), provider="cpu")  # lanes 1
+    infer = Inferencer(model, speed=Speed(lanes=2, fuse=fuse), batch=1)
+    threads = infer.engine.session.get_session_options().intra_op_num_threads
+    assert (infer.lanes, threads) == (2, max(1, (os.cpu_count() or 1) // 2))
+    alone = Inferencer(model, speed=Speed(lanes=1, fuse=fuse), batch=1)
+    assert alone.engine.session.get_session_options().intra_op_num_threads == (os.cpu_count() or 1)
+
+
+def test_files_run_a_lane_per_core_and_cameras_one_unless_told(tmp_path: Path) -> None:
+    model = load_model(make_bright_model(tmp_path / "bright.onnx"), provider="cpu")
+    cores = os.cpu_count() or 1
+    assert Inferencer(model, speed=Speed()).lanes == cores
+    # A camera's frame waits for its answer: one run on every core is quicker than one each.
+    assert Inferencer(model, speed=Speed(), live=True).lanes == 1
+    assert Inferencer(model, speed=Speed(lanes=2), live=True).lanes == 2

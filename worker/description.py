@@ -57,7 +57,9 @@ _NAME_RULE = "expected 1-64 letters, digits, '_', '-' or '.', not starting with 
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Validators are built when a section is first used, not when this module is imported: a
+    # command that never makes a zone or a job's options does not pay for theirs.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class _Placed(_Frozen):
@@ -225,7 +227,7 @@ class Speed(_Frozen):
     # Frames in parallel, not one frame split over the cores: a split run waits at every
     # parallel loop for whichever thread the decoder or x264 preempted (benchmarks/README).
     lanes: int = Field(
-        0, ge=0, le=64, description="model runs in flight at once; 0: one per core (CUDA: 1)"
+        0, ge=0, le=64, description="model runs in flight; 0: files on the CPU one per core, else 1"
     )
     batch: int = Field(0, ge=0, le=256, description="frames per inference call; 0: per provider")
     # 2, not 4: 6-10 MiB less peak RSS at 720p and no speed lost (A/B alternated on two shapes).
@@ -247,10 +249,13 @@ class Speed(_Frozen):
     trt_fp16: bool = Field(False, description="TensorRT: allow fp16 kernels")
     trt_cache: Path | None = Field(None, description="TensorRT engine/timing cache folder")
 
-    def lanes_on(self, device: str) -> int:
-        """Model runs in flight at once on ``device``: as set, else one per core on the CPU
-        (each run on one core's share of threads) and one on CUDA."""
-        return self.lanes or ((os.cpu_count() or 1) if device == "cpu" else 1)
+    def lanes_on(self, device: str, *, live: bool = False) -> int:
+        """Model runs in flight at once on ``device``: as set, else one per core for files on
+        the CPU (each run on one core's share of threads); one for cameras, where a frame's
+        latency counts more than throughput (a run on one core takes longer), and on CUDA."""
+        if self.lanes:
+            return self.lanes
+        return (os.cpu_count() or 1) if device == "cpu" and not live else 1
 
     @property
     def batch_wait_s(self) -> float:

@@ -23,7 +23,7 @@ def overrides_source(s: Settings) -> str:
     return "setting WORKER_CARD_OVERRIDES"
 
 
-def configured_model(s: Settings) -> Model:
+def configured_model(s: Settings, *, live: bool = False) -> Model:
     """The model the settings name (a repository name or a path; the demo model for the task
     if none), loaded with the settings' card overrides."""
     from worker.models import demo_model_path, fused_cache, load_model, resolve_model
@@ -37,7 +37,7 @@ def configured_model(s: Settings) -> Model:
         task=s.task,
         provider=s.provider,
         threads=s.threads,
-        lanes=s.lanes_on("cpu"),
+        lanes=s.lanes_on("cpu", live=live),
         cache_dir=fused_cache.cache_dir_for(s),
     )
 

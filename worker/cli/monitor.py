@@ -175,7 +175,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     auth = None
     if settings.metrics_port and settings.ui:
         auth = pages_auth(settings, settings.metrics_host, "WORKER_METRICS_HOST")
-    model = configured_model(settings)
+    model = configured_model(settings, live=True)
     run = settings.run
     per_camera = {name: run.overlay(opts) for name, opts in settings.camera_options.items()}
     if settings.record is not None:

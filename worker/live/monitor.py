@@ -107,7 +107,9 @@ class Monitor:
             max_age_s=run.live.max_latency_ms / 1000,
             age=lambda item: item.received_at,
         )
-        self.infer = Inferencer(model, top_k=run.look.top_k, speed=run.speed, batch=self.batch)
+        self.infer = Inferencer(
+            model, top_k=run.look.top_k, speed=run.speed, batch=self.batch, live=True
+        )
         self.calls = 0  # model runs; frames per run = self.infer.frames / calls
         self._accepting = True
         self._accept_lock = threading.Lock()

@@ -258,14 +258,20 @@ class Engine:
         return self.output_names[0]
 
     def derive(
-        self, model: bytes | str, *, name: str, options: EngineOptions | None = None
+        self,
+        model: bytes | str,
+        *,
+        name: str,
+        options: EngineOptions | None = None,
+        lanes: int | None = None,
     ) -> Engine:
-        """Another model on the same provider and threads (e.g. the fused graph of this one)."""
+        """Another model on the same provider and threads (e.g. the fused graph of this one);
+        ``lanes``: if the runs in flight differ from this engine's."""
         return Engine(
             model,
             provider=self.provider,
             threads=self.threads,
-            lanes=self.lanes,
+            lanes=self.lanes if lanes is None else lanes,
             name=name,
             options=options or self.options,
         )

@@ -138,7 +138,12 @@ def _cached_key(model: Model, spec: FuseSpec, cache_dir: str | None) -> str | No
 
 
 def _build_fused(
-    model: Model, spec: FuseSpec, options: EngineOptions, batch: int, cache_dir: str | None
+    model: Model,
+    spec: FuseSpec,
+    options: EngineOptions,
+    batch: int,
+    cache_dir: str | None,
+    lanes: int,
 ) -> _Built:
     key = _cached_key(model, spec, cache_dir)
     hit = fused_cache.load(Path(cache_dir), key) if cache_dir and key else None
@@ -159,7 +164,9 @@ def _build_fused(
     if options.tensorrt:
         options = replace(options, trt_profile=_trt_profile(g, batch or 8))
     try:
-        engine = model.engine.derive(data, name=f"{model.path} (fused)", options=options).load()
+        engine = model.engine.derive(
+            data, name=f"{model.path} (fused)", options=options, lanes=lanes
+        ).load()
         if hit is not None and not engine.graph_capture:
             return _Built(engine, g, None)  # it ran when it was cached (same versions)
         # One run on a blank batch: a graph ONNX Runtime accepts but cannot run must fall back
@@ -185,12 +192,15 @@ def _build_fused(
     return _Built(engine, g, None)
 
 
-def _build(model: Model, top_k: int, speed: Speed, batch: int) -> _Built:
+def _build(model: Model, top_k: int, speed: Speed, batch: int, live: bool) -> _Built:
     # A model with NMS inside (e2e) gives a few boxes as it is: nothing to gain by fusing.
     fusing = speed.fuse and model.kind != "boxes_e2e"
     spec = fuse_spec(model, top_k=top_k, resize_in_graph=speed.resize_in_graph) if fusing else None
     options = engine_options(speed)
-    key = (fusing, spec, options)
+    # The runs in flight at once share the CPU's cores: each gets its share of threads,
+    # whatever lanes the model was loaded for.
+    lanes = speed.lanes_on(model.engine.device, live=live)
+    key = (fusing, spec, options, lanes)
     with _BUILT_LOCK:
         built = _BUILT.setdefault(model.engine, {}).get(key)
         if built is not None:
@@ -198,7 +208,7 @@ def _build(model: Model, top_k: int, speed: Speed, batch: int) -> _Built:
         why = "switched off (fuse = false)" if speed.fuse is False else "NMS inside the model"
         if spec is not None:
             try:
-                built = _build_fused(model, spec, options, batch, _cache_dir(speed))
+                built = _build_fused(model, spec, options, batch, _cache_dir(speed), lanes)
             except FuseError as e:
                 why = str(e)
                 log.warning(
@@ -207,10 +217,12 @@ def _build(model: Model, top_k: int, speed: Speed, batch: int) -> _Built:
                     why,
                 )
         if built is None:
-            if options == model.engine.options:
+            if options == model.engine.options and lanes == model.engine.lanes:
                 engine = model.engine
             else:
-                engine = model.engine.derive(str(model.path), name=str(model.path), options=options)
+                engine = model.engine.derive(
+                    str(model.path), name=str(model.path), options=options, lanes=lanes
+                )
             built = _Built(engine, None, why)
         _BUILT[model.engine][key] = built
         return built
@@ -220,19 +232,26 @@ class Inferencer:
     """Runs a model on lists of frames, padding to the graph's batch size where it is fixed."""
 
     def __init__(
-        self, model: Model, *, top_k: int = 5, speed: Speed | None = None, batch: int = 0
+        self,
+        model: Model,
+        *,
+        top_k: int = 5,
+        speed: Speed | None = None,
+        batch: int = 0,
+        live: bool = False,
     ) -> None:
+        """``live``: frames from cameras (one lane unless the speed section says otherwise)."""
         self.model = model
         self.plan = plan_for(model)
         self.top_k = top_k
         self.speed = speed or Speed()
-        built = _build(model, top_k, self.speed, batch)
+        built = _build(model, top_k, self.speed, batch, live)
         self.engine = built.engine
         self.fused = built.fused
         self.why_unfused = built.why_unfused
         # CUDA graphs replay one shape: pad every batch to the full size, as fixed graphs need.
         self.pad_to = model.batch or (batch if self.engine.graph_capture else None)
-        self.lanes = self.speed.lanes_on(self.engine.device)
+        self.lanes = self.speed.lanes_on(self.engine.device, live=live)
         self._local = threading.local()  # per lane: its staging buffers, one per shape
         self.frames = 0
         self.bytes_in = 0  # to the inference device, including padding frames
