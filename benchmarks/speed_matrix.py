@@ -14,7 +14,9 @@ of both (whole process) and their ratio, the worker's fps over the model alone, 
 CPU ms per frame split into model, decode, encode and the rest, the bound those costs imply on
 this machine's cores (cores / (model + decode + encode + host) CPU s per frame, host: the
 resize to the model input and the drawing no pipeline can skip) and the worker's share of
-it, start-up to the first frame (``--max-frames 1``, whole process) and peak RSS. The worker
+it, the same bound with each part measured beside the others (``beside.py``: the model while
+decoding + x264 + host work run flat out in another process, and those beside the model),
+start-up to the first frame (``--max-frames 1``, whole process) and peak RSS. The worker
 is byte-compiled first, as an installed wheel is.
 """
 
@@ -29,6 +31,7 @@ import tempfile
 from pathlib import Path
 
 from bench_support import ChildRun, compile_worker, run_child, run_worker
+from beside import beside
 from components import decode_alone, encode_alone, host_alone, plain_alone, sample_images
 from shapes import SHAPES, build_model
 
@@ -111,6 +114,7 @@ def main() -> int:
                     _ok(run_worker(_worker_args(model, video, 1), tmp), "worker run").wall_s
                 )
             solo = alone(model, video, frames)
+            near = beside(model, video, frames)
             med = {k: statistics.median(v) for k, v in wrk.items()}
             tmed = {k: statistics.median(v) for k, v in tut.items()}
             parts = solo["model"] + solo["decode"] + solo["encode"] + solo["host"]
@@ -134,6 +138,10 @@ def main() -> int:
                     },
                     "bound_fps": round(bound, 1),
                     "worker_vs_bound": round(med["fps"] / bound, 2),
+                    # The same parts measured beside one another (beside.py): model beside
+                    # decode + encode + host, and those beside the model.
+                    "beside_ms": {k: round(v, 1) for k, v in near.items()},
+                    "bound_beside_fps": round(1000 * cores / sum(near.values()), 1),
                     "startup_s": {
                         "tutorial": round(tmed["start"], 2),
                         "worker": round(med["start"], 2),
@@ -151,7 +159,8 @@ def main() -> int:
     print(f"1280x720 walkers, {a.seconds:g} s, {mbit:.2f} Mbit/s; {cores} cores; whole "
           f"processes, median of {a.rounds}, alternating")  # fmt: skip
     print(f"{'shape':<15} {'tut fps':>8} {'wrk fps':>8} {'x tut':>6} {'x model':>8} "
-          f"{'model/dec/enc/host/rest':>24} {'bound':>6} {'x bound':>8} {'start s':>11} "
+          f"{'model/dec/enc/host/rest':>24} {'bound':>6} {'x bound':>8} {'beside':>7} "
+          f"{'start s':>11} "
           f"{'RSS MiB':>10}")  # fmt: skip
     for r in rows:
         c = r["cpu_ms"]
@@ -160,6 +169,7 @@ def main() -> int:
         print(f"{r['shape']:<15} {r['tutorial_fps']:>8.1f} {r['worker_fps']:>8.1f} "
               f"{r['worker_vs_tutorial']:>6.2f} {r['worker_vs_model']:>8.2f} {split:>24} "
               f"{r['bound_fps']:>6.1f} {r['worker_vs_bound']:>8.2f} "
+              f"{r['bound_beside_fps']:>7.1f} "
               f"{st['tutorial']:>5.2f}/{st['worker']:<5.2f} "
               f"{rss['tutorial']:>4}/{rss['worker']:<5}")  # fmt: skip
     return 0
