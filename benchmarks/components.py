@@ -20,7 +20,7 @@ import numpy as np
 from child_support import Stages
 
 from worker.cli.bench import model_alone
-from worker.description import Encode, Look
+from worker.description import Encode, Look, Speed
 from worker.models import Model
 from worker.ops.preprocess import warp
 from worker.stages import Frame, Recorder, VideoSource, VideoWriter, painters_for, plan_for
@@ -134,7 +134,7 @@ def worker_stages(model: Model, video: Path, tmp: Path, batch: int, stages: Stag
     """The worker's own stage code (fused path), one stage after the other on this thread;
     returns frames. Wall time per stage: decode threads and ONNX Runtime's pool still help."""
     source = VideoSource(video)
-    infer = Inferencer(model, batch=batch)
+    infer = Inferencer(model, speed=Speed(lanes=1), batch=batch)  # one caller: every core
     recorder = Recorder(model, None)
     painters = painters_for(model, Look(), recorder)
     video_file = AtomicFile(tmp / "stages.mp4", "output")

@@ -148,8 +148,10 @@ def _precision(model: Any, frames: list[Any], batch: int, top_k: int) -> Precisi
     from worker.ops.preprocess import preprocess
     from worker.stages.infer import Inferencer, plan_for
 
-    plain = Inferencer(model, top_k=top_k, speed=Speed(fuse=False, io_binding=False))
-    fast = Inferencer(model, top_k=top_k, speed=Speed(fuse=True, fuse_cache=False), batch=batch)
+    plain = Inferencer(model, top_k=top_k, speed=Speed(fuse=False, io_binding=False, lanes=1))
+    fast = Inferencer(
+        model, top_k=top_k, speed=Speed(fuse=True, fuse_cache=False, lanes=1), batch=batch
+    )
     step = model.batch or batch
     a, b = [], []
     for s in range(0, len(frames), step):
@@ -237,7 +239,8 @@ def bench(args: argparse.Namespace) -> BenchResult:
         for batch in batches:
             for binding in (True, False):
                 for fused in (True, False):
-                    speed = Speed(fuse=fused, io_binding=binding, fuse_cache=False)
+                    # One caller: each run gets every core (a pipeline's lanes share them).
+                    speed = Speed(fuse=fused, io_binding=binding, fuse_cache=False, lanes=1)
                     infer = Inferencer(model, speed=speed, batch=batch)
                     fps = _throughput(infer, frames, batch, args.seconds)
                     n = max(infer.frames, 1)
