@@ -240,7 +240,9 @@ class Inferencer:
         batch: int = 0,
         live: bool = False,
     ) -> None:
-        """``live``: frames from cameras (one lane unless the speed section says otherwise)."""
+        """Sessions are made for ``speed``'s lanes (``lanes_on``): on the CPU, one per core
+        unless ``live`` (frames from cameras) or set, each run on its share of the cores. A
+        caller that runs it from one thread alone wants ``Speed(lanes=1)``: every core a run."""
         self.model = model
         self.plan = plan_for(model)
         self.top_k = top_k
