@@ -145,6 +145,36 @@ def test_a_second_signal_while_the_temporaries_go_cannot_leave_them(
     assert left == "[]", left  # no temporary left, and nothing published
 
 
+#: ``worker run`` sent SIGHUP the moment its output's temporary exists, before anything has
+#: recorded it for removal: the start-up handler raises at the next bytecode, in between.
+_SIGNAL_AS_A_TEMPORARY_IS_MADE = """
+import os, signal, sys, tempfile
+
+def hook(frame, event, arg):
+    if (event == "return" and frame.f_code is tempfile.mkstemp.__code__
+            and frame.f_locals.get("prefix") == ".o.mp4."):
+        sys.setprofile(None)
+        os.kill(os.getpid(), signal.SIGHUP)
+
+sys.setprofile(hook)
+sys.argv = ["worker", "run", "--input", sys.argv[1], "--output", "o.mp4", "--results", "o.jsonl"]
+from worker.entry import main
+sys.exit(main())
+"""
+
+
+def test_a_signal_as_a_temporary_is_made_leaves_no_temporary(tmp_path: Path, clip: Path) -> None:
+    # Before: the signal storm's "HUP at 0.75 s" left .o.jsonl.*.part: the temporary existed
+    # and the unwinding did not know of it. Now a temporary and its record are made whole.
+    proc = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_AS_A_TEMPORARY_IS_MADE, str(clip)],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 128 + signal.SIGHUP, proc.stderr
+    assert proc.stderr == "error: interrupted (SIGHUP)\n", proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 #: ``worker run`` whose ONNX Runtime import is interrupted by SIGHUP as a native module's
 #: initialisation is: pybind11 turns whatever the signal raised inside it into
 #: ``ImportError: initialization failed``. (A stand-in for onnxruntime's C++ init, the one

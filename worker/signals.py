@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from worker.errors import Signalled
 
@@ -32,6 +32,7 @@ __all__ = [
     "HANDLED",
     "Caught",
     "arrived",
+    "held",
     "install_startup_handlers",
     "on_signals",
     "stop_on_signals",
@@ -60,13 +61,44 @@ def arrived() -> int | None:
     return _arrived
 
 
-def _raise(signum: int, frame: FrameType | None) -> None:
-    global _arrived
-    _ignore_from_now_on()
-    _arrived = signum
+#: Steps under way that must happen whole (``held``), and the signal that came meanwhile.
+_holding = 0
+_held_lock = threading.Lock()
+_pending: int | None = None
+
+
+def _throw(signum: int) -> NoReturn:
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
     raise Signalled(signum)
+
+
+def _raise(signum: int, frame: FrameType | None) -> None:
+    global _arrived, _pending
+    _ignore_from_now_on()
+    _arrived = signum
+    if _holding:
+        _pending = signum  # raised as the held step ends
+        return
+    _throw(signum)
+
+
+@contextmanager
+def held() -> Iterator[None]:
+    """A start-up step that must happen whole, such as a temporary made and recorded for
+    removal: a signal arriving inside it is raised when it ends, not between the two (where
+    the unwinding would not know the temporary is there)."""
+    global _holding, _pending
+    with _held_lock:
+        _holding += 1
+    try:
+        yield
+    finally:
+        with _held_lock:
+            _holding -= 1
+    if _holding == 0 and _pending is not None:
+        signum, _pending = _pending, None
+        _throw(signum)
 
 
 def install_startup_handlers() -> None:

@@ -50,6 +50,7 @@ from worker.models.fused_cache import file_sha256
 from worker.models.model import load_model
 from worker.models.repository import card_path_for
 from worker.ops.preprocess import InputPlan, preprocess
+from worker.signals import held
 from worker.stages.atomic import AtomicFile
 
 if TYPE_CHECKING:
@@ -350,13 +351,15 @@ def _export_and_verify(req: ExportRequest, base: ModelCard, torch_version: str) 
     except Exception as e:
         raise ExportError(f"the exported model fails onnx.checker: {first_line(e)}") from e
 
-    model_file = AtomicFile(req.output, "--output")
+    made: list[AtomicFile] = []
     try:
-        card_file = AtomicFile(card_path_for(req.output), "card")
-    except BaseException:
-        model_file.discard()
-        raise
-    try:
+        # Each temporary made and recorded for removal whole (worker.signals).
+        with held():
+            model_file = AtomicFile(req.output, "--output")
+            made.append(model_file)
+        with held():
+            card_file = AtomicFile(card_path_for(req.output), "card")
+            made.append(card_file)
         model_file.temp.write_bytes(proto.SerializeToString())
         card_file.temp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
         images = [img for _, img in samples]
@@ -365,8 +368,8 @@ def _export_and_verify(req: ExportRequest, base: ModelCard, torch_version: str) 
         if req.half or req.quantize:
             reduced = _reduce(req, proto, model_file.temp, card_file.temp, module, images)
     except BaseException:
-        model_file.discard()
-        card_file.discard()
+        for f in made:
+            f.discard()
         raise
     model_file.commit()
     card_file.commit()

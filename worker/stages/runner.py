@@ -25,7 +25,7 @@ from worker.errors import Cancelled, InputError, OutputError, SettingsError, Sta
 from worker.messages import plural
 from worker.models import Model
 from worker.ops.sampling import Sampler
-from worker.signals import stop_on_signals
+from worker.signals import held, stop_on_signals
 from worker.stages.analytics import check_objects, lines_for, rules_for, zones_for
 from worker.stages.atomic import AtomicFile
 from worker.stages.batching import run_inference
@@ -199,25 +199,30 @@ def run_file(
     opened: list[Any] = []
     try:
         try:
-            video_file = AtomicFile(output, "output") if output is not None else None
-            if video_file is not None:
-                opened.append(video_file)
-            results_file = AtomicFile(results, "results")
-            opened.append(results_file)
+            # Each temporary is made and recorded for removal whole: a signal in between would
+            # unwind past a file nobody knows of.
+            with held():
+                video_file = AtomicFile(output, "output") if output is not None else None
+                if video_file is not None:
+                    opened.append(video_file)
+            with held():
+                results_file = AtomicFile(results, "results")
+                opened.append(results_file)
             maps = MaskMaps(model)
             lines = lines_for(run.analytics.lines)
             recorder = Recorder(model, zones, maps, run.analytics, lines)
-            sidecars = Sidecars(
-                model,
-                maps,
-                paths,
-                input_name=input.name,
-                rules=rules,
-                emit=emit,
-                video=output,
-                recorder=recorder,
-            )
-            opened.append(sidecars)
+            with held():
+                sidecars = Sidecars(
+                    model,
+                    maps,
+                    paths,
+                    input_name=input.name,
+                    rules=rules,
+                    emit=emit,
+                    video=output,
+                    recorder=recorder,
+                )
+                opened.append(sidecars)
             summary = _Run(source, model, run, recorder, sidecars, video_file, results_file)(
                 progress=progress, on_frame=on_frame, cancel=cancel
             )

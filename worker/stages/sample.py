@@ -10,6 +10,7 @@ from typing import Any
 import av
 import numpy as np
 
+from worker.signals import held
 from worker.stages.atomic import AtomicFile
 
 __all__ = ["robot_scene", "write_sample"]
@@ -50,9 +51,11 @@ def write_sample(
     path: Path, *, seconds: float = 4.0, fps: int = 25, width: int = 640, height: int = 360
 ) -> int:
     """Encode the scene as H.264 MP4 at ``path`` (atomically); returns the frame count."""
-    target = AtomicFile(path, "sample")
     n = max(1, round(seconds * fps))
+    target: AtomicFile | None = None
     try:
+        with held():  # made and recorded for removal whole (worker.signals)
+            target = AtomicFile(path, "sample")
         with av.open(
             str(target.temp), mode="w", format="mp4", options={"movflags": "+faststart"}
         ) as c:
@@ -68,7 +71,8 @@ def write_sample(
             for packet in stream.encode(None):
                 c.mux(packet)
     except BaseException:
-        target.discard()
+        if target is not None:
+            target.discard()
         raise
     target.commit()
     return n

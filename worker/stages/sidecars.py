@@ -29,6 +29,7 @@ from worker.models import Model
 from worker.ops.masks import bits_png, indexed_png, instance_ids, instance_png, rle_per_label
 from worker.ops.postprocess import NO_CLASS
 from worker.ops.rules import Rule
+from worker.signals import held
 from worker.stages.atomic import AtomicDir, AtomicFile
 from worker.stages.events import EventLog
 from worker.stages.frames import Answer, Item
@@ -250,13 +251,15 @@ class Sidecars:
             self.outputs.append(self.series)
 
     def _dir(self, final: Path, what: str, ours: str) -> AtomicDir:
-        d = AtomicDir(final, what, ours)
-        self._opened.append(d)
+        with held():  # made and recorded for removal whole (worker.signals)
+            d = AtomicDir(final, what, ours)
+            self._opened.append(d)
         return d
 
     def _file(self, final: Path, what: str) -> AtomicFile:
-        f = AtomicFile(final, what)
-        self._opened.append(f)
+        with held():
+            f = AtomicFile(final, what)
+            self._opened.append(f)
         return f
 
     def _emit(self, event: dict[str, Any]) -> None:
