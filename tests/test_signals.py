@@ -175,6 +175,36 @@ def test_a_signal_as_a_temporary_is_made_leaves_no_temporary(tmp_path: Path, cli
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+#: ``worker run`` sent SIGINT while its entry point imports the signal handling itself, so
+#: Python's own handler is still the one in place (the storm: "INT at 0.086 s").
+_SIGNAL_BEFORE_THE_HANDLERS = """
+import os, signal, sys
+
+class Hook:
+    def find_spec(self, name, path, target=None):
+        if name == "worker.signals":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+            sum(range(10_000))  # Python's handler raises at the next bytecode: in the import
+        return None
+
+sys.meta_path.insert(0, Hook())
+sys.argv = ["worker", "run", "--input", sys.argv[1], "--output", "o.mp4", "--results", "o.jsonl"]
+from worker.entry import main
+sys.exit(main())
+"""
+
+
+def test_a_signal_before_our_handlers_are_in_place_is_one_line(tmp_path: Path, clip: Path) -> None:
+    # Before: a KeyboardInterrupt traceback and exit -2 (the storm, under load).
+    proc = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_BEFORE_THE_HANDLERS, str(clip)],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert (proc.returncode, proc.stderr) == (130, "error: interrupted (SIGINT)\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 #: ``worker run`` whose ONNX Runtime import is interrupted by SIGHUP as a native module's
 #: initialisation is: pybind11 turns whatever the signal raised inside it into
 #: ``ImportError: initialization failed``. (A stand-in for onnxruntime's C++ init, the one

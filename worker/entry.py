@@ -14,9 +14,11 @@ __all__ = ["main"]
 
 
 def main() -> int:
-    from worker.signals import arrived, install_startup_handlers
-
     try:
+        # Inside the try: a Ctrl-C while this import runs (Python's own handler still in
+        # place) is one line too, not a traceback.
+        from worker.signals import install_startup_handlers
+
         install_startup_handlers()
         from worker.cli.main import main as run
 
@@ -28,6 +30,8 @@ def main() -> int:
     except Exception:
         # A signal landing while a native module initialises comes out as that import's
         # error (pybind11: "ImportError: initialization failed"): still the signal.
+        from worker.signals import arrived
+
         came = arrived()
         if came is None:
             raise
