@@ -253,7 +253,7 @@ class Inferencer:
         self.why_unfused = built.why_unfused
         # CUDA graphs replay one shape: pad every batch to the full size, as fixed graphs need.
         self.pad_to = model.batch or (batch if self.engine.graph_capture else None)
-        self.lanes = self.speed.lanes_on(self.engine.device, live=live)
+        self.lanes = self.engine.lanes  # the engine was made for them (``_build``)
         self._local = threading.local()  # per lane: its staging buffers, one per shape
         self.frames = 0
         self.bytes_in = 0  # to the inference device, including padding frames
