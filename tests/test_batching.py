@@ -17,7 +17,7 @@ import pytest
 
 from factory import make_bright_model
 from worker.description import Speed
-from worker.models import load_model
+from worker.models import Model, load_model
 from worker.stages.batching import collect, run_inference
 from worker.stages.channels import END
 from worker.stages.frames import Frame, Item
@@ -94,9 +94,12 @@ def test_live_batches_with_a_real_queue_do_not_wait_forever() -> None:
 # ---------------------------------------------------------------------------------- lanes
 
 
+def bright_model(tmp_path: Path, lanes: int = 1) -> Model:
+    return load_model(make_bright_model(tmp_path / "bright.onnx"), provider="cpu", lanes=lanes)
+
+
 def bright_inferencer(tmp_path: Path, lanes: int) -> Inferencer:
-    model = load_model(make_bright_model(tmp_path / "bright.onnx"), provider="cpu", lanes=lanes)
-    return Inferencer(model, speed=Speed(lanes=lanes), batch=1)
+    return Inferencer(bright_model(tmp_path, lanes), speed=Speed(lanes=lanes), batch=1)
 
 
 def item(index: int, bright: bool, big: bool) -> Item:
@@ -140,7 +143,7 @@ def test_a_failing_lane_stops_the_others_and_its_error_reaches_the_caller(
 def test_each_lane_gets_its_share_of_the_cores_whatever_the_model_was_loaded_for(
     tmp_path: Path, fuse: bool
 ) -> None:
-    model = load_model(make_bright_model(tmp_path / "bright.onnx"), provider="cpu")  # lanes 1
+    model = bright_model(tmp_path)  # loaded for one lane
     infer = Inferencer(model, speed=Speed(lanes=2, fuse=fuse), batch=1)
     threads = infer.engine.session.get_session_options().intra_op_num_threads
     assert (infer.lanes, threads) == (2, max(1, (os.cpu_count() or 1) // 2))
@@ -149,7 +152,7 @@ def test_each_lane_gets_its_share_of_the_cores_whatever_the_model_was_loaded_for
 
 
 def test_files_run_a_lane_per_core_and_cameras_one_unless_told(tmp_path: Path) -> None:
-    model = load_model(make_bright_model(tmp_path / "bright.onnx"), provider="cpu")
+    model = bright_model(tmp_path)
     cores = os.cpu_count() or 1
     assert Inferencer(model, speed=Speed()).lanes == cores
     # A camera's frame waits for its answer: one run on every core is quicker than one each.

@@ -93,6 +93,22 @@ def test_twenty_signals_at_random_moments_on_a_loaded_machine(tmp_path: Path, cl
                               for t in bad)  # fmt: skip
 
 
+#: The end of the scripts below: ``worker run`` on the clip given, as its console script does.
+_THEN_WORKER_RUN = """
+sys.argv = ["worker", "run", "--input", sys.argv[1], "--output", "o.mp4", "--results", "o.jsonl"]
+from worker.entry import main
+sys.exit(main())
+"""
+
+
+def run_script(script: str, clip: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``script`` in a fresh interpreter in ``cwd``, with the clip's path as its argument."""
+    return subprocess.run(
+        [sys.executable, "-c", script, str(clip)],
+        cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
 #: A run stopped by SIGINT at its third frame, and a second SIGINT sent the moment its first
 #: temporary starts being removed: into the window deterministically, not by an outside timer.
 _SECOND_SIGNAL_IN_THE_WINDOW = """
@@ -135,10 +151,7 @@ def test_a_second_signal_while_the_temporaries_go_cannot_leave_them(
     # Before: the clean stop handed SIGINT back before the temporaries were removed; a second
     # Ctrl-C ~50 ms after the first landed there (2 of 35 runs in the campaign) and left
     # .o.jsonl.*.part and .o.png.*.part behind. Now, once stopping, further signals wait.
-    proc = subprocess.run(
-        [sys.executable, "-c", _SECOND_SIGNAL_IN_THE_WINDOW, str(clip)],
-        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    proc = run_script(_SECOND_SIGNAL_IN_THE_WINDOW, clip, tmp_path)
     assert proc.returncode == 0, proc.stderr
     said, left = proc.stdout.splitlines()
     assert said == f"cancelled {signal.SIGINT}", proc.stdout
@@ -147,7 +160,8 @@ def test_a_second_signal_while_the_temporaries_go_cannot_leave_them(
 
 #: ``worker run`` sent SIGHUP the moment its output's temporary exists, before anything has
 #: recorded it for removal: the start-up handler raises at the next bytecode, in between.
-_SIGNAL_AS_A_TEMPORARY_IS_MADE = """
+_SIGNAL_AS_A_TEMPORARY_IS_MADE = (
+    """
 import os, signal, sys, tempfile
 
 def hook(frame, event, arg):
@@ -157,19 +171,15 @@ def hook(frame, event, arg):
         os.kill(os.getpid(), signal.SIGHUP)
 
 sys.setprofile(hook)
-sys.argv = ["worker", "run", "--input", sys.argv[1], "--output", "o.mp4", "--results", "o.jsonl"]
-from worker.entry import main
-sys.exit(main())
 """
+    + _THEN_WORKER_RUN
+)
 
 
 def test_a_signal_as_a_temporary_is_made_leaves_no_temporary(tmp_path: Path, clip: Path) -> None:
     # Before: the signal storm's "HUP at 0.75 s" left .o.jsonl.*.part: the temporary existed
     # and the unwinding did not know of it. Now a temporary and its record are made whole.
-    proc = subprocess.run(
-        [sys.executable, "-c", _SIGNAL_AS_A_TEMPORARY_IS_MADE, str(clip)],
-        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    proc = run_script(_SIGNAL_AS_A_TEMPORARY_IS_MADE, clip, tmp_path)
     assert proc.returncode == 128 + signal.SIGHUP, proc.stderr
     assert proc.stderr == "error: interrupted (SIGHUP)\n", proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []
@@ -177,7 +187,8 @@ def test_a_signal_as_a_temporary_is_made_leaves_no_temporary(tmp_path: Path, cli
 
 #: ``worker run`` sent SIGINT while its entry point imports the signal handling itself, so
 #: Python's own handler is still the one in place (the storm: "INT at 0.086 s").
-_SIGNAL_BEFORE_THE_HANDLERS = """
+_SIGNAL_BEFORE_THE_HANDLERS = (
+    """
 import os, signal, sys
 
 class Hook:
@@ -189,18 +200,14 @@ class Hook:
         return None
 
 sys.meta_path.insert(0, Hook())
-sys.argv = ["worker", "run", "--input", sys.argv[1], "--output", "o.mp4", "--results", "o.jsonl"]
-from worker.entry import main
-sys.exit(main())
 """
+    + _THEN_WORKER_RUN
+)
 
 
 def test_a_signal_before_our_handlers_are_in_place_is_one_line(tmp_path: Path, clip: Path) -> None:
     # Before: a KeyboardInterrupt traceback and exit -2 (the storm, under load).
-    proc = subprocess.run(
-        [sys.executable, "-c", _SIGNAL_BEFORE_THE_HANDLERS, str(clip)],
-        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    proc = run_script(_SIGNAL_BEFORE_THE_HANDLERS, clip, tmp_path)
     assert (proc.returncode, proc.stderr) == (130, "error: interrupted (SIGINT)\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
@@ -209,7 +216,8 @@ def test_a_signal_before_our_handlers_are_in_place_is_one_line(tmp_path: Path, c
 #: initialisation is: pybind11 turns whatever the signal raised inside it into
 #: ``ImportError: initialization failed``. (A stand-in for onnxruntime's C++ init, the one
 #: thing here that cannot be hit on purpose from outside: the signal is real.)
-_SIGNAL_INSIDE_A_NATIVE_IMPORT = """
+_SIGNAL_INSIDE_A_NATIVE_IMPORT = (
+    """
 import os, signal, sys
 from importlib.abc import Loader, MetaPathFinder
 from importlib.machinery import ModuleSpec
@@ -227,10 +235,9 @@ class NativeInit(MetaPathFinder, Loader):
             raise ImportError("initialization failed") from e
 
 sys.meta_path.insert(0, NativeInit())
-sys.argv = ["worker", "run", "--input", sys.argv[1], "--output", "o.mp4", "--results", "o.jsonl"]
-from worker.entry import main
-sys.exit(main())
 """
+    + _THEN_WORKER_RUN
+)
 
 
 def test_a_signal_inside_a_native_module_s_init_is_still_the_signal(
@@ -238,10 +245,7 @@ def test_a_signal_inside_a_native_module_s_init_is_still_the_signal(
 ) -> None:
     # Before: 'error: unexpected ImportError: initialization failed', exit 1 (the storm test's
     # SIGHUP at 1.79 s, while ONNX Runtime loaded). It is the signal: exit 129, one line.
-    proc = subprocess.run(
-        [sys.executable, "-c", _SIGNAL_INSIDE_A_NATIVE_IMPORT, str(clip)],
-        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    proc = run_script(_SIGNAL_INSIDE_A_NATIVE_IMPORT, clip, tmp_path)
     assert proc.returncode == 128 + signal.SIGHUP, proc.stderr
     assert proc.stderr == "error: interrupted (SIGHUP)\n", proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written, no temporary
