@@ -28,6 +28,7 @@ PACKAGE = REPO / "worker"
 #: from its own unit only. ``errors`` is the bottom: it imports nothing of ours.
 LAYERS = {
     "errors": 0,
+    "collector": 0,
     "messages": 0,
     "kinds": 0,
     "retry": 0,

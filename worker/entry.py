@@ -10,10 +10,20 @@ from __future__ import annotations
 import signal
 import sys
 
+from worker import collector
+
 __all__ = ["main"]
 
 
 def main() -> int:
+    collector.hold()
+    try:
+        return _main()
+    finally:
+        collector.at_exit()
+
+
+def _main() -> int:
     try:
         # Inside the try: a Ctrl-C while this import runs (Python's own handler still in
         # place) is one line too, not a traceback.

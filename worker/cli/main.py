@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from worker import collector
 from worker.cli.flags import (
     ANALYTICS,
     ENCODE,
@@ -302,6 +303,11 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+#: Commands that start the collector themselves when their work starts (see worker.collector):
+#: their start-up (ONNX Runtime, PyAV, the model) is what holding it speeds up.
+_RELEASE_WHEN_WORK_STARTS = frozenset({"run", "monitor", "serve"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     code = _main(argv)
     if any(t.name.startswith("worker-") and t.is_alive() for t in threading.enumerate()):
@@ -317,8 +323,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     setup_logging("%(levelname)s: %(message)s")
-    # Before settings exist only the flag can ask for tracebacks; WORKER_DEBUG counts too.
-    debug = bool(getattr(args, "debug", False)) or _env_debug()
+    flag = bool(getattr(args, "debug", False))
+
+    def debug() -> bool:
+        # Before settings exist only the flag can ask for tracebacks; WORKER_DEBUG counts
+        # too, read only when there is a traceback to show (settings cost ms to build).
+        return flag or _env_debug()
+
+    if args.command not in _RELEASE_WHEN_WORK_STARTS:
+        collector.release()
     try:
         return COMMANDS[args.command](args)
     except Cancelled as e:
@@ -331,7 +344,7 @@ def _main(argv: Sequence[str] | None) -> int:
             _stdout_closed()
             print(f"error: {_one_line(e)}; stopped, no output was written", file=sys.stderr)
             return 128 + signal.SIGPIPE
-        if debug:
+        if debug():
             traceback.print_exc()
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return e.exit_code
@@ -348,7 +361,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if came is not None:  # no bug: a signal, wrapped by what it interrupted
             print(f"error: interrupted ({signal.Signals(came).name})", file=sys.stderr)
             return 128 + came
-        if debug:
+        if debug():
             traceback.print_exc()
         print(
             f"error: unexpected {type(e).__name__}: {_one_line(e)} "

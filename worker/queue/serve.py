@@ -25,6 +25,7 @@ import time
 
 import redis.exceptions
 
+from worker import collector
 from worker.errors import (
     Cancelled,
     JobError,
@@ -140,6 +141,7 @@ class Server:
     # ------------------------------------------------------------------------------ loop
 
     def serve(self) -> int:
+        collector.release()  # start-up is over: see worker.collector
         s = self.settings
         http = None
         if s.metrics_port:
