@@ -10,17 +10,17 @@ from __future__ import annotations
 import signal
 import sys
 
-from worker import collector
+from worker.collector import at_exit, hold
 
 __all__ = ["main"]
 
 
 def main() -> int:
-    collector.hold()
+    hold()
     try:
         return _main()
     finally:
-        collector.at_exit()
+        at_exit()
 
 
 def _main() -> int:

@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from worker import collector
 from worker.cli.flags import (
     ANALYTICS,
     ENCODE,
@@ -33,6 +32,7 @@ from worker.cli.flags import (
     settings_args,
 )
 from worker.cli.queue import QUEUE_COMMANDS, add_queue_parsers
+from worker.collector import release
 from worker.errors import Cancelled, OutputError, WorkerError
 from worker.settings import load_settings
 from worker.signals import arrived
@@ -331,7 +331,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return flag or _env_debug()
 
     if args.command not in _RELEASE_WHEN_WORK_STARTS:
-        collector.release()
+        release()
     try:
         return COMMANDS[args.command](args)
     except Cancelled as e:

@@ -25,7 +25,7 @@ import time
 
 import redis.exceptions
 
-from worker import collector
+from worker.collector import release
 from worker.errors import (
     Cancelled,
     JobError,
@@ -141,7 +141,7 @@ class Server:
     # ------------------------------------------------------------------------------ loop
 
     def serve(self) -> int:
-        collector.release()  # start-up is over: see worker.collector
+        release()  # start-up is over: see worker.collector
         s = self.settings
         http = None
         if s.metrics_port:

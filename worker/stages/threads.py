@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from worker import collector
+from worker.collector import release
 from worker.errors import StageError, WorkerError
 from worker.stages.channels import Stopped
 
@@ -66,7 +66,7 @@ class Threads:
         self._threads.append(threading.Thread(target=target, name=thread_name, daemon=True))
 
     def start(self) -> None:
-        collector.release()  # start-up is over: see worker.collector
+        release()  # start-up is over: see worker.collector
         for t in self._threads:
             t.start()
 
