@@ -309,12 +309,14 @@ def run_child(argv: list[str], cwd: Path | None = None) -> ChildRun:
     return ChildRun(proc.returncode, wall, cpu, peak, proc.stdout, "\n".join(lines))
 
 
-# The worker's CLI, then the process's peak RSS.
+# The worker's command as its console script runs it (``worker.entry.main``: start-up and
+# exit included), then the process's peak RSS.
 _WORKER = """
 import sys
 from child_support import print_peak_rss
-from worker.cli.main import main
-code = main(sys.argv[1:])
+from worker.entry import main
+sys.argv = ["worker", *sys.argv[1:]]
+code = main()
 print_peak_rss()
 sys.exit(code)
 """

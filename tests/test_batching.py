@@ -145,8 +145,10 @@ def test_each_lane_gets_its_share_of_the_cores_whatever_the_model_was_loaded_for
 ) -> None:
     model = bright_model(tmp_path)  # loaded for one lane
     infer = Inferencer(model, speed=Speed(lanes=2, fuse=fuse), batch=1)
-    threads = infer.engine.session.get_session_options().intra_op_num_threads
-    assert (infer.lanes, threads) == (2, max(1, (os.cpu_count() or 1) // 2))
+    opts = infer.engine.session.get_session_options()
+    assert (infer.lanes, opts.intra_op_num_threads) == (2, max(1, (os.cpu_count() or 1) // 2))
+    # No block planned per run in flight: each lane would hold a whole one (engine.py).
+    assert not opts.enable_mem_pattern
     alone = Inferencer(model, speed=Speed(lanes=1, fuse=fuse), batch=1)
     assert alone.engine.session.get_session_options().intra_op_num_threads == (os.cpu_count() or 1)
 

@@ -127,6 +127,11 @@ def _session_options(
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # ONNX Runtime's memory pattern plans one block per input shape and run; with lanes each
+    # run in flight holds one, activations and all (on a 736x1280 map, +35 MiB of peak RSS
+    # for no gain in speed). Without it tensors come from the arena as they are made and go
+    # back to it as their last reader is done.
+    opts.enable_mem_pattern = False
     if options.cuda_graph and device == "cuda":
         # A node silently placed on the CPU breaks graph capture; make it a load-time error.
         opts.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
