@@ -917,3 +917,19 @@ def test_progress_bar_only_on_a_terminal_and_never_with_quiet(tmp_path: Path) ->
     proc = worker(tmp_path, "run", "--input", "clip.mp4")  # stderr is a pipe here
     assert summary_of(proc)["frames"] == 8
     assert proc.stderr == ""
+
+
+def test_a_classifier_of_a_thousand_classes_runs_to_the_end_with_its_picture(
+    tmp_path: Path,
+) -> None:
+    # ImageNet's 1000 classes: the run picture took each label's colour from the 256-entry
+    # table masks are painted through, and the run failed at its very end, nothing published.
+    make_model(tmp_path / "m.onnx", output="classify", classes=1000)
+    make_video(tmp_path / "clip.mp4", frames=4)
+    proc = worker(tmp_path, "run", "--input", "clip.mp4", "--model", "m.onnx", "--quiet")
+    summary = summary_of(proc)
+    assert summary["frames"] == 4 and (tmp_path / "clip.classify.mp4").is_file()
+    picture = summary["files"]["picture"]
+    assert picture and (tmp_path / picture).read_bytes().startswith(b"\x89PNG")
+    lines = (tmp_path / "clip.classify.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and all(json.loads(line)["top"] for line in lines)

@@ -20,7 +20,7 @@ from worker.models.card import ModelCard, card_from_metadata, resolve_card
 from worker.models.engine import Engine
 from worker.models.forms import detect_form, yolo_anchors
 from worker.models.graph import GraphInfo, read_graph, remember_probe
-from worker.models.palette import voc_palette
+from worker.models.palette import voc_color, voc_palette
 from worker.models.repository import card_path_for
 from worker.ops.postprocess import NO_CLASS
 
@@ -84,6 +84,15 @@ class Model:
 
     def label(self, index: int) -> str:
         return self.labels[index] if 0 <= index < len(self.labels) else f"class_{index}"
+
+    def color(self, index: int) -> tuple[int, int, int]:
+        """Class ``index``'s RGB colour: the card's or the palette's for the first 256 (the
+        table a mask is painted through), the palette's rule beyond them (ImageNet's 1000
+        classes, LVIS's 1203)."""
+        if 0 <= index < len(self.colors):
+            r, g, b = self.colors[index]
+            return int(r), int(g), int(b)
+        return voc_color(index)
 
     def describe(self) -> dict[str, Any]:
         """What ``worker inspect`` prints: the graph as read and the card as it takes effect."""

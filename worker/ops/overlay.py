@@ -102,7 +102,7 @@ def draw_top(
     return out
 
 
-def blend_mask(image: Array, mask: Array, bgr: Array, alpha: float) -> None:
+def blend_mask(image: Array, mask: Array, bgr: Array | tuple[int, int, int], alpha: float) -> None:
     """``bgr`` blended over ``image``'s pixels where ``mask`` (same height and width) is set,
     in place: an instance's mask."""
     colour = np.asarray(bgr, dtype=np.float32)

@@ -113,7 +113,7 @@ class VideoJobs:
         result["model"] = spec.model or f"built-in:{DEMO_NAMES[spec.task or 'segment']}"
         # The video's colour of each label it found: the dashboard's chart uses the same.
         result["colors"] = {
-            label: "#{:02x}{:02x}{:02x}".format(*map(int, model.colors[i]))
+            label: "#{:02x}{:02x}{:02x}".format(*model.color(i))
             for i, label in enumerate(model.labels)
             if label in result.get("totals", {})
         }

@@ -102,12 +102,12 @@ class BoxPainter:
         if self.alpha > 0 and masks:
             for ((x1, y1, x2, y2), inside), row in zip(masks, rows, strict=True):
                 if inside.size:
-                    rgb = self.model.colors[int(row[5])]
-                    blend_mask(scene[y1:y2, x1:x2], inside, rgb[::-1], self.alpha)
+                    red, green, blue = self.model.color(int(row[5]))
+                    blend_mask(scene[y1:y2, x1:x2], inside, (blue, green, red), self.alpha)
         boxes = []
         ids = self.recorder.last_ids if len(self.recorder.last_ids) == len(rows) else []
         for k, (x1, y1, x2, y2, score, cls) in enumerate(rows):
-            red, green, blue = (int(c) for c in self.model.colors[int(cls)])
+            red, green, blue = self.model.color(int(cls))
             tag = f" #{ids[k]}" if ids and ids[k] else ""
             caption = f"{self.model.label(int(cls))}{tag} {score:.2f}"
             box = (round(x1), round(y1), round(x2), round(y2))
@@ -155,7 +155,7 @@ class RegionPainter:
         # The regions of the newest frame recorded: this one, or (a skipped frame) the last.
         boxes = []
         for r in self.recorder.last_regions:
-            red, green, blue = (int(c) for c in self.model.colors[r.cls])
+            red, green, blue = self.model.color(r.cls)
             caption = self._caption(self.model.label(r.cls), r.length)
             boxes.append((r.box, caption, (blue, green, red)))
         return draw_boxes(scene, boxes)

@@ -293,11 +293,7 @@ class Sidecars:
             from worker.ops.plot import run_picture
 
             axis = {"classify": "top-1 score", "detect": "objects"}.get(self.model.task, "coverage")
-            rgb = self.model.colors
-            colors = {
-                label: (int(rgb[i][0]), int(rgb[i][1]), int(rgb[i][2]))
-                for i, label in enumerate(self.model.labels)
-            }
+            colors = {label: self.model.color(i) for i, label in enumerate(self.model.labels)}
             picture = run_picture(
                 self.series.series,
                 self.series.zones,
