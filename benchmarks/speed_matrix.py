@@ -16,6 +16,8 @@ this machine's cores (cores / (model + decode + encode + host) CPU s per frame, 
 resize to the model input and the drawing no pipeline can skip) and the worker's share of
 it, the same bound with each part measured beside the others (``beside.py``: the model while
 decoding + x264 + host work run flat out in another process, and those beside the model),
+the ceiling (the share of the bound any pipeline could reach on this clip: every part at its
+beside cost, no idle core, the tutorial's start-up) and the worker's share of the ceiling,
 start-up to the first frame (``--max-frames 1``, whole process) and peak RSS. The worker
 is byte-compiled first, as an installed wheel is.
 """
@@ -119,6 +121,11 @@ def main() -> int:
             tmed = {k: statistics.median(v) for k, v in tut.items()}
             parts = solo["model"] + solo["decode"] + solo["encode"] + solo["host"]
             bound = 1000 * cores / parts
+            beside_fps = 1000 * cores / sum(near.values())
+            # The most any pipeline could do on this clip: every part at its cost beside the
+            # others, no core ever idle, and a start-up no shorter than the tutorial's (which
+            # imports and sets up less than any pipeline that decodes and encodes H.264).
+            ceiling = frames / (frames / beside_fps + tmed["start"])
             rows.append(
                 {
                     "shape": name,
@@ -141,7 +148,10 @@ def main() -> int:
                     # The same parts measured beside one another (beside.py): model beside
                     # decode + encode + host, and those beside the model.
                     "beside_ms": {k: round(v, 1) for k, v in near.items()},
-                    "bound_beside_fps": round(1000 * cores / sum(near.values()), 1),
+                    "bound_beside_fps": round(beside_fps, 1),
+                    "ceiling_fps": round(ceiling, 1),
+                    "ceiling_vs_bound": round(ceiling / bound, 2),
+                    "worker_vs_ceiling": round(med["fps"] / ceiling, 2),
                     "startup_s": {
                         "tutorial": round(tmed["start"], 2),
                         "worker": round(med["start"], 2),
@@ -160,7 +170,7 @@ def main() -> int:
           f"processes, median of {a.rounds}, alternating")  # fmt: skip
     print(f"{'shape':<15} {'tut fps':>8} {'wrk fps':>8} {'x tut':>6} {'x model':>8} "
           f"{'model/dec/enc/host/rest':>24} {'bound':>6} {'x bound':>8} {'beside':>7} "
-          f"{'start s':>11} "
+          f"{'ceiling':>8} {'x ceil':>7} {'start s':>11} "
           f"{'RSS MiB':>10}")  # fmt: skip
     for r in rows:
         c = r["cpu_ms"]
@@ -170,6 +180,7 @@ def main() -> int:
               f"{r['worker_vs_tutorial']:>6.2f} {r['worker_vs_model']:>8.2f} {split:>24} "
               f"{r['bound_fps']:>6.1f} {r['worker_vs_bound']:>8.2f} "
               f"{r['bound_beside_fps']:>7.1f} "
+              f"{r['ceiling_vs_bound']:>8.2f} {r['worker_vs_ceiling']:>7.2f} "
               f"{st['tutorial']:>5.2f}/{st['worker']:<5.2f} "
               f"{rss['tutorial']:>4}/{rss['worker']:<5}")  # fmt: skip
     return 0
