@@ -187,8 +187,8 @@ def test_a_second_start_reuses_the_fused_graph_and_a_damaged_one_is_rebuilt(
         outputs.append((tmp_path / "clip.segment.jsonl").read_text())
         if len(outputs) == 1:
             entries = sorted(cache.iterdir())
-            # One graph, whole, and what was read of the model.
-            assert sorted(p.suffix for p in entries) == [".facts", ".json", ".onnx"]
+            # One graph, whole, what was read of the model, and its checksum by identity.
+            assert sorted(p.suffix for p in entries) == [".facts", ".json", ".onnx", ".stat"]
             written = {p: p.stat().st_mtime_ns for p in entries}
     assert outputs[0] == outputs[1]
     onnx_file = next(p for p in written if p.suffix == ".onnx")
@@ -933,3 +933,23 @@ def test_a_classifier_of_a_thousand_classes_runs_to_the_end_with_its_picture(
     assert picture and (tmp_path / picture).read_bytes().startswith(b"\x89PNG")
     lines = (tmp_path / "clip.classify.jsonl").read_text().splitlines()
     assert len(lines) == 4 and all(json.loads(line)["top"] for line in lines)
+
+
+def test_a_model_rewritten_in_place_at_its_old_size_and_time_is_read_again(
+    tmp_path: Path,
+) -> None:
+    # A start takes an unchanged model's checksum from the cache, by the file's identity; new
+    # weights of the same size, the old modification time set back, must still be seen.
+    make_video(tmp_path / "clip.mp4", frames=4)
+    model = make_model(tmp_path / "m.onnx", classes=3, seed=0)
+    run = ["run", "--input", "clip.mp4", "--model", "m.onnx", "--output", "none", "--quiet"]
+    summary_of(worker(tmp_path, *run, "--results", "first.jsonl"))
+    before = model.stat()
+    make_model(model, classes=3, seed=1)
+    assert model.stat().st_size == before.st_size
+    os.utime(model, ns=(before.st_atime_ns, before.st_mtime_ns))
+    summary_of(worker(tmp_path, *run, "--results", "cached.jsonl"))
+    uncached = {"WORKER_FUSE_CACHE": "false"}
+    summary_of(worker(tmp_path, *run, "--results", "fresh.jsonl", env=uncached))
+    cached, fresh = ((tmp_path / f"{n}.jsonl").read_text() for n in ("cached", "fresh"))
+    assert cached == fresh != (tmp_path / "first.jsonl").read_text()

@@ -5,9 +5,11 @@ a 13 MB model, every start, for the same bytes. Like TensorRT's engine cache, th
 kept in a folder (``cache_dir``) under a key of everything it depends on: the model file's
 SHA-256, the fuse spec (card, run options, probed output), and the versions of onnx, ONNX
 Runtime and ``fuse.py`` itself, so that any change builds anew. Entries are written under a
-temporary name and renamed; a damaged or unreadable entry is rebuilt, never trusted; the
-folder keeps the newest ``MAX_ENTRIES``. Models whose weights are in external files are not
-cached (their bytes are not in one file).
+temporary name and renamed; an entry whose file changed since it was written is checked
+against its checksum, and a damaged or unreadable one is rebuilt; the folder keeps the newest
+``MAX_ENTRIES``. Models whose weights are in external files are not cached (their bytes are
+not in one file). A model's SHA-256 is remembered under the file's identity (device, inode,
+size, modification and change times), so a start reads an unchanged model only to load it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ __all__ = [
     "file_sha256",
     "load",
     "load_facts",
+    "model_sha256",
     "store",
     "store_facts",
 ]
@@ -61,6 +64,32 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def _identity(st: os.stat_result) -> list[int]:
+    """What changes whenever a file's bytes do: any write moves its change time, which no
+    tool can set back (unlike the modification time)."""
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def model_sha256(path: Path, folder: Path) -> str:
+    """``file_sha256(path)``, remembered in ``folder`` under the file's identity, so a start
+    whose model did not change reads none of it for its key (a 110 MB model: ~65 ms of
+    hashing here, every start). OSError if the model cannot be read."""
+    ident = _identity(path.stat())
+    memo = folder / (hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:40] + ".stat")
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        seen = json.loads(memo.read_text(encoding="utf-8"))
+        if seen["id"] == ident and isinstance(seen["sha256"], str):
+            return seen["sha256"]
+    sha = file_sha256(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _write(memo, json.dumps({"id": ident, "sha256": sha}).encode())
+        _prune(folder, "*.stat")
+    except OSError as e:
+        log.debug("model checksum %s not kept: %s", memo, e)
+    return sha
+
+
 def entry_key(model_path: Path, spec: Any, model_sha: str | None = None) -> str | None:
     """The cache key of the fused graph of ``model_path`` per ``spec``; None if uncacheable.
     ``model_sha``: the file's SHA-256 if already known (reading a large model again for it is
@@ -87,8 +116,11 @@ def load(folder: Path, key: str) -> tuple[str, dict[str, Any]] | None:
     meta_path, data_path = folder / f"{key}.json", folder / f"{key}.onnx"
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        digest = file_sha256(data_path)
-    except (OSError, ValueError):
+        # The graph as it was written (its identity then) is not read for its checksum; a
+        # graph changed since, or copied from elsewhere, is.
+        same = isinstance(meta, dict) and meta.get("id") == _identity(data_path.stat())
+        digest = meta.get("sha256") if same else file_sha256(data_path)
+    except (OSError, ValueError, AttributeError):
         return None
     if not isinstance(meta, dict) or digest != meta.get("sha256"):
         return None
@@ -103,6 +135,7 @@ def store(folder: Path, key: str, data: bytes, names: dict[str, Any]) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         _write(folder / f"{key}.onnx", data)
+        meta["id"] = _identity((folder / f"{key}.onnx").stat())
         _write(folder / f"{key}.json", json.dumps(meta).encode())  # last: the entry is whole
         _prune(folder, "*.json", ".onnx")
     except OSError as e:

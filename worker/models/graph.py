@@ -127,7 +127,7 @@ def read_graph(path: Path, cache_dir: Path | None = None) -> GraphInfo:
     if cache_dir is None:
         return _read(path)
     try:
-        sha = fused_cache.file_sha256(path)
+        sha = fused_cache.model_sha256(path, cache_dir)
     except OSError as e:
         raise ModelError(f"model '{path}': cannot be read ({e.strerror or e})") from e
     facts = fused_cache.load_facts(cache_dir, sha)
