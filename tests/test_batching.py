@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,37 @@ def test_lanes_deliver_in_order_whichever_run_ends_first(tmp_path: Path) -> None
     )
     assert calls == 12
     assert got == [(i, 1 if i % 3 == 0 else 0) for i in range(12)]
+
+
+def test_lanes_run_ahead_while_an_answer_waits_to_be_delivered(tmp_path: Path) -> None:
+    # The writer's queue is full: delivering frame 0 waits. The other lane must go on to the
+    # next frames meanwhile (up to one batch per lane held back) instead of waiting for its
+    # turn, which left a core idle whenever runs ended out of turn or the writer lagged.
+    frames = [item(i, bright=i % 2 == 0, big=False) for i in range(6)]
+    taken: list[int] = []
+    q = feed([*frames, END])
+
+    def get(timeout: float | None) -> Any:
+        got = q.get(timeout=timeout)
+        if got is not END:
+            taken.append(got.frame.index)
+        return got
+
+    got: list[int] = []
+    meanwhile: list[int] = []
+
+    def deliver(it: Item, answer: Any) -> None:
+        if it.frame.index == 0:
+            deadline = time.monotonic() + 20
+            while 2 not in taken and time.monotonic() < deadline:
+                time.sleep(0.01)  # the writer, busy: nothing to wait for but time
+            meanwhile.extend(taken)
+        got.append(it.frame.index)
+
+    run_inference(get, bright_inferencer(tmp_path, lanes=2), deliver, batch=1, wait_s=None,
+                  lanes=2)  # fmt: skip
+    assert meanwhile == [0, 1, 2]  # frame 1's lane took frame 2, and no more (one per lane)
+    assert got == list(range(6))
 
 
 def test_a_failing_lane_stops_the_others_and_its_error_reaches_the_caller(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from worker.ops.zones import FrameZones
@@ -76,8 +76,11 @@ class _Broken(Exception):
 
 class _Lanes:
     """The lanes of one inference stage: batches are taken one lane at a time and numbered,
-    and delivered in that order whichever lane's model run ends first. The first failure
-    stops every lane and is raised by ``run``."""
+    and delivered in that order whichever lane's model run ends first. A lane whose run ends
+    out of turn leaves its answers and takes the next batch (waiting for its turn instead
+    left a core idle at every uneven pair of runs); the lane that completes the turn
+    delivers, its own and those left after it. The first failure stops every lane and is
+    raised by ``run``."""
 
     def __init__(
         self,
@@ -94,6 +97,10 @@ class _Lanes:
         self.turn = threading.Condition()
         self.taken = 0  # batches numbered so far
         self.next = 0  # the number of the batch whose answers go next
+        # Answered batches waiting for their turn, by number; at most ``lanes`` (each holds
+        # its frames), and one lane at a time delivers.
+        self.done: dict[int, tuple[list[Item], list[Answer]]] = {}
+        self.delivering = False
         self.ended = False
         self.failure: BaseException | None = None
         self.calls = 0
@@ -141,7 +148,11 @@ class _Lanes:
                 self.turn.notify_all()
 
     def _step(self) -> bool:
-        """Take a batch, run it, deliver it in its turn; False when there is no more."""
+        """Take a batch, run it, leave its answers for their turn and deliver what is due;
+        False when there is no more."""
+        with self.turn:
+            # Ahead of the turn by at most ``lanes`` batches: their frames are held here.
+            self.turn.wait_for(lambda: len(self.done) < self.lanes or self.failure is not None)
         with self.take:
             if self.ended or self.failure is not None:
                 return False
@@ -151,19 +162,38 @@ class _Lanes:
             self.ended = ended
             run = [i for i in items if not i.skip]
             crops = [self.zones(i) for i in run] if self.zones is not None and run else None
-        answers: Iterator[Answer] = iter(())
-        if run:
-            answers = iter(infer_frames(self.infer, [i.frame.image for i in run], crops))
+        answers = infer_frames(self.infer, [i.frame.image for i in run], crops) if run else []
         with self.turn:
-            self.turn.wait_for(lambda: self.next == number or self.failure is not None)
-            if self.failure is not None:
-                return False
-            for item in items:  # in order: a skipped frame goes where it came
-                self.deliver(item, None if item.skip else next(answers))
-            self.next += 1
+            self.done[number] = (items, answers)
             self.calls += 1 if run else 0
-            self.turn.notify_all()
+            if self.delivering:
+                return not ended  # the lane delivering now takes these in their turn
+            self.delivering = True
+        self._deliver_due()
         return not ended
+
+    def _deliver_due(self) -> None:
+        """Deliver the answered batches from the turn on, in order, until one is not back
+        yet; outside the lock, so that lanes ending meanwhile leave theirs and go on."""
+        while True:
+            with self.turn:
+                due = self.done.pop(self.next, None) if self.failure is None else None
+                if due is None:
+                    self.delivering = False
+                    self.turn.notify_all()
+                    return
+                self.turn.notify_all()  # room for a lane waiting to run ahead
+            items, answers = due
+            it = iter(answers)
+            try:
+                for item in items:  # in order: a skipped frame goes where it came
+                    self.deliver(item, None if item.skip else next(it))
+            except BaseException:
+                with self.turn:
+                    self.delivering = False
+                raise
+            with self.turn:
+                self.next += 1
 
 
 def run_inference(
