@@ -953,3 +953,23 @@ def test_a_model_rewritten_in_place_at_its_old_size_and_time_is_read_again(
     summary_of(worker(tmp_path, *run, "--results", "fresh.jsonl", env=uncached))
     cached, fresh = ((tmp_path / f"{n}.jsonl").read_text() for n in ("cached", "fresh"))
     assert cached == fresh != (tmp_path / "first.jsonl").read_text()
+
+
+def test_a_cold_start_clears_what_interrupted_cache_writes_left(tmp_path: Path) -> None:
+    # A cache entry is written under `.<name>.<pid>.part` and renamed; a start killed between
+    # the two (Ctrl-C, SIGKILL, a power cut during a cold start) left that file in the user's
+    # cache for good. Another writer's, still alive, must be left alone.
+    cache = Path(os.environ["XDG_CACHE_HOME"]) / "video-worker"
+    cache.mkdir(parents=True, exist_ok=True)
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    stale = cache / f".0123abcd.onnx.{int(ended.stdout)}.part"
+    stale.write_bytes(b"half a graph")
+    writing = cache / f".4567cdef.onnx.{os.getpid()}.part"
+    writing.write_bytes(b"a graph being written")
+    make_model(tmp_path / "m.onnx", classes=4, seed=7)  # a model no other test caches
+    make_video(tmp_path / "clip.mp4", frames=2)
+    summary_of(worker(tmp_path, "run", "--input", "clip.mp4", "--model", "m.onnx",
+                      "--output", "none", "--quiet"))  # fmt: skip
+    assert not stale.exists() and writing.exists()
+    writing.unlink()

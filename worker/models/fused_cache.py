@@ -191,9 +191,27 @@ def _write(final: Path, payload: bytes) -> None:
 
 def _prune(folder: Path, pattern: str, companion: str | None = None) -> None:
     """Keep the newest ``MAX_ENTRIES`` files matching ``pattern`` (and each one's file of the
-    same stem with the ``companion`` suffix); remove the rest."""
+    same stem with the ``companion`` suffix); remove the rest, and the temporaries of
+    writers that are gone."""
     newest = sorted(folder.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in newest[MAX_ENTRIES:]:
         for p in (old, *((old.with_suffix(companion),) if companion else ())):
             with contextlib.suppress(OSError):
                 p.unlink()
+    for tmp in folder.glob(".*.part"):
+        # ``_write``'s temporary of a process stopped mid-write (a Ctrl-C during a cold
+        # start): nothing renames it any more.
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's: alive
+    return True
