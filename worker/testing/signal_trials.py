@@ -48,7 +48,9 @@ class Trial:
 
     @property
     def before_our_code(self) -> bool:
-        return "init_import_site" in self.stderr
+        # Python's own initialisation failing, in any of its steps ("Fatal Python error:
+        # init_import_site: ...", "... init_sys_streams: ..."): no line of ours has run.
+        return "Fatal Python error: init_" in self.stderr
 
 
 @contextmanager
