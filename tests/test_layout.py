@@ -29,6 +29,7 @@ PACKAGE = REPO / "worker"
 LAYERS = {
     "errors": 0,
     "collector": 0,
+    "allocator": 0,
     "messages": 0,
     "kinds": 0,
     "retry": 0,

@@ -30,6 +30,9 @@ def _main() -> int:
         from worker.signals import install_startup_handlers
 
         install_startup_handlers()
+        from worker.allocator import tune_for_frames
+
+        tune_for_frames()
         from worker.cli.main import main as run
 
         return run()
