@@ -29,6 +29,7 @@ from pathlib import Path
 
 from components import decode_alone, encode_alone, host_alone, plain_alone, sample_images
 
+from worker.allocator import tune_for_frames
 from worker.models import load_model
 from worker.stages import default_batch
 
@@ -115,6 +116,7 @@ def main() -> int:
     p.add_argument("video", type=Path)
     p.add_argument("--frames", type=int, default=100)
     a = p.parse_args()
+    tune_for_frames()  # the parts measured with the allocator the worker command sets
     if a.loop:
         _loop(a.loop, a.model, a.video)
         return 0

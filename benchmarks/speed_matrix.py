@@ -37,6 +37,7 @@ from beside import beside
 from components import decode_alone, encode_alone, host_alone, plain_alone, sample_images
 from shapes import SHAPES, build_model
 
+from worker.allocator import tune_for_frames
 from worker.models import load_model
 from worker.stages import default_batch
 from worker.testing import make_video, walkers
@@ -88,6 +89,9 @@ def main() -> int:
     a = p.parse_args()
 
     cores = os.cpu_count() or 1
+    # The parts alone and beside (this process and beside.py's) measured with the allocator
+    # the worker command sets (worker.allocator); the tutorial keeps glibc's defaults.
+    tune_for_frames()
     compile_worker()
     rows = []
     with tempfile.TemporaryDirectory(prefix="speed-matrix-") as t:
