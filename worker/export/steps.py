@@ -50,7 +50,6 @@ from worker.models.fused_cache import file_sha256
 from worker.models.model import load_model
 from worker.models.repository import card_path_for
 from worker.ops.preprocess import InputPlan, preprocess
-from worker.signals import held
 from worker.stages.atomic import AtomicFile
 
 if TYPE_CHECKING:
@@ -353,13 +352,8 @@ def _export_and_verify(req: ExportRequest, base: ModelCard, torch_version: str) 
 
     made: list[AtomicFile] = []
     try:
-        # Each temporary made and recorded for removal whole (worker.signals).
-        with held():
-            model_file = AtomicFile(req.output, "--output")
-            made.append(model_file)
-        with held():
-            card_file = AtomicFile(card_path_for(req.output), "card")
-            made.append(card_file)
+        model_file = AtomicFile(req.output, "--output", into=made)
+        card_file = AtomicFile(card_path_for(req.output), "card", into=made)
         model_file.temp.write_bytes(proto.SerializeToString())
         card_file.temp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
         images = [img for _, img in samples]

@@ -23,8 +23,10 @@ import shutil
 import stat
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from worker.errors import OutputError
+from worker.signals import held
 
 __all__ = ["AtomicDir", "AtomicFile"]
 
@@ -38,7 +40,16 @@ _KINDS = {
 class AtomicFile:
     """Where one output is written (``temp``) and how it is published (``commit``)."""
 
-    def __init__(self, final: Path, what: str = "output") -> None:
+    def __init__(self, final: Path, what: str = "output", *, into: list[Any] | None = None) -> None:
+        """``into``: the caller's list of what to discard if it fails, which the file joins
+        in the same step as its temporary is made (``worker.signals.held``): a signal in
+        between would unwind past a temporary nobody knows of."""
+        with held():
+            self._open(final, what)
+            if into is not None:
+                into.append(self)
+
+    def _open(self, final: Path, what: str) -> None:
         self.final = final
         self.what = what
         self.direct = False  # written in place: a FIFO, a character device or stdout
@@ -98,7 +109,16 @@ class AtomicDir:
     matching ``ours``, as an earlier run of the same command left it); anything else there
     is refused when the folder is opened."""
 
-    def __init__(self, final: Path, what: str = "output", ours: str = r".*") -> None:
+    def __init__(
+        self, final: Path, what: str = "output", ours: str = r".*", *, into: list[Any] | None = None
+    ) -> None:
+        """``into``: as ``AtomicFile``'s."""
+        with held():
+            self._open(final, what, ours)
+            if into is not None:
+                into.append(self)
+
+    def _open(self, final: Path, what: str, ours: str) -> None:
         self.final = final
         self.what = what
         if final.exists():

@@ -199,19 +199,12 @@ def run_file(
     opened: list[Any] = []
     try:
         try:
-            # Each temporary is made and recorded for removal whole: a signal in between would
-            # unwind past a file nobody knows of.
-            with held():
-                video_file = AtomicFile(output, "output") if output is not None else None
-                if video_file is not None:
-                    opened.append(video_file)
-            with held():
-                results_file = AtomicFile(results, "results")
-                opened.append(results_file)
+            video_file = AtomicFile(output, "output", into=opened) if output is not None else None
+            results_file = AtomicFile(results, "results", into=opened)
             maps = MaskMaps(model)
             lines = lines_for(run.analytics.lines)
             recorder = Recorder(model, zones, maps, run.analytics, lines)
-            with held():
+            with held():  # its files and it, recorded whole (see AtomicFile's ``into``)
                 sidecars = Sidecars(
                     model,
                     maps,

@@ -10,7 +10,6 @@ from typing import Any
 import av
 import numpy as np
 
-from worker.signals import held
 from worker.stages.atomic import AtomicFile
 
 __all__ = ["robot_scene", "write_sample"]
@@ -52,10 +51,9 @@ def write_sample(
 ) -> int:
     """Encode the scene as H.264 MP4 at ``path`` (atomically); returns the frame count."""
     n = max(1, round(seconds * fps))
-    target: AtomicFile | None = None
+    made: list[AtomicFile] = []
     try:
-        with held():  # made and recorded for removal whole (worker.signals)
-            target = AtomicFile(path, "sample")
+        target = AtomicFile(path, "sample", into=made)
         with av.open(
             str(target.temp), mode="w", format="mp4", options={"movflags": "+faststart"}
         ) as c:
@@ -71,8 +69,8 @@ def write_sample(
             for packet in stream.encode(None):
                 c.mux(packet)
     except BaseException:
-        if target is not None:
-            target.discard()
+        for f in made:
+            f.discard()
         raise
     target.commit()
     return n

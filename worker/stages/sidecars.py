@@ -29,7 +29,6 @@ from worker.models import Model
 from worker.ops.masks import bits_png, indexed_png, instance_ids, instance_png, rle_per_label
 from worker.ops.postprocess import NO_CLASS
 from worker.ops.rules import Rule
-from worker.signals import held
 from worker.stages.atomic import AtomicDir, AtomicFile
 from worker.stages.events import EventLog
 from worker.stages.frames import Answer, Item
@@ -251,16 +250,10 @@ class Sidecars:
             self.outputs.append(self.series)
 
     def _dir(self, final: Path, what: str, ours: str) -> AtomicDir:
-        with held():  # made and recorded for removal whole (worker.signals)
-            d = AtomicDir(final, what, ours)
-            self._opened.append(d)
-        return d
+        return AtomicDir(final, what, ours, into=self._opened)
 
     def _file(self, final: Path, what: str) -> AtomicFile:
-        with held():
-            f = AtomicFile(final, what)
-            self._opened.append(f)
-        return f
+        return AtomicFile(final, what, into=self._opened)
 
     def _emit(self, event: dict[str, Any]) -> None:
         if event.get("event") == "end":
