@@ -123,7 +123,6 @@ def test_lanes_deliver_in_order_whichever_run_ends_first(tmp_path: Path) -> None
         lambda it, answer: got.append((it.frame.index, int(answer.class_map.max()))),  # type: ignore[union-attr]
         batch=1,
         wait_s=None,
-        lanes=3,
     )
     assert calls == 12
     assert got == [(i, 1 if i % 3 == 0 else 0) for i in range(12)]
@@ -154,8 +153,7 @@ def test_lanes_run_ahead_while_an_answer_waits_to_be_delivered(tmp_path: Path) -
             meanwhile.extend(taken)
         got.append(it.frame.index)
 
-    run_inference(get, bright_inferencer(tmp_path, lanes=2), deliver, batch=1, wait_s=None,
-                  lanes=2)  # fmt: skip
+    run_inference(get, bright_inferencer(tmp_path, lanes=2), deliver, batch=1, wait_s=None)
     assert meanwhile == [0, 1, 2]  # frame 1's lane took frame 2, and no more (one per lane)
     assert got == list(range(6))
 
@@ -167,7 +165,7 @@ def test_a_failing_lane_stops_the_others_and_its_error_reaches_the_caller(
     q = feed([Item("clip", Frame(0, 0, 0.0, np.zeros((0, 0, 3), np.uint8)))])
     infer = bright_inferencer(tmp_path, lanes=2)
     with pytest.raises(cv2.error):
-        run_inference(getter(q), infer, lambda it, a: None, batch=1, wait_s=None, lanes=2)
+        run_inference(getter(q), infer, lambda it, a: None, batch=1, wait_s=None)
     assert [t.name for t in threading.enumerate() if t.name.startswith("worker-lane")] == []
 
 

@@ -216,7 +216,6 @@ class Monitor:
                 batch=self.batch,
                 wait_s=self.run.speed.batch_wait_s,
                 zones=self._zones_to_classify,
-                lanes=self.infer.lanes,
             )
         except BaseException as e:
             self._fail("inference", e)

@@ -205,15 +205,15 @@ def run_inference(
     wait_s: float | None,
     zones: Callable[[Item], FrameZones | None] | None = None,
     limit: int | None = None,
-    lanes: int = 1,
 ) -> int:
     """Run the model on the items ``get`` gives until ``END``, ``batch`` frames a call, and
     ``deliver`` every item in order with its answer (None: skipped on purpose). ``zones``: a
-    classifier's zones of an item, each cropped and classified in the same calls. ``lanes``:
-    model runs in flight at once (this thread is one; the others are started here and ended
-    before it returns). Returns how many model calls were made."""
+    classifier's zones of an item, each cropped and classified in the same calls. As many
+    model runs are in flight at once as ``infer`` was made for (``Inferencer.lanes``: its
+    sessions share the cores among them); this thread is one lane, the others are started
+    here and ended before it returns. Returns how many model calls were made."""
 
     def batch_from(source: Callable[[float | None], Any]) -> tuple[list[Item], bool]:
         return collect(source, batch, wait_s, weigh=_runs, limit=limit)
 
-    return _Lanes(get, infer, deliver, max(1, lanes), batch_from, zones).run()
+    return _Lanes(get, infer, deliver, max(1, infer.lanes), batch_from, zones).run()

@@ -319,7 +319,6 @@ class _Run:
                 wait_s=None,  # lossless: every batch is full but the last
                 zones=lambda item: self.recorder.zones_to_classify(item.frame),
                 limit=held,
-                lanes=self.infer.lanes,
             )
             answers.put(END)
 
