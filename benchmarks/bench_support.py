@@ -142,9 +142,16 @@ def environment() -> dict[str, Any]:
 # ------------------------------------------------------------------------------ threads
 
 
+def stat_cpu_s(stat_path: str) -> float:
+    """User + system CPU seconds of the process or thread whose ``/proc/.../stat`` this is
+    (the name in parentheses may hold spaces, so fields are counted after its ``)``)."""
+    with open(stat_path, encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _thread_cpu() -> dict[int, tuple[str, float]]:
     """tid -> (kernel thread name, CPU seconds so far) for every thread of this process."""
-    tick = os.sysconf("SC_CLK_TCK")
     out: dict[int, tuple[str, float]] = {}
     try:
         tids = os.listdir("/proc/self/task")
@@ -152,14 +159,12 @@ def _thread_cpu() -> dict[int, tuple[str, float]]:
         return out
     for tid in tids:
         try:
-            with open(f"/proc/self/task/{tid}/stat", encoding="ascii") as f:
-                stat = f.read()
+            cpu = stat_cpu_s(f"/proc/self/task/{tid}/stat")
             with open(f"/proc/self/task/{tid}/comm", encoding="utf-8") as f:
                 comm = f.read().strip()
         except OSError:  # the thread ended meanwhile
             continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        out[int(tid)] = (comm, (int(fields[11]) + int(fields[12])) / tick)
+        out[int(tid)] = (comm, cpu)
     return out
 
 

@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench_support import stat_cpu_s
 from components import decode_alone, encode_alone, host_alone, plain_alone, sample_images
 
 from worker.allocator import tune_for_frames
@@ -66,12 +67,9 @@ def _loop(part: str, model_path: Path, video: Path) -> None:
 
 def _until_cpu(pid: int, seconds: float, deadline_s: float = 60.0) -> None:
     """Poll until process ``pid`` has used ``seconds`` of CPU."""
-    tick = os.sysconf("SC_CLK_TCK")
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        if (int(fields[11]) + int(fields[12])) / tick >= seconds:
+        if stat_cpu_s(f"/proc/{pid}/stat") >= seconds:
             return
         time.sleep(0.05)
     raise SystemExit(f"process {pid} used less than {seconds} s of CPU in {deadline_s} s")

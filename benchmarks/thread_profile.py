@@ -28,11 +28,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from bench_support import stat_cpu_s
 from shapes import SHAPES, build_model
 
 from worker.testing import clean_env, make_video, walkers
-
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _snap(pid: int) -> dict[int, tuple[str, float, int, int]]:
@@ -43,9 +42,7 @@ def _snap(pid: int) -> dict[int, tuple[str, float, int, int]]:
         try:
             with open(f"{base}/comm") as f:
                 comm = f.read().strip()
-            with open(f"{base}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            cpu = (int(fields[11]) + int(fields[12])) / TICK
+            cpu = stat_cpu_s(f"{base}/stat")
             switches = {}
             with open(f"{base}/status") as f:
                 for line in f:
