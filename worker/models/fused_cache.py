@@ -120,7 +120,7 @@ def load(folder: Path, key: str) -> tuple[str, dict[str, Any]] | None:
         # graph changed since, or copied from elsewhere, is.
         same = isinstance(meta, dict) and meta.get("id") == _identity(data_path.stat())
         digest = meta.get("sha256") if same else file_sha256(data_path)
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError):
         return None
     if not isinstance(meta, dict) or digest != meta.get("sha256"):
         return None
