@@ -295,7 +295,9 @@ def test_dashboard_shows_a_job_progress_then_done_with_its_chart(rig: Rig) -> No
     rig.procs.append(dash)
     wait_for(lambda: get_json(port, "/healthz"), "the dashboard to answer")
     rig.worker(name="w1")
-    job_id, _ = q.submit(q.make_spec(input="long.mp4", model="slow.onnx", max_frames=50))
+    # Long enough to be still under way when the page first shows it: 50 frames were done
+    # before the first read on a loaded machine once the worker got faster.
+    job_id, _ = q.submit(q.make_spec(input="long.mp4", model="slow.onnx", max_frames=200))
     row = f'tr[data-job="{job_id}"]'
 
     def done_count() -> int | None:
