@@ -61,12 +61,12 @@ def plain_alone(model: Model, batch: int, frames: int) -> Timing:
 
 
 def fused_alone(infer: Inferencer, batch: int, frames: int) -> Timing:
-    """The fused graph alone on ready-made uint8 frames: the model plus the in-graph colour
-    order, normalisation and post-processing."""
+    """The fused graph alone on ready-made uint8 frames (planes for an NCHW model): the model
+    plus the in-graph normalisation (and colour order, NHWC) and post-processing."""
     assert infer.fused is not None
-    h, w = infer.fused.spec.hw
     n = infer.model.batch or batch
-    x = np.random.default_rng(SEED).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+    shape = infer.fused.input_shape(n, infer.fused.spec.hw)
+    x = np.random.default_rng(SEED).integers(0, 256, shape, dtype=np.uint8)
     specs = infer.fused.output_specs(n)
     return model_alone(lambda: infer.engine.run_all(x, specs, fixed=specs is not None), n, frames)
 

@@ -26,7 +26,7 @@ from worker.ops import (
     warp_matrix,
 )
 from worker.ops.postprocess import MaskMap, shown_from_bits
-from worker.ops.preprocess import warp
+from worker.ops.preprocess import planar, warp
 
 Array = np.ndarray[Any, Any]
 rng = np.random.default_rng(7)
@@ -67,6 +67,16 @@ def test_bgr_order_nhwc_layout_and_dtypes() -> None:
     raw = preprocess([frame], plan(layout="NCHW", rgb=True, dtype=np.dtype(np.uint8)))
     # uint8 models get the pixels themselves, only reordered: no scale, mean or std.
     np.testing.assert_array_equal(raw[0], frame[..., ::-1].transpose(2, 0, 1))
+
+
+@pytest.mark.parametrize("rgb", [True, False])
+def test_planar_is_the_transpose_in_the_models_colour_order(rgb: bool) -> None:
+    batch = np.random.default_rng(5).integers(0, 256, (2, 7, 9, 3), dtype=np.uint8)
+    out = np.full((2, 3, 7, 9), 77, np.uint8)
+    got = planar(batch, out, rgb)
+    want = (batch[..., ::-1] if rgb else batch).transpose(0, 3, 1, 2)
+    assert got is out
+    np.testing.assert_array_equal(got, want)
 
 
 def test_stretch_geometry_is_the_half_pixel_resize() -> None:

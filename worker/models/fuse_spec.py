@@ -51,6 +51,13 @@ class FuseSpec:
     max_det: int = 300
 
     @property
+    def planar(self) -> bool:
+        """Frames cross as planes (N, 3, h, w) in the model's channel order, made by the host
+        (``worker.ops.preprocess.planar``) from the warped frames; else as warped (or whole,
+        with the resize in the graph) BGR frames (N, h, w, 3)."""
+        return self.layout == "NCHW" and not self.resize_in_graph
+
+    @property
     def classes(self) -> int:
         return self.output_shape[1] if len(self.output_shape) >= 2 else 1
 
@@ -73,7 +80,7 @@ class FusedGraph:
 
     def input_shape(self, n: int, frame_hw: tuple[int, int]) -> tuple[int, int, int, int]:
         h, w = frame_hw if self.spec.resize_in_graph else self.spec.hw
-        return (n, h, w, 3)
+        return (n, 3, h, w) if self.spec.planar else (n, h, w, 3)
 
     def output_specs(self, n: int) -> list[OutputSpec] | None:
         """Shapes and dtypes of the outputs for a batch of ``n`` (known before running);

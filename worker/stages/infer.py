@@ -30,7 +30,7 @@ from worker.models.engine import EngineOptions
 from worker.models.fuse_spec import BOX_KINDS, FusedGraph, FuseSpec, split_rows
 from worker.ops.detect import Form, detections
 from worker.ops.postprocess import classify, segment, shown_from_bits
-from worker.ops.preprocess import InputPlan, preprocess, warp
+from worker.ops.preprocess import InputPlan, planar, preprocess, warp
 from worker.ops.zones import FrameZones
 from worker.stages.frames import Answer
 
@@ -126,9 +126,12 @@ def _trt_profile(g: FusedGraph, batch: int) -> tuple[str, str, str] | None:
     s = g.spec
     if s.batch is not None or s.resize_in_graph:
         return None  # fixed shapes need no profile; frame-sized inputs have no fixed range
-    h, w = s.hw
     name = g.input_name
-    return (f"{name}:1x{h}x{w}x3", f"{name}:{batch}x{h}x{w}x3", f"{name}:{batch}x{h}x{w}x3")
+
+    def dims(n: int) -> str:
+        return f"{name}:{'x'.join(map(str, g.input_shape(n, s.hw)))}"
+
+    return (dims(1), dims(batch), dims(batch))
 
 
 def _cached_key(model: Model, spec: FuseSpec, cache_dir: str | None) -> str | None:
@@ -310,8 +313,8 @@ class Inferencer:
 
     def stage(self, chunk: list[Array]) -> Array:
         """What crosses to the inference device for these frames. Fused: the uint8 frames at
-        the model size (or their own, when resizing in the graph), in a buffer reused per
-        shape; plain: the float model input from numpy ``preprocess``."""
+        the model size, as planes for an NCHW model (or whole, when resizing in the graph),
+        in a buffer reused per shape; plain: the float model input from numpy ``preprocess``."""
         if self.fused is None:
             return preprocess(chunk, self.plan)
         shape = self.fused.input_shape(len(chunk), chunk[0].shape[:2])
@@ -320,7 +323,9 @@ class Inferencer:
             staging = self._local.staging = {}
         buf = staging.get(shape)
         if buf is None:
-            if len(staging) >= 4:  # frame sizes may vary across a long-lived worker
+            # Batch sizes and frame sizes may vary across a long-lived worker (two buffers
+            # a shape when planar).
+            if len(staging) >= 8:
                 staging.clear()
             buf = staging[shape] = np.empty(shape, np.uint8)
         if self.fused.spec.resize_in_graph:
@@ -329,9 +334,19 @@ class Inferencer:
             np.stack(chunk, out=buf)
             return buf
         p = self.plan
-        return warp(
-            chunk, p.hw, p.resize, p.crop_from, out=buf, interpolation=p.interpolation, pad=p.pad
-        )
+        if not self.fused.spec.planar:
+            return warp(
+                chunk, p.hw, p.resize, p.crop_from, out=buf, interpolation=p.interpolation,
+                pad=p.pad,
+            )  # fmt: skip
+        frames = staging.get(("warped", shape))
+        if frames is None:
+            frames = staging[("warped", shape)] = np.empty((len(chunk), *p.hw, 3), np.uint8)
+        warp(
+            chunk, p.hw, p.resize, p.crop_from, out=frames, interpolation=p.interpolation,
+            pad=p.pad,
+        )  # fmt: skip
+        return planar(frames, buf, p.rgb)
 
     def run_staged(self, x: Array) -> list[Array]:
         """One model run on a staged batch; the outputs as host arrays."""
