@@ -31,7 +31,7 @@ import onnxruntime as ort
 
 from worker.errors import ModelError, ProviderError
 
-__all__ = ["Engine", "EngineOptions", "OutputSpec", "providers_for"]
+__all__ = ["Engine", "EngineOptions", "OutputSpec", "providers_for", "session_options"]
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +117,11 @@ def intra_threads(threads: int, lanes: int, device: Device) -> int:
     return max(1, cores // max(1, lanes)) if device == "cpu" else cores
 
 
-def _session_options(
+def session_options(
     threads: int, lanes: int, options: EngineOptions, device: Device
 ) -> ort.SessionOptions:
+    """How the worker makes every ONNX Runtime session (``Engine``), for ``lanes`` runs in
+    flight on ``device``."""
     opts = ort.SessionOptions()
     # A pipeline also decodes and encodes on these cores: spinning intra-op threads would
     # steal their CPU while waiting for work, so they sleep instead.
@@ -154,7 +156,7 @@ def _try_cuda(
     try:
         session = ort.InferenceSession(
             model,
-            sess_options=_session_options(threads, 1, options, "cuda"),
+            sess_options=session_options(threads, 1, options, "cuda"),
             providers=providers_for("cuda", options),
         )
     except Exception as e:
@@ -234,7 +236,7 @@ class Engine:
                     try:
                         self._session = ort.InferenceSession(
                             self._model,
-                            sess_options=_session_options(
+                            sess_options=session_options(
                                 self.threads, self.lanes, self.options, "cpu"
                             ),
                             providers=[_CPU],
