@@ -4,12 +4,13 @@ Built at session load around the user's model with ``onnx.compose``::
 
     frames uint8 --pre--> model input --user's model--> output --post--> answer
 
-The frames cross as the model wants its channels: an NCHW model gets planes [N,3,h,w] in its
-colour order, which the host cuts from the warped frame in one pass
-(``worker.ops.preprocess.planar``: ~6x cheaper than ONNX Runtime's Transpose and Gather); an
-NHWC model gets the warped BGR frames [N,h,w,3]. pre: colour order (Gather, NHWC only), Cast,
-``pixel * a + b`` (scale/mean/std folded into one multiply-add per channel, the same float32
-numbers ``worker.ops.preprocess`` uses), Cast to the model's dtype; optionally a Resize of whole
+The frames cross as planes [N,3,h,w] in the model's colour order, which the host cuts from
+the warped frame in one pass (``worker.ops.preprocess.planar``: ~6x cheaper than ONNX Runtime's
+Transpose and Gather); only a uint8 NHWC model gets the warped BGR frames [N,h,w,3] (it needs
+no normalising). pre: colour order (Gather, uint8 NHWC only), Cast, ``pixel * a + b``
+(scale/mean/std folded into one multiply-add per channel, the same float32 numbers
+``worker.ops.preprocess`` uses), a Transpose back to NHWC for an NHWC model (ONNX Runtime
+cancels it against the model's own), Cast to the model's dtype; optionally a Resize of whole
 BGR frames (stretch only, see ``FuseSpec.resize_in_graph``; layout and colour order then in the
 graph too).
 post, by output kind: multiclass ArgMax + Cast uint8; binary and multi-label a threshold
@@ -125,7 +126,7 @@ def pre_graph(spec: FuseSpec, opset: int = 17, ir: int = 9) -> onnx.ModelProto:
         x = b.op("Round", [x], "round")
         channel_axis = 1
     else:
-        channel_axis = 1 if nchw else 3
+        channel_axis = 1 if spec.planar else 3
     if spec.rgb and not spec.planar:
         x = b.op(
             "Gather", [x, b.const(np.array([2, 1, 0], np.int64), "rgb")], "rgb", axis=channel_axis
@@ -142,7 +143,10 @@ def pre_graph(spec: FuseSpec, opset: int = 17, ir: int = 9) -> onnx.ModelProto:
         # Mul then Add, like preprocess's ``x *= a; x += b``: the same float32 roundings.
         x = b.op("Mul", [x, b.const(a, "scale")], "scaled")
         x = b.op("Add", [x, b.const(c, "shift")], "normalised")
-    if spec.resize_in_graph and not nchw:
+    if channel_axis == 1 and not nchw:
+        # Normalised as planes, where the per-channel multiply-add is ~10x cheaper per element
+        # than over a channel-last tensor; ONNX Runtime cancels this Transpose against the
+        # NHWC model's own first one back to planes.
         x = b.op("Transpose", [x], "nhwc", perm=[0, 2, 3, 1])
     if spec.dtype not in (np.dtype(np.uint8), f32):
         x = b.cast(x, spec.dtype)

@@ -52,10 +52,13 @@ class FuseSpec:
 
     @property
     def planar(self) -> bool:
-        """Frames cross as planes (N, 3, h, w) in the model's channel order, made by the host
-        (``worker.ops.preprocess.planar``) from the warped frames; else as warped (or whole,
-        with the resize in the graph) BGR frames (N, h, w, 3)."""
-        return self.layout == "NCHW" and not self.resize_in_graph
+        """Frames cross as planes (N, 3, h, w) in the model's colour order, made by the host
+        (``worker.ops.preprocess.planar``) from the warped frames; else as warped BGR frames
+        (N, h, w, 3): a uint8 NHWC model's (nothing to normalise), or whole ones with the
+        resize in the graph."""
+        if self.resize_in_graph:
+            return False
+        return self.layout == "NCHW" or self.dtype != np.uint8
 
     @property
     def classes(self) -> int:
