@@ -45,6 +45,7 @@ import onnxruntime as ort
 from bench_support import run_child, run_worker
 from child_support import print_peak_rss
 from onnx import TensorProto, helper, numpy_helper
+from tutorial import tutorial_loop
 
 from worker.ops.detect import detections
 from worker.ops.postprocess import MaskMap
@@ -57,12 +58,17 @@ SIZE = 640
 CLASSES = 80
 
 
-def build_detector(path: Path, seed: int = 0) -> Path:
-    """A YOLOv8n-shaped head at 640 on a stack of strided convolutions (~4 GFLOPs)."""
+def build_detector(path: Path, seed: int = 0) -> float:
+    """A YOLOv8n-shaped head at 640 on a stack of strided convolutions; returns its GFLOPs a
+    frame (the convolutions': 2.6)."""
     rng = np.random.default_rng(seed)
     inits, nodes = [], []
+    flops = [0.0]
+    sides = {"images": SIZE}
 
     def conv(name: str, src: str, cin: int, cout: int, k: int, stride: int) -> str:
+        sides[name] = sides[src] // stride
+        flops[0] += 2 * cout * cin * k * k * sides[name] ** 2
         w = rng.normal(0, (2 / (cin * k * k)) ** 0.5, (cout, cin, k, k)).astype(np.float32)
         inits.append(numpy_helper.from_array(w, f"{name}_w"))
         inits.append(numpy_helper.from_array(np.zeros(cout, np.float32), f"{name}_b"))
@@ -137,6 +143,7 @@ def build_detector(path: Path, seed: int = 0) -> Path:
             helper.make_node("Concat", [f"{name}_box", f"{name}_p"], [f"{name}_out"], axis=1),
         ]
         heads.append(f"{name}_out")
+        flops[0] += 2 * (4 + CLASSES) * cin * n * n
     nodes.append(helper.make_node("Concat", heads, ["output0"], axis=2))
     anchors = sum((SIZE // s) ** 2 for s in (8, 16, 32))
     graph = helper.make_graph(
@@ -153,55 +160,18 @@ def build_detector(path: Path, seed: int = 0) -> Path:
         model.metadata_props.add(key=k, value=v)
     onnx.checker.check_model(model)
     path.write_bytes(model.SerializeToString())
-    return path
+    return flops[0] / 1e9
 
 
 # ------------------------------------------------------------------------- the tutorial loop
 
 
 def tutorial(model: Path, video: Path, out: Path) -> dict[str, Any]:
-    """As a tutorial writes it: one thread, numpy post-processing, mp4v."""
-    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    cap = cv2.VideoCapture(str(video))
-    fps = cap.get(cv2.CAP_PROP_FPS) or 25
-    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
-    r = min(SIZE / h, SIZE / w)
-    nw, nh = round(w * r), round(h * r)
-    top, left = (SIZE - nh) // 2, (SIZE - nw) // 2
-    frames, boxes_total = 0, 0
-    started = time.perf_counter()
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        img = cv2.resize(frame, (nw, nh))
-        img = cv2.copyMakeBorder(img, top, SIZE - nh - top, left, SIZE - nw - left,
-                                 cv2.BORDER_CONSTANT, value=(114, 114, 114))  # fmt: skip
-        x = img[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255.0
-        pred = sess.run(None, {name: x})[0][0].T  # (A, 4 + C)
-        scores = pred[:, 4:]
-        cls = scores.argmax(1)
-        conf = scores.max(1)
-        keep = conf > 0.25
-        b, c, s = pred[keep, :4], cls[keep], conf[keep]
-        xywh = np.stack([(b[:, 0] - b[:, 2] / 2 - left) / r, (b[:, 1] - b[:, 3] / 2 - top) / r,
-                         b[:, 2] / r, b[:, 3] / r], 1)  # fmt: skip
-        for k in np.unique(c):
-            idx = np.nonzero(c == k)[0]
-            chosen = cv2.dnn.NMSBoxes(xywh[idx].tolist(), s[idx].tolist(), 0.25, 0.7)
-            for j in np.array(chosen).reshape(-1):
-                x0, y0, bw, bh = xywh[idx[j]].astype(int)
-                cv2.rectangle(frame, (x0, y0), (x0 + bw, y0 + bh), (0, 255, 0), 2)
-                cv2.putText(frame, f"{k} {s[idx[j]]:.2f}", (x0, y0 - 4),
-                            cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 0), 1)  # fmt: skip
-                boxes_total += 1
-        writer.write(frame)
-        frames += 1
-    writer.release()
-    seconds = time.perf_counter() - started
-    return {"frames": frames, "fps": round(frames / seconds, 2), "boxes": boxes_total}
+    """As a tutorial writes it: one thread, numpy post-processing, mp4v (``tutorial.py``'s
+    detector loop)."""
+    result = tutorial_loop("yolo8-det", model, video, out)
+    fps = result["frames"] / result["loop_s"]
+    return {"frames": result["frames"], "fps": round(fps, 2), "boxes": result["boxes"]}
 
 
 # --------------------------------------------------------------------------- post-processing
@@ -373,7 +343,9 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        model = a.model.resolve() if a.model else build_detector(tmp / "yolo.onnx")
+        model = a.model.resolve() if a.model else tmp / "yolo.onnx"
+        if not a.model:
+            build_detector(model)
         frames = int(a.seconds * 25)
         video = make_video(tmp / "walkers.mp4", frames=frames, width=1280, height=720,
                            image=walkers(), crf=23)  # fmt: skip

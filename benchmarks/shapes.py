@@ -6,7 +6,9 @@ post-processes differently.
 - ``multilabel3-b1``: 3-class multi-label sigmoid segmenter, fixed batch of 1, 512x512;
 - ``map1-dyn``: one-channel probability map (sigmoid inside), dynamic height and width, run
   at 736x1280 (text and foreground detectors);
-- ``nhwc-cls``: NHWC classifier, 224x224, softmax inside, 1000 classes.
+- ``nhwc-cls``: NHWC classifier, 224x224, softmax inside, 1000 classes;
+- ``yolo8-det``: a YOLOv8-form detector at 640x640, fixed batch of 1, 80 classes, its card in
+  its metadata as Ultralytics writes it (``objects_bench.build_detector``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ SHAPES: dict[str, dict[str, Any]] = {
                           "threshold": 0.3}},
     "nhwc-cls": {"hw": (224, 224), "layout": "NHWC", "batch": None, "dyn": False,
                  "out": "softmax-scores", "classes": 1000, "card": {}},
+    # A YOLOv8-form detector as Ultralytics exports it (its metadata is its card): built by
+    # objects_bench.build_detector, class 0 firing on the walkers.
+    "yolo8-det": {"hw": (640, 640), "layout": "NCHW", "batch": 1, "dyn": False,
+                  "out": "yolo-v8", "classes": 80, "card": None},
 }  # fmt: skip
 
 
@@ -41,6 +47,10 @@ SHAPES: dict[str, dict[str, Any]] = {
 
 def build_model(shape: dict[str, Any], path: Path) -> float:
     """Writes the model (and its card beside it); returns its GFLOPs per frame."""
+    if shape["out"] == "yolo-v8":
+        from objects_bench import build_detector
+
+        return build_detector(path)
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper

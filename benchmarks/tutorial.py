@@ -4,8 +4,10 @@ speed figure is compared with, kept as tutorials write it (it is not to be made 
 cv2.VideoCapture -> resize, RGB, float, normalise in numpy -> onnxruntime.InferenceSession
 with its defaults -> the post-processing a tutorial writes for that output, at frame size
 (softmax, float maps resized to the frame, argmax or thresholds, a palette, addWeighted; or
-the top class written on the frame) -> cv2.VideoWriter('mp4v'); single-threaded. Each step
-is timed per frame when asked (``stages``, and ``sub`` for the post-processing's parts).
+the top class written on the frame; for a YOLOv8-form detector, a letterbox in and
+``cv2.dnn.NMSBoxes``, rectangles and labels out) -> cv2.VideoWriter('mp4v'); single-threaded.
+Each step is timed per frame when asked (``stages``, and ``sub`` for the post-processing's
+parts).
 
 Run as a script it does one run in a fresh process and prints its result as JSON, with the
 process's peak RSS on stderr (``child_support``)::
@@ -29,7 +31,7 @@ from shapes import MEAN, SHAPES, STD
 
 from worker.models import voc_palette
 
-__all__ = ["tutorial_loop"]
+__all__ = ["draw_detections", "letterbox", "tutorial_loop"]
 
 Array = np.ndarray[Any, Any]
 
@@ -71,6 +73,44 @@ def _postprocess(out: Array, form: str, frame: Array, palette: Array, sub: Stage
     return blended
 
 
+def letterbox(frame: Array, size: int) -> tuple[Array, float, int, int]:
+    """A YOLO tutorial's letterbox: the frame scaled into ``size`` x ``size``, grey borders;
+    also the scale and the left and top offsets, to map boxes back."""
+    h, w = frame.shape[:2]
+    r = min(size / h, size / w)
+    nw, nh = round(w * r), round(h * r)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    img = cv2.resize(frame, (nw, nh))
+    img = cv2.copyMakeBorder(img, top, size - nh - top, left, size - nw - left,
+                             cv2.BORDER_CONSTANT, value=(114, 114, 114))  # fmt: skip
+    return img, r, left, top
+
+
+def draw_detections(pred: Array, frame: Array, r: float, left: int, top: int) -> int:
+    """A YOLOv8 head's output [4 + classes, anchors] as a tutorial reads it (threshold 0.25,
+    ``cv2.dnn.NMSBoxes`` per class at 0.7), boxes and labels drawn on ``frame``; returns how
+    many."""
+    pred = pred.T  # (A, 4 + C)
+    scores = pred[:, 4:]
+    cls = scores.argmax(1)
+    conf = scores.max(1)
+    keep = conf > 0.25
+    b, c, s = pred[keep, :4], cls[keep], conf[keep]
+    xywh = np.stack([(b[:, 0] - b[:, 2] / 2 - left) / r, (b[:, 1] - b[:, 3] / 2 - top) / r,
+                     b[:, 2] / r, b[:, 3] / r], 1)  # fmt: skip
+    drawn = 0
+    for k in np.unique(c):
+        idx = np.nonzero(c == k)[0]
+        chosen = cv2.dnn.NMSBoxes(xywh[idx].tolist(), s[idx].tolist(), 0.25, 0.7)
+        for j in np.array(chosen).reshape(-1):
+            x0, y0, bw, bh = xywh[idx[j]].astype(int)
+            cv2.rectangle(frame, (x0, y0), (x0 + bw, y0 + bh), (0, 255, 0), 2)
+            cv2.putText(frame, f"{k} {s[idx[j]]:.2f}", (x0, y0 - 4),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 0), 1)  # fmt: skip
+            drawn += 1
+    return drawn
+
+
 def tutorial_loop(
     shape_name: str,
     model: Path,
@@ -80,8 +120,8 @@ def tutorial_loop(
     stages: Stages | None = None,
     sub: Stages | None = None,
 ) -> dict[str, Any]:
-    """One run: ``frames``, ``session_s`` (creating the session) and ``loop_s`` (the loop,
-    open to release)."""
+    """One run: ``frames``, ``session_s`` (creating the session), ``loop_s`` (the loop,
+    open to release) and, for a detector, ``boxes`` (drawn, all frames)."""
     shape = SHAPES[shape_name]
     stages, sub = stages or Stages(), sub or Stages()
     t0 = time.perf_counter()
@@ -100,20 +140,29 @@ def tutorial_loop(
     if not writer.isOpened():
         raise SystemExit(f"cv2.VideoWriter cannot write 'mp4v' to {output}")
     mh, mw = shape["hw"]
-    frames = 0
+    detector = shape["out"] == "yolo-v8"
+    frames, boxes = 0, 0
     while max_frames is None or frames < max_frames:
         t_read = time.perf_counter()
         ok, frame = cap.read()
         if not ok:
             break
         t_pre = time.perf_counter()
-        x = cv2.cvtColor(cv2.resize(frame, (mw, mh)), cv2.COLOR_BGR2RGB)
-        x = (x.astype(np.float32) / 255.0 - mean) / std
-        x = x[None] if shape["layout"] == "NHWC" else x.transpose(2, 0, 1)[None]
+        if detector:  # as Ultralytics' examples: letterbox, RGB, / 255, no mean or std
+            img, r, left, top = letterbox(frame, mh)
+            x = img[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255.0
+        else:
+            rgb = cv2.cvtColor(cv2.resize(frame, (mw, mh)), cv2.COLOR_BGR2RGB)
+            x = (rgb.astype(np.float32) / 255.0 - mean) / std
+            x = x[None] if shape["layout"] == "NHWC" else x.transpose(2, 0, 1)[None]
         t_inf = time.perf_counter()
         out = session.run(None, {input_name: x})[0][0]
         t_post = time.perf_counter()
-        picture = _postprocess(out, shape["out"], frame, palette, sub)
+        if detector:
+            boxes += draw_detections(out, frame, r, left, top)
+            picture = frame
+        else:
+            picture = _postprocess(out, shape["out"], frame, palette, sub)
         t_write = time.perf_counter()
         writer.write(picture)
         t_end = time.perf_counter()
@@ -128,7 +177,8 @@ def tutorial_loop(
         frames += 1
     writer.release()
     cap.release()
-    return {"frames": frames, "session_s": session_s, "loop_s": time.perf_counter() - start}
+    result = {"frames": frames, "session_s": session_s, "loop_s": time.perf_counter() - start}
+    return {**result, "boxes": boxes} if detector else result
 
 
 if __name__ == "__main__":
