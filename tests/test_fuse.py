@@ -338,6 +338,32 @@ def test_in_graph_preprocessing_is_bit_equal_to_numpy(
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize(("scale", "left_out"), [(1 / 255, {"Add"}), (1.0, {"Mul", "Add"})])
+def test_a_scale_of_one_or_no_mean_leaves_its_pass_out_with_the_same_numbers(
+    scale: float, left_out: set[str]
+) -> None:
+    from dataclasses import replace
+
+    from worker.ops.preprocess import InputPlan, warp
+
+    # YOLO's pixel / 255 (no mean, std 1), and a model that takes 0..255 as floats.
+    plan = InputPlan(
+        hw=(32, 40), layout="NCHW", dtype=np.dtype(np.float32), rgb=True, scale=scale,
+        mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), resize="letterbox",
+    )  # fmt: skip
+    a, b = plan.normaliser()
+    spec = replace(
+        spec_for("NCHW", np.float32, True, "letterbox", in_graph=False),
+        a=(float(a[0]), float(a[1]), float(a[2])),
+        b=(float(b[0]), float(b[1]), float(b[2])),
+    )
+    ops = {n.op_type for n in pre_graph(spec).graph.node}
+    assert "Cast" in ops and not ops & left_out, ops
+    frames = noise(2, (48, 64), 3)
+    warped = planar(warp(frames, spec.hw, "letterbox"), np.empty((2, 3, 32, 40), np.uint8), True)
+    np.testing.assert_array_equal(run_pre(spec, warped), preprocess(frames, plan))
+
+
 @pytest.mark.parametrize("frame_hw", [(48, 64), (20, 30), (32, 40)])
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_in_graph_resize_is_the_stretch_warp_within_one_level(

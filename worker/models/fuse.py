@@ -140,9 +140,13 @@ def pre_graph(spec: FuseSpec, opset: int = 17, ir: int = 9) -> onnx.ModelProto:
         shape = [1, 3, 1, 1] if channel_axis == 1 else [1, 1, 1, 3]
         a = np.asarray(spec.a, np.float32).reshape(shape)
         c = np.asarray(spec.b, np.float32).reshape(shape)
-        # Mul then Add, like preprocess's ``x *= a; x += b``: the same float32 roundings.
-        x = b.op("Mul", [x, b.const(a, "scale")], "scaled")
-        x = b.op("Add", [x, b.const(c, "shift")], "normalised")
+        # Mul then Add, like preprocess's ``x *= a; x += b``: the same float32 roundings. A
+        # scale of 1 or a shift of 0 changes no value (a YOLO model's input is pixel / 255,
+        # no mean): that pass over the model's input is left out.
+        if any(v != 1.0 for v in spec.a):
+            x = b.op("Mul", [x, b.const(a, "scale")], "scaled")
+        if any(v != 0.0 for v in spec.b):
+            x = b.op("Add", [x, b.const(c, "shift")], "normalised")
     if channel_axis == 1 and not nchw:
         # Normalised as planes, where the per-channel multiply-add is ~10x cheaper per element
         # than over a channel-last tensor; ONNX Runtime cancels this Transpose against the
