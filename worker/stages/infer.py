@@ -313,8 +313,9 @@ class Inferencer:
 
     def stage(self, chunk: list[Array]) -> Array:
         """What crosses to the inference device for these frames. Fused: the uint8 frames at
-        the model size, as planes for an NCHW model (or whole, when resizing in the graph),
-        in a buffer reused per shape; plain: the float model input from numpy ``preprocess``."""
+        the model size as planes in its colour order (a uint8 NHWC model: as they are; with
+        the resize in the graph: whole), in a buffer reused per shape; plain: the float model
+        input from numpy ``preprocess``."""
         if self.fused is None:
             return preprocess(chunk, self.plan)
         shape = self.fused.input_shape(len(chunk), chunk[0].shape[:2])
