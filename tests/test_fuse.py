@@ -331,7 +331,7 @@ def test_in_graph_preprocessing_is_bit_equal_to_numpy(
     frames = noise(2, (48, 64), 1)
     want = preprocess(frames, plan)
     warped = warp(frames, spec.hw, plan.resize)
-    if spec.planar:  # what the Inferencer sends an NCHW model: planes in its colour order
+    if spec.planar:  # what the Inferencer sends: planes in the model's colour order
         warped = planar(warped, np.empty((2, 3, *spec.hw), np.uint8), rgb)
     got = run_pre(spec, warped)
     assert got.dtype == want.dtype and got.shape == want.shape
