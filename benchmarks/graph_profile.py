@@ -1,14 +1,17 @@
 """Where a run of the fused graph goes, node by node: ONNX Runtime's own profiler.
 
     python benchmarks/graph_profile.py [--runs 20] [--shapes seg21,map1-dyn]
+    python benchmarks/graph_profile.py --model yolov8n.onnx      # a model of your own
 
 Per shape (``shapes.SHAPES``), the fused graph the worker builds (``worker.models.fuse``: the
 in-graph normalisation, the model, the post-processing) in a session made as a lane's is (the
 worker's session options, one intra-op thread), run ``--runs`` times on a frame as the host
 stages it (``Inferencer.stage``), with ONNX Runtime's profiling on. Printed: ms per run of
 each node (ONNX Runtime's names: a node it rewrote for its blocked layout ends in ``_nchwc``),
-the share of the in-graph preprocessing (the nodes the wrapper put before the model), and the
-total. The model alone is the speed matrix's "model"; the rest here is what the wrapper adds.
+the shares of the in-graph preprocessing and post-processing (the nodes the wrapper put
+before and after the model), and the total. The model alone is the speed matrix's "model";
+the rest here is what the wrapper adds. ``--model``: a model of your own (its card beside
+it or in its metadata) instead of the shapes.
 """
 
 from __future__ import annotations
@@ -66,21 +69,35 @@ def profile(model_path: Path, runs: int) -> tuple[list[tuple[str, str, float]], 
     return nodes, sum(t for _, _, t in nodes)
 
 
+def _report(name: str, nodes: list[tuple[str, str, float]], total: float) -> None:
+    pre = sum(ms for node, _, ms in nodes if node.startswith("vw_pre/"))
+    post = sum(ms for node, _, ms in nodes if node.startswith("vw_post/"))
+    print(f"{name}: {total:.2f} ms a run, in-graph preprocessing {pre:.2f} ms "
+          f"({100 * pre / total:.1f} %), post-processing {post:.2f} ms "
+          f"({100 * post / total:.1f} %)")  # fmt: skip
+    for node, op, ms in nodes:
+        print(f"  {ms:8.3f} ms  {op:<14} {node}")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--shapes", default=",".join(SHAPES))
+    p.add_argument(
+        "--model", type=Path, action="append", default=[],
+        help="your own model (its card beside it or in its metadata) instead of the shapes; "
+        "may be given more than once",
+    )  # fmt: skip
     a = p.parse_args()
+    if a.model:
+        for path in a.model:
+            _report(path.name, *profile(path, a.runs))
+        return 0
     with tempfile.TemporaryDirectory(prefix="graph-profile-") as t:
         for shape in a.shapes.split(","):
             path = Path(t) / f"{shape}.onnx"
             build_model(SHAPES[shape], path)
-            nodes, total = profile(path, a.runs)
-            pre = sum(ms for node, _, ms in nodes if node.startswith("vw_pre/"))
-            print(f"{shape}: {total:.2f} ms a run, in-graph preprocessing {pre:.2f} ms "
-                  f"({100 * pre / total:.1f} %)")  # fmt: skip
-            for node, op, ms in nodes:
-                print(f"  {ms:8.3f} ms  {op:<14} {node}")
+            _report(shape, *profile(path, a.runs))
     return 0
 
 
