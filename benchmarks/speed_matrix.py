@@ -89,11 +89,10 @@ def alone(model_path: Path, video: Path, frames: int) -> dict[str, float]:
 # packages imports on top (PyAV to decode and encode, pydantic-settings for its settings).
 _TUTORIAL_IMPORTS = "numpy, cv2, onnxruntime"
 _CARD_IMPORTS = "av, pydantic_settings"
+# Its peak RSS as run_child reads it (child_support imports nothing but sys).
 _HWM = (
-    "import sys\n"
-    "with open('/proc/self/status') as f:\n"
-    "    print('VmHWM_KIB=' + [l.split()[1] for l in f if l.startswith('VmHWM:')][0],"
-    " file=sys.stderr)"
+    f"import sys\nsys.path.insert(0, {str(HERE)!r})\n"
+    "from child_support import print_peak_rss\nprint_peak_rss()"
 )
 
 
