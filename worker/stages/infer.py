@@ -335,19 +335,16 @@ class Inferencer:
             np.stack(chunk, out=buf)
             return buf
         p = self.plan
-        if not self.fused.spec.planar:
-            return warp(
-                chunk, p.hw, p.resize, p.crop_from, out=buf, interpolation=p.interpolation,
-                pad=p.pad,
-            )  # fmt: skip
-        frames = staging.get(("warped", shape))
-        if frames is None:
-            frames = staging[("warped", shape)] = np.empty((len(chunk), *p.hw, 3), np.uint8)
+        frames = buf  # warped straight into what crosses, unless it crosses as planes
+        if self.fused.spec.planar:
+            frames = staging.get(("warped", shape))
+            if frames is None:
+                frames = staging[("warped", shape)] = np.empty((len(chunk), *p.hw, 3), np.uint8)
         warp(
             chunk, p.hw, p.resize, p.crop_from, out=frames, interpolation=p.interpolation,
             pad=p.pad,
         )  # fmt: skip
-        return planar(frames, buf, p.rgb)
+        return planar(frames, buf, p.rgb) if frames is not buf else buf
 
     def run_staged(self, x: Array) -> list[Array]:
         """One model run on a staged batch; the outputs as host arrays."""
