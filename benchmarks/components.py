@@ -117,6 +117,9 @@ def host_alone(model: Model, images: list[Array], frames: int) -> Timing:
     drawn onto the frame (the mask mapped and blended, or the labels written)."""
     answer = Inferencer(model, batch=1)(images[:1])[0]
     recorder = Recorder(model, None)
+    # A detector's painter draws the boxes the recorder last kept: the first frame's, on
+    # every frame (unrecorded, it drew none, and the bound left the boxes out).
+    recorder.record(Frame(index=0, pts=0, time=0.0, image=images[0]), answer)
     painters = painters_for(model, Look(), recorder)
     plan = plan_for(model)
 
