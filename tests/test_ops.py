@@ -25,6 +25,7 @@ from worker.ops import (
     softmax,
     warp_matrix,
 )
+from worker.ops.overlay import draw_boxes
 from worker.ops.postprocess import MaskMap, shown_from_bits
 from worker.ops.preprocess import planar, warp
 
@@ -227,6 +228,39 @@ def test_draw_top_writes_only_in_its_box() -> None:
     assert len(changed) > 100
     assert changed[:, 0].max() < 60 and changed[:, 1].max() < 120
     np.testing.assert_array_equal(draw_top(f, []), f)
+
+
+def _boxes_drawn_in_place(image: Array, boxes: list[Any]) -> Array:
+    """``draw_boxes`` as it was before captions were cached: every caption drawn in place."""
+    h = image.shape[0]
+    thick, scale = max(1, round(h / 360)), max(0.35, h / 1000)
+    for (x1, y1, x2, y2), text, color in boxes:
+        cv2.rectangle(image, (x1, y1), (max(x1, x2 - 1), max(y1, y2 - 1)), color, thick)
+        if not text:
+            continue
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        top = y1 - th - base - 2 if y1 >= th + base + 2 else y1
+        cv2.rectangle(image, (x1, top), (x1 + tw + 4, top + th + base + 2), color, -1)
+        ink = (0, 0, 0) if sum(color) > 380 else (255, 255, 255)
+        cv2.putText(image, text, (x1 + 2, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, ink,
+                    thick, cv2.LINE_AA)  # fmt: skip
+    return image
+
+
+@pytest.mark.parametrize("hw", [(31, 40), (240, 320), (720, 1280), (2160, 3840)])
+def test_cached_captions_are_the_pixels_drawing_them_in_place_gives(hw: tuple[int, int]) -> None:
+    h, w = hw
+    r = np.random.default_rng(11)
+    boxes = []
+    for _ in range(40):  # some at the top edge, some partly outside the frame
+        x, y = int(r.integers(-40, w + 10)), int(r.integers(-40, h + 10))
+        bw, bh = int(r.integers(1, w // 3 + 2)), int(r.integers(1, h // 3 + 2))
+        text = "" if r.random() < 0.1 else f"{r.choice(['person', 'car', 'W'])} {r.random():.2f}"
+        boxes.append(((x, y, x + bw, y + bh), text, tuple(int(c) for c in r.integers(0, 256, 3))))
+    frame = r.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    want = _boxes_drawn_in_place(frame.copy(), boxes)
+    for _ in range(2):  # the second time from the cache
+        np.testing.assert_array_equal(draw_boxes(frame.copy(), boxes), want)
 
 
 GEOMETRIES = [
