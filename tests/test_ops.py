@@ -25,7 +25,7 @@ from worker.ops import (
     softmax,
     warp_matrix,
 )
-from worker.ops.overlay import draw_boxes
+from worker.ops.overlay import _Captions, draw_boxes
 from worker.ops.postprocess import MaskMap, shown_from_bits
 from worker.ops.preprocess import planar, warp
 
@@ -261,6 +261,18 @@ def test_cached_captions_are_the_pixels_drawing_them_in_place_gives(hw: tuple[in
     want = _boxes_drawn_in_place(frame.copy(), boxes)
     for _ in range(2):  # the second time from the cache
         np.testing.assert_array_equal(draw_boxes(frame.copy(), boxes), want)
+
+
+def test_the_caption_cache_keeps_to_its_byte_budget_oldest_out_first() -> None:
+    captions = _Captions(budget=64 << 10)
+    first = captions("car 0.50", 0.72, 2, (0, 0, 255), (255, 255, 255))
+    assert captions("car 0.50", 0.72, 2, (0, 0, 255), (255, 255, 255)) is first
+    for k in range(200):  # ids make every caption new
+        captions(f"car #{k} 0.50", 0.72, 2, (0, 0, 255), (255, 255, 255))
+        assert captions.held <= 64 << 10
+    assert captions.held == sum(p.nbytes for p in captions.kept.values())
+    assert 0 < len(captions.kept) < 200
+    assert ("car 0.50", 0.72, 2, (0, 0, 255), (255, 255, 255)) not in captions.kept
 
 
 GEOMETRIES = [

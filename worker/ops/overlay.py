@@ -7,9 +7,10 @@ painted classes and ``A = 0`` (the frame unchanged) for the background and unsee
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import cv2
@@ -119,9 +120,37 @@ def blend_mask(image: Array, mask: Array, bgr: Array | tuple[int, int, int], alp
     image[mask] = np.clip(picked * (1 - alpha) + colour * alpha + 0.5, 0, 255).astype(np.uint8)
 
 
-@lru_cache(maxsize=512)
+class _Captions:
+    """Drawn captions by (text, scale, thickness, colour, ink), least recently used out first
+    past ``budget`` bytes (about 500 at 720p, 60 at 4K). Writer threads share it."""
+
+    def __init__(self, budget: int = 4 << 20) -> None:
+        self.budget = budget
+        self.held = 0
+        self.kept: OrderedDict[tuple[Any, ...], Array] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def __call__(
+        self, text: str, scale: float, thick: int, color: tuple[int, ...], ink: tuple[int, ...]
+    ) -> Array:
+        key = (text, scale, thick, color, ink)
+        with self.lock:
+            patch = self.kept.get(key)
+            if patch is not None:
+                self.kept.move_to_end(key)
+                return patch
+        patch = _caption(text, scale, thick, color, ink)
+        with self.lock:
+            if key not in self.kept:
+                self.kept[key] = patch
+                self.held += patch.nbytes
+                while self.held > self.budget and self.kept:
+                    self.held -= self.kept.popitem(last=False)[1].nbytes
+        return patch
+
+
 def _caption(
-    text: str, scale: float, thick: int, color: tuple[int, int, int], ink: tuple[int, int, int]
+    text: str, scale: float, thick: int, color: tuple[int, ...], ink: tuple[int, ...]
 ) -> Array:
     """A box's caption as the pixels it covers: its filled rectangle in ``color`` with the text
     in ``ink`` on it. Every pixel the text touches lies inside the rectangle (checked at 240p
@@ -134,6 +163,9 @@ def _caption(
                 cv2.LINE_AA)  # fmt: skip
     patch.flags.writeable = False
     return patch
+
+
+_captions = _Captions()
 
 
 def draw_boxes(
@@ -150,7 +182,7 @@ def draw_boxes(
             continue
         # Black or white text, whichever reads on the box's colour.
         ink = (0, 0, 0) if sum(color) > 380 else (255, 255, 255)
-        patch = _caption(text, scale, thick, color, ink)
+        patch = _captions(text, scale, thick, tuple(color), ink)
         ph, pw = patch.shape[:2]
         top = y1 - ph + 1 if y1 >= ph - 1 else y1  # inside the box when at the top edge
         if x1 >= 0 and top >= 0 and x1 + pw <= w and top + ph <= h:
