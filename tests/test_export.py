@@ -35,6 +35,7 @@ import export_nets
 from worker.cli.main import main
 from worker.errors import ExportError
 from worker.export.checkpoint import load_weights, read_state_dict
+from worker.export.precision import cpu_flags, int8_weights
 from worker.models import load_model
 from worker.models.repository import card_path_for
 from worker.ops import preprocess, segment
@@ -378,6 +379,21 @@ def test_export_records_the_interpolation_the_model_was_trained_with(
 
 
 @pytest.mark.parametrize(
+    ("flags", "weights"),
+    [
+        ({"avx2", "fma"}, "uint8"),  # AMD EPYC (Zen 2/3), Intel before Cascade Lake
+        ({"avx2", "avx512f", "avx512_vnni"}, "int8"),
+        ({"avx2", "avx_vnni"}, "int8"),  # Alder Lake and later
+        (set(), "uint8"),  # not Linux, or not x86
+    ],
+)
+def test_int8_weights_only_where_the_cpu_sums_their_products_in_32_bits(
+    flags: set[str], weights: str
+) -> None:
+    assert int8_weights(frozenset(flags)) == weights
+
+
+@pytest.mark.parametrize(
     ("flags", "precision", "ops"),
     [
         (["--half"], "float16", {"Cast"}),
@@ -414,6 +430,19 @@ def test_half_and_int8_exports_answer_like_float32(
         kinds = {t.data_type for t in proto.graph.initializer}
         assert onnx.TensorProto.FLOAT16 in kinds
         assert reduced["bytes"] < reduced["float32_bytes"]
+    else:
+        # The weights' type is this CPU's (int8 saturates without VNNI): the weights'
+        # dequantization takes integer initializers of that type (biases: int32).
+        want = int8_weights(cpu_flags())
+        assert reduced["weights"].startswith(want)
+        inits = {t.name: t.data_type for t in proto.graph.initializer}
+        weight_types = {
+            inits[n.input[0]]
+            for n in proto.graph.node
+            if n.op_type == "DequantizeLinear" and n.input[0] in inits
+        }
+        int8, uint8, int32 = onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT32
+        assert weight_types - {int32} == {int8 if want == "int8" else uint8}
     assert any(p.key == "video_worker.card" for p in proto.metadata_props)
     video = make_video(tmp_path / "clip.mp4", frames=6, width=96, height=72)
     proc = worker(tmp_path, "run", "--input", video.name, "--model", "out/model.onnx")

@@ -184,14 +184,16 @@ def _reduce(
 ) -> dict[str, Any]:
     """Replace the verified float32 model at ``model_path`` by its float16 or int8 version,
     and verify that against PyTorch by the worker's answers. Returns the report's part."""
-    from worker.export.precision import to_half, to_int8
+    from worker.export.precision import cpu_flags, int8_weights, to_half, to_int8
 
     fp32_bytes = model_path.stat().st_size
-    if req.half:
+    weights = None if req.half else int8_weights(cpu_flags())
+    if weights is None:
         small = to_half(proto)
     else:
         model = load_model(model_path, card=card_path, provider="cpu")
-        small = to_int8(proto, req.input_name, [sample_input(model, img) for img in images])
+        batches = [sample_input(model, img) for img in images]
+        small = to_int8(proto, req.input_name, batches, weights)
     # The card travels inside this one too.
     for prop in proto.metadata_props:
         if not any(p.key == prop.key for p in small.metadata_props):
@@ -217,12 +219,16 @@ def _reduce(
             f"verification failed: the {what} model answers unlike PyTorch's float32 one: "
             f"{worst}, below --min-agreement {req.min_agreement:g}"
         )
-    return {
+    done: dict[str, Any] = {
         "against": "PyTorch float32, by the worker's answers (--min-agreement)",
         "bytes": model_path.stat().st_size,
         "float32_bytes": fp32_bytes,
         "verification": [c.to_dict() for c in checks],
     }
+    if weights is not None:
+        # Where they come from: int8 weights saturate on CPUs without VNNI.
+        done["weights"] = f"{weights} (this CPU {'has' if weights == 'int8' else 'lacks'} VNNI)"
+    return done
 
 
 def export_model(req: ExportRequest) -> dict[str, Any]:
