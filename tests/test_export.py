@@ -35,8 +35,8 @@ import export_nets
 from worker.cli.main import main
 from worker.errors import ExportError
 from worker.export.checkpoint import load_weights, read_state_dict
-from worker.export.precision import cpu_flags, int8_weights
 from worker.models import load_model
+from worker.models.cpu import cpu_flags, int8_weights
 from worker.models.repository import card_path_for
 from worker.ops import preprocess, segment
 from worker.stages import Answer, Frame, Recorder, plan_for

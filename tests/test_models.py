@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -146,3 +148,50 @@ def test_weights_in_external_files_load_and_run(tmp_path: Path) -> None:
     want = Inferencer(load_model(inline, provider="cpu"))([frame])[0].class_map
     assert got is not None and want is not None
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("weights", ["int8", "uint8"])
+def test_int8_weights_are_read_kept_with_the_facts_and_warned_of_where_they_saturate(
+    tmp_path: Path, weights: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    from worker.description import Speed
+    from worker.models.cpu import cpu_flags, saturates_int8_weights
+    from worker.models.graph import read_graph
+    from worker.stages.infer import Inferencer
+
+    src = make_model(tmp_path / "float.onnx", classes=3, hw=(32, 32))
+    batches = [np.random.default_rng(k).random((1, 3, 32, 32), np.float32) for k in range(2)]
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.left = iter(batches)
+
+        def get_next(self) -> dict[str, Any] | None:
+            x = next(self.left, None)
+            return None if x is None else {"image": x}
+
+    dst = tmp_path / "quantized.onnx"
+    quantize_static(
+        str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8 if weights == "int8" else QuantType.QUInt8,
+    )  # fmt: skip
+    int8 = weights == "int8"
+    assert read_graph(src).int8_weights is False
+    assert read_graph(dst).int8_weights is int8
+    cache = tmp_path / "cache"
+    assert read_graph(dst, cache).int8_weights is int8  # read, then kept with the facts
+    assert list(cache.glob("*.facts"))
+    assert read_graph(dst, cache).int8_weights is int8  # from the facts
+
+    with caplog.at_level(logging.WARNING, logger="worker.stages.infer"):
+        Inferencer(load_model(dst, provider="cpu"), speed=Speed(lanes=1, fuse_cache=False))
+    warned = any("without VNNI" in r.getMessage() for r in caplog.records)
+    assert warned is (int8 and saturates_int8_weights(cpu_flags()))

@@ -8,8 +8,8 @@
   ``quant_pre_process``), weights per channel and uint8 activations (int8 activations ran at
   half the speed), their ranges calibrated on the sample images preprocessed exactly as the
   worker will. The weights are int8 where the CPU has VNNI and uint8 elsewhere
-  (``int8_weights``). Whether it is faster depends on the model and the CPU:
-  ``benchmarks/precision_bench.py`` measures it.
+  (``worker.models.cpu``: int8 weights saturate without VNNI). Whether it is faster depends
+  on the model and the CPU: ``benchmarks/precision_bench.py`` measures it.
 
 Either result is then verified against PyTorch's float32 answers like the float32 export,
 but judged by agreement (the worker's top-1 labels or mask pixels): a reduced precision is
@@ -24,14 +24,15 @@ import logging
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import onnx
 
 from worker.errors import ExportError
+from worker.models.cpu import Int8Weights
 
-__all__ = ["cpu_flags", "int8_weights", "to_half", "to_int8"]
+__all__ = ["to_half", "to_int8"]
 
 Array = np.ndarray[Any, Any]
 
@@ -83,31 +84,6 @@ class _Samples:
 
     def rewind(self) -> None:
         self.i = 0
-
-
-Int8Weights = Literal["int8", "uint8"]
-
-
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags as Linux lists them (``/proc/cpuinfo``); none elsewhere."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.partition(":")[2].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-def int8_weights(flags: frozenset[str]) -> Int8Weights:
-    """int8 weights where the CPU has VNNI, uint8 elsewhere. Without VNNI, ONNX Runtime's
-    uint8 x int8 kernels add pairs of products in 16 bits, which saturate: on an AVX2-only
-    CPU the test segmenter's int8 export answered 98.4 % of mask pixels like float32, off by
-    up to 0.92 (ONNX Runtime's remedy, 7-bit weights, left 98.8 %). uint8 x uint8 adds in 32
-    bits: the same answers as float32 there, and about float32's speed (it saves size, not
-    time). With VNNI, uint8 x int8 sums in 32 bits and is the fastest pairing."""
-    return "int8" if flags & {"avx512_vnni", "avx_vnni"} else "uint8"
 
 
 def to_int8(

@@ -184,7 +184,8 @@ def _reduce(
 ) -> dict[str, Any]:
     """Replace the verified float32 model at ``model_path`` by its float16 or int8 version,
     and verify that against PyTorch by the worker's answers. Returns the report's part."""
-    from worker.export.precision import cpu_flags, int8_weights, to_half, to_int8
+    from worker.export.precision import to_half, to_int8
+    from worker.models.cpu import cpu_flags, int8_weights
 
     fp32_bytes = model_path.stat().st_size
     weights = None if req.half else int8_weights(cpu_flags())

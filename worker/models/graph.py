@@ -64,6 +64,8 @@ class GraphInfo:
     sha256: str | None = None  # of the file, when read through the cache
     #: Output shapes seen on a blank input, per "HxW" (from the cache; ``remember_probe``).
     probes: dict[str, list[list[int]]] = field(default_factory=dict)
+    #: Quantized with int8 weights (``worker.models.cpu``: they saturate without VNNI).
+    int8_weights: bool = False
 
     def load_proto(self) -> onnx.ModelProto:
         """The graph itself (imports onnx): for building the fused graph."""
@@ -190,7 +192,18 @@ def _from_facts(path: Path, sha: str, d: dict[str, Any]) -> GraphInfo:
         external=bool(d["external"]),
         sha256=sha,
         probes={str(k): [[int(x) for x in s] for s in v] for k, v in d["probes"].items()},
+        int8_weights=bool(d["int8_weights"]),
     )
+
+
+#: Where quantized weights enter: the QDQ form's DequantizeLinear, the operator form's ops.
+_WEIGHT_INPUT = {
+    "DequantizeLinear": 0,
+    "QLinearConv": 3,
+    "QLinearMatMul": 3,
+    "ConvInteger": 1,
+    "MatMulInteger": 1,
+}
 
 
 def _read(path: Path) -> GraphInfo:
@@ -237,10 +250,16 @@ def _read(path: Path) -> GraphInfo:
         )
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer)
+    int8 = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.INT8}
     return GraphInfo(
         path=path,
         metadata=metadata,
         external=external,
+        int8_weights=any(
+            n.input[k] in int8
+            for n in graph.node
+            if (k := _WEIGHT_INPUT.get(n.op_type)) is not None and len(n.input) > k
+        ),
         input=inp,
         output=outputs[0],
         outputs=tuple(outputs),
