@@ -251,12 +251,13 @@ def _boxes_drawn_in_place(image: Array, boxes: list[Any]) -> Array:
 def test_cached_captions_are_the_pixels_drawing_them_in_place_gives(hw: tuple[int, int]) -> None:
     h, w = hw
     r = np.random.default_rng(11)
-    boxes = []
+    boxes: list[tuple[tuple[int, int, int, int], str, tuple[int, int, int]]] = []
     for _ in range(40):  # some at the top edge, some partly outside the frame
         x, y = int(r.integers(-40, w + 10)), int(r.integers(-40, h + 10))
         bw, bh = int(r.integers(1, w // 3 + 2)), int(r.integers(1, h // 3 + 2))
         text = "" if r.random() < 0.1 else f"{r.choice(['person', 'car', 'W'])} {r.random():.2f}"
-        boxes.append(((x, y, x + bw, y + bh), text, tuple(int(c) for c in r.integers(0, 256, 3))))
+        b, g, red = (int(c) for c in r.integers(0, 256, 3))
+        boxes.append(((x, y, x + bw, y + bh), text, (b, g, red)))
     frame = r.integers(0, 256, (h, w, 3), dtype=np.uint8)
     want = _boxes_drawn_in_place(frame.copy(), boxes)
     for _ in range(2):  # the second time from the cache
