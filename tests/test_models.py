@@ -161,10 +161,8 @@ def test_int8_weights_are_read_kept_with_the_facts_and_warned_of_where_they_satu
         quantize_static,
     )
 
-    from worker.description import Speed
     from worker.models.cpu import cpu_flags, saturates_int8_weights
     from worker.models.graph import read_graph
-    from worker.stages.infer import Inferencer
 
     src = make_model(tmp_path / "float.onnx", classes=3, hw=(32, 32))
     batches = [np.random.default_rng(k).random((1, 3, 32, 32), np.float32) for k in range(2)]
@@ -191,7 +189,7 @@ def test_int8_weights_are_read_kept_with_the_facts_and_warned_of_where_they_satu
     assert list(cache.glob("*.facts"))
     assert read_graph(dst, cache).int8_weights is int8  # from the facts
 
-    with caplog.at_level(logging.WARNING, logger="worker.stages.infer"):
-        Inferencer(load_model(dst, provider="cpu"), speed=Speed(lanes=1, fuse_cache=False))
+    with caplog.at_level(logging.WARNING, logger="worker.models.model"):
+        load_model(dst, provider="cpu")
     warned = any("without VNNI" in r.getMessage() for r in caplog.records)
     assert warned is (int8 and saturates_int8_weights(cpu_flags()))

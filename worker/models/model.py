@@ -7,6 +7,7 @@ output shapes in the graph are no obstacle.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 from worker.errors import CardError, ModelError
 from worker.kinds import Task
 from worker.models.card import ModelCard, card_from_metadata, resolve_card
+from worker.models.cpu import cpu_flags, saturates_int8_weights
 from worker.models.engine import Engine
 from worker.models.forms import detect_form, yolo_anchors
 from worker.models.graph import GraphInfo, read_graph, remember_probe
@@ -25,6 +27,8 @@ from worker.models.repository import card_path_for
 from worker.ops.postprocess import NO_CLASS
 
 __all__ = ["MAX_CLASSES", "Kind", "Model", "load_model"]
+
+log = logging.getLogger(__name__)
 
 #: How the output becomes an answer. scores: [N,C] classification; multiclass: [N,C,H,W] argmax;
 #: multilabel: [N,C,H,W] each class thresholded; binary: [N,1,H,W] or [N,H,W] thresholded;
@@ -250,6 +254,13 @@ def load_model(
     # ONNX Runtime reads the file itself (the bytes just checked; weights in external files
     # are found relative to it): serialising the parsed protobuf again took longer.
     engine = Engine(str(path), provider=provider, threads=threads, lanes=lanes, name=str(path))
+    if g.int8_weights and engine.device == "cpu" and saturates_int8_weights(cpu_flags()):
+        log.warning(
+            "model '%s': int8 weights on a CPU without VNNI, where ONNX Runtime's int8 "
+            "kernels can saturate and answer unlike the float model; 'worker export "
+            "--quantize int8' on this CPU gives uint8 weights",
+            path,
+        )
     # Two outputs, the second 32 prototypes: an instance segmenter's head and prototypes.
     protos = len(g.outputs) == 2 and g.outputs[1].shape is not None and len(g.outputs[1].shape) == 4
     probe_key = f"{hw[0]}x{hw[1]}{'+' if protos else ''}"

@@ -26,7 +26,6 @@ import numpy as np
 from worker.description import Speed
 from worker.errors import FuseError, ModelError
 from worker.models import Engine, Model, fused_cache
-from worker.models.cpu import cpu_flags, saturates_int8_weights
 from worker.models.engine import EngineOptions
 from worker.models.fuse_spec import BOX_KINDS, FusedGraph, FuseSpec, split_rows
 from worker.ops.detect import Form, detections
@@ -210,14 +209,6 @@ def _build(model: Model, top_k: int, speed: Speed, batch: int, live: bool) -> _B
         if built is not None:
             return built
         why = "switched off (fuse = false)" if speed.fuse is False else "NMS inside the model"
-        cpu = model.engine.device == "cpu"
-        if model.graph.int8_weights and cpu and saturates_int8_weights(cpu_flags()):
-            log.warning(
-                "model '%s': int8 weights on a CPU without VNNI, where ONNX Runtime's int8 "
-                "kernels can saturate and answer unlike the float model; 'worker export "
-                "--quantize int8' on this CPU gives uint8 weights",
-                model.path,
-            )
         if spec is not None:
             try:
                 built = _build_fused(model, spec, options, batch, _cache_dir(speed), lanes)
