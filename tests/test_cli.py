@@ -11,6 +11,7 @@ Inputs are built here with ``factory`` (PyAV videos, onnx.helper models), tiny o
 from __future__ import annotations
 
 import fcntl
+import importlib
 import json
 import os
 import pty
@@ -295,6 +296,25 @@ def test_a_warm_start_loads_the_model_s_weights_once(tmp_path: Path) -> None:
     # copies at the peak, as any one session does: the tutorial's too); before, the plain
     # session's two and the cached fused graph read into bytes made four (+627 MiB here).
     assert peaks["heavy"] - peaks["light"] < 2.5 * 160, peaks
+
+
+def test_a_command_s_parser_built_alone_reads_what_the_whole_parser_reads(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`worker CMD ...` builds CMD's flags only (every command's cost ~15 ms of each start):
+    each command's help, built alone, is the one the parser of every command gives."""
+    cli = importlib.import_module("worker.cli.main")
+    for name in cli.COMMANDS:
+        helps = []
+        for command in (None, name):
+            with pytest.raises(SystemExit):
+                cli._parser(command).parse_args([name, "--help"])
+            helps.append(capsys.readouterr().out)
+        assert helps[0] == helps[1], name
+        assert f"usage: worker {name}" in helps[0]
+    assert cli._command_in(["run", "--input", "clip.mp4"]) == "run"
+    assert cli._command_in(["--help"]) is None
+    assert cli._command_in(["runn", "--input", "clip.mp4"]) is None
 
 
 def test_classify_task_names_its_outputs(tmp_path: Path) -> None:

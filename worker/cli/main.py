@@ -17,7 +17,7 @@ import threading
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from worker.cli.flags import (
     ANALYTICS,
@@ -84,9 +84,51 @@ RUN_CONTROL = (
 )
 
 
-def _parser() -> argparse.ArgumentParser:
+class _OnlyOne:
+    """The subcommands, less every command but ``name``: each other one's ``add_parser`` gives
+    a parser that keeps nothing. Building every command's flags took ~15 ms of each start
+    (a fifth of what ``worker run`` spends before its first frame beyond the imports), and
+    argparse reads only the named command's."""
+
+    def __init__(self, sub: Any, name: str) -> None:
+        self._sub, self._name = sub, name
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        return self._sub.add_parser(name, **kwargs) if name == self._name else _Ignored()
+
+
+class _Ignored:
+    """A parser for a command not being run: whatever is added to it is dropped."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def add_mutually_exclusive_group(self, **kwargs: Any) -> _Ignored:
+        return self
+
+    def add_argument_group(self, *args: Any, **kwargs: Any) -> _Ignored:
+        return self
+
+    def set_defaults(self, **kwargs: Any) -> None:
+        return None
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names if it is one of ours (the top level takes no option but
+    ``--help``, so the first word that is not an option is the command); else None."""
+    word = next((a for a in argv if not a.startswith("-")), None)
+    return word if word in COMMANDS else None
+
+
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; with ``command``, that command's flags only (see
+    ``_OnlyOne``). Without (``worker --help``, a mistyped command), every command's."""
     p = _Parser(prog="worker", description="Run ONNX segmentation/classification models on video.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    every = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub: Any = every if command is None else _OnlyOne(every, command)
+
+    def wanted(name: str) -> bool:
+        return command in (None, name)
 
     s = sub.add_parser("sample", help="write a short synthetic sample video")
     s.add_argument("path", type=Path, help="where to write the MP4 (e.g. robot.mp4)")
@@ -112,21 +154,24 @@ def _parser() -> argparse.ArgumentParser:
     ms = sub.add_parser("models", help="list the models in the repository (WORKER_MODEL_ROOT)")
     ms.add_argument("--json", action="store_true", help="JSON lines instead of a table")
 
-    from worker.cli.export import add_arguments  # no torch here: it is checked when export runs
+    if wanted("export"):
+        from worker.cli.export import add_arguments  # no torch here: checked when export runs
 
-    x = sub.add_parser("export", help="PyTorch checkpoint -> verified ONNX model + card")
-    add_arguments(x)
+        x = sub.add_parser("export", help="PyTorch checkpoint -> verified ONNX model + card")
+        add_arguments(x)
 
     add_queue_parsers(sub)  # serve, submit, status, cancel, jobs, check
 
-    from worker.cli.monitor import add_monitor_parser
+    if wanted("monitor"):
+        from worker.cli.monitor import add_monitor_parser
 
-    add_monitor_parser(sub)
+        add_monitor_parser(sub)
 
-    from worker.cli.bench import add_arguments as add_bench_arguments
+    if wanted("bench"):
+        from worker.cli.bench import add_arguments as add_bench_arguments
 
-    b = sub.add_parser("bench", help="model throughput per provider/batch/binding/fusion")
-    add_bench_arguments(b)
+        b = sub.add_parser("bench", help="model throughput per provider/batch/binding/fusion")
+        add_bench_arguments(b)
     return p
 
 
@@ -168,7 +213,6 @@ def _file_input(text: str) -> Path:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from worker.cli.common import configured_model
-    from worker.sinks import open_sinks
     from worker.stages import probe, run_file
     from worker.stages.runner import plan_outputs
 
@@ -194,6 +238,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     plan_outputs(inp, output, results, run, events=Path(events) if events else None)
     sink = None
     if run.analytics.watch and (settings.events or settings.webhook):
+        from worker.sinks import open_sinks  # with its HTTP client: only where events go out
+
         webhook = settings.webhook.get_secret_value() if settings.webhook else None
         sink = open_sinks(
             settings.events, webhook, settings.redis_url.get_secret_value(), settings.queue
@@ -321,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser(_command_in(sys.argv[1:] if argv is None else argv)).parse_args(argv)
     setup_logging("%(levelname)s: %(message)s")
     flag = bool(getattr(args, "debug", False))
 
