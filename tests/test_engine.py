@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 from factory import make_model
+from worker.devices import nvidia_device_node
+from worker.errors import ProviderError
 from worker.models.engine import Engine, EngineOptions, providers_for
 
 Array = np.ndarray[Any, Any]
@@ -105,6 +108,34 @@ def test_without_io_binding_the_answers_are_the_same(tmp_path: Path) -> None:
     x = inputs(3, 9)
     np.testing.assert_array_equal(bound.run(x), plain.run(x))
     assert plain.bound_shapes() == {}
+
+
+def test_no_cuda_session_is_tried_where_no_nvidia_device_can_exist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """onnxruntime-gpu lists the CUDA provider wherever it is installed; where CUDA does not
+    load, a session asked for it is built all the same, on the CPU. With no NVIDIA device
+    node that try is skipped: the model's one session is the CPU one, made when first used.
+    """
+    made: list[Any] = []
+    real = ort.InferenceSession
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        made.append(kwargs.get("providers"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", counted)
+    path = make_model(tmp_path / "m.onnx", classes=3)
+    engine = Engine(path.read_bytes(), provider="auto", threads=1)
+    assert engine.device == "cpu"
+    if nvidia_device_node():  # a machine with a GPU: the try is made, and may succeed
+        return
+    assert made == []
+    assert engine.run(inputs(1, 5)).shape == (1, 3, 32, 32)
+    assert made == [["CPUExecutionProvider"]]
+    with pytest.raises(ProviderError, match="did not load"):
+        Engine(path.read_bytes(), provider="cuda")
+    assert len(made) == 1
 
 
 def test_provider_lists_and_cuda_options() -> None:

@@ -30,6 +30,7 @@ LAYERS = {
     "errors": 0,
     "collector": 0,
     "allocator": 0,
+    "devices": 0,
     "messages": 0,
     "kinds": 0,
     "retry": 0,

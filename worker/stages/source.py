@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 from collections.abc import Iterator
 from fractions import Fraction
@@ -23,6 +22,7 @@ import av.error
 import numpy as np
 
 from worker.description import HwDecode
+from worker.devices import NVIDIA_NODES, nvidia_device_node
 from worker.errors import InputError, InputNotFoundError
 from worker.stages.frames import Frame, VideoInfo
 from worker.stages.packed import rate_divisor
@@ -63,17 +63,6 @@ _SLACK_FRAMES = 2
 #: machine that failed once will fail again, so later files do not retry.
 _cuda_failed: str | None = None
 _cuda_lock = threading.Lock()
-
-
-#: What a Linux process given an NVIDIA GPU sees: the driver's control node (hosts and
-#: containers), WSL 2's GPU node.
-_NVIDIA_NODES = ("/dev/nvidiactl", "/dev/dxg")
-
-
-def _nvidia_device_node() -> bool:
-    """Whether a CUDA device can exist for this process. Without one, creating it fails
-    anyway, but only after FFmpeg has opened the file once more (~10 ms a file)."""
-    return sys.platform != "linux" or any(os.path.exists(p) for p in _NVIDIA_NODES)
 
 
 def _remember_cuda_failure(why: str) -> None:
@@ -286,8 +275,8 @@ class VideoSource:
             failed = _cuda_failed
         if failed is None and "cuda" not in av.codec.hwaccel.hwdevices_available():
             failed = "FFmpeg has no CUDA support"
-        if failed is None and not _nvidia_device_node():
-            failed = f"no NVIDIA device here ({' or '.join(_NVIDIA_NODES)} absent)"
+        if failed is None and not nvidia_device_node():
+            failed = f"no NVIDIA device here ({' or '.join(NVIDIA_NODES)} absent)"
         if failed is None:
             try:
                 # allow_software_fallback: codecs NVDEC lacks (ffv1, ...) decode on the CPU.
