@@ -117,7 +117,10 @@ class VideoWriter(Output):
         # OpenCV's BGR -> I420 (BT.601, limited range, as swscale's default) costs a quarter
         # of the conversion the encoder would otherwise run on a bgr24 frame.
         yuv: Any = cv2.cvtColor(np.asarray(image, dtype=np.uint8), cv2.COLOR_BGR2YUV_I420)
-        vf = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        # The frame wraps the array (a reference counted buffer, which the encoder refs
+        # rather than copies): x264 copies the picture in once, in avcodec_send_frame, where
+        # PyAV lets go of the GIL. from_ndarray copied it once more first, holding the GIL.
+        vf = av.VideoFrame.from_numpy_buffer(yuv, format="yuv420p")
         pts = frame.pts
         if pts is None:
             pts = round(frame.index / self.info.rate / self.info.time_base)
