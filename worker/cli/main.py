@@ -103,15 +103,6 @@ class _Ignored:
     def add_argument(self, *args: Any, **kwargs: Any) -> None:
         return None
 
-    def add_mutually_exclusive_group(self, **kwargs: Any) -> _Ignored:
-        return self
-
-    def add_argument_group(self, *args: Any, **kwargs: Any) -> _Ignored:
-        return self
-
-    def set_defaults(self, **kwargs: Any) -> None:
-        return None
-
 
 def _command_in(argv: Sequence[str]) -> str | None:
     """The command ``argv`` names if it is one of ours (the top level takes no option but
