@@ -185,14 +185,11 @@ def draw_boxes(
         patch = _captions(text, scale, thick, tuple(color), ink)
         ph, pw = patch.shape[:2]
         top = y1 - ph + 1 if y1 >= ph - 1 else y1  # inside the box when at the top edge
-        if x1 >= 0 and top >= 0 and x1 + pw <= w and top + ph <= h:
-            image[top : top + ph, x1 : x1 + pw] = patch
-            continue
-        # Partly outside the frame: drawn in place, so that OpenCV clips it.
-        (_, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-        cv2.rectangle(image, (x1, top), (x1 + pw - 1, top + ph - 1), color, -1)
-        cv2.putText(image, text, (x1 + 2, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, ink,
-                    thick, cv2.LINE_AA)  # fmt: skip
+        # Partly outside the frame: the part inside, as OpenCV's clipping would leave it.
+        x0, y0 = max(x1, 0), max(top, 0)
+        xe, ye = min(x1 + pw, w), min(top + ph, h)
+        if x0 < xe and y0 < ye:
+            image[y0:ye, x0:xe] = patch[y0 - top : ye - top, x0 - x1 : xe - x1]
     return image
 
 
