@@ -13,11 +13,13 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["NVIDIA_NODES", "nvidia_device_node"]
+__all__ = ["NVIDIA_NODES", "no_nvidia_device"]
 
 NVIDIA_NODES = ("/dev/nvidiactl", "/dev/dxg")
 
 
-def nvidia_device_node() -> bool:
-    """Whether a CUDA device can exist for this process (False only where it cannot)."""
-    return sys.platform != "linux" or any(os.path.exists(p) for p in NVIDIA_NODES)
+def no_nvidia_device() -> str | None:
+    """Why no CUDA device can exist for this process; None where one may."""
+    if sys.platform != "linux" or any(os.path.exists(p) for p in NVIDIA_NODES):
+        return None
+    return f"no NVIDIA device here ({' or '.join(NVIDIA_NODES)} absent)"

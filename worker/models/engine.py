@@ -29,7 +29,7 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 import onnxruntime as ort
 
-from worker.devices import NVIDIA_NODES, nvidia_device_node
+from worker.devices import no_nvidia_device
 from worker.errors import ModelError, ProviderError
 
 __all__ = ["Engine", "EngineOptions", "OutputSpec", "providers_for", "session_options"]
@@ -151,11 +151,12 @@ def _try_cuda(
     back to the CPU silently)."""
     if _CUDA not in ort.get_available_providers():
         return None
-    if not nvidia_device_node():
+    absent = no_nvidia_device()
+    if absent is not None:
         # A try would build the whole session and, CUDA failing, keep it on the CPU: the
         # weights read and optimised for nothing (27 ms and their memory for a 2.6 GFLOPs
         # detector; seconds for a large model).
-        log.debug("CUDA not tried: no NVIDIA device here (%s absent)", " or ".join(NVIDIA_NODES))
+        log.debug("CUDA not tried: %s", absent)
         return None
     # ORT lists CUDA whenever it was compiled in and logs an error when the libraries are
     # missing; we report the outcome ourselves, once, so silence that line.

@@ -185,7 +185,8 @@ def draw_boxes(
         patch = _captions(text, scale, thick, tuple(color), ink)
         ph, pw = patch.shape[:2]
         top = y1 - ph + 1 if y1 >= ph - 1 else y1  # inside the box when at the top edge
-        # Partly outside the frame: the part inside, as OpenCV's clipping would leave it.
+        # The part inside the frame (all of it but near an edge): what OpenCV's clipping
+        # leaves of drawing it in place.
         x0, y0 = max(x1, 0), max(top, 0)
         xe, ye = min(x1 + pw, w), min(top + ph, h)
         if x0 < xe and y0 < ye:

@@ -22,7 +22,7 @@ import av.error
 import numpy as np
 
 from worker.description import HwDecode
-from worker.devices import NVIDIA_NODES, nvidia_device_node
+from worker.devices import no_nvidia_device
 from worker.errors import InputError, InputNotFoundError
 from worker.stages.frames import Frame, VideoInfo
 from worker.stages.packed import rate_divisor
@@ -275,8 +275,8 @@ class VideoSource:
             failed = _cuda_failed
         if failed is None and "cuda" not in av.codec.hwaccel.hwdevices_available():
             failed = "FFmpeg has no CUDA support"
-        if failed is None and not nvidia_device_node():
-            failed = f"no NVIDIA device here ({' or '.join(NVIDIA_NODES)} absent)"
+        if failed is None:
+            failed = no_nvidia_device()
         if failed is None:
             try:
                 # allow_software_fallback: codecs NVDEC lacks (ffv1, ...) decode on the CPU.

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from worker.description import Encode, EncoderName
-from worker.devices import NVIDIA_NODES, nvidia_device_node
+from worker.devices import no_nvidia_device
 from worker.errors import OutputError
 from worker.ops.overlay import pad_even
 from worker.stages.atomic import AtomicFile
@@ -39,8 +39,9 @@ def nvenc_unavailable() -> str | None:
     """Why NVENC cannot encode here (None: it can). Asked once per process: FFmpeg lists
     h264_nvenc wherever it was compiled in, but only a GPU with NVENC (not A100/H100/H200)
     and its driver can open it."""
-    if not nvidia_device_node():
-        return f"no NVIDIA device here ({' or '.join(NVIDIA_NODES)} absent)"
+    absent = no_nvidia_device()
+    if absent is not None:
+        return absent
     try:
         cc: Any = av.CodecContext.create("h264_nvenc", "w")
         cc.width, cc.height, cc.pix_fmt = 256, 256, "yuv420p"
