@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from readers import decode_png
-from worker.ops.plot import Panel, draw_panels, panels_png, run_picture, summary_png
+from worker.ops.plot import (
+    Panel,
+    _median,
+    _sorted_unique,
+    draw_panels,
+    panels_png,
+    run_picture,
+    summary_png,
+)
 
 BLUE_BGR = (180, 119, 31)  # the palette's first colour, Tableau blue
 
@@ -162,3 +170,13 @@ def test_picture_arguments_are_checked() -> None:
         panels_png([])
     with pytest.raises(ValueError):
         summary_png({}, title="", width=100)
+
+
+def test_unique_and_median_are_numpy_s() -> None:
+    # The picture's own np.unique and np.median (which import numpy.ma): the same values.
+    rng = np.random.default_rng(3)
+    for n in (0, 1, 2, 3, 10, 101, 1000):
+        for a in (rng.integers(0, 40, n), rng.integers(0, 40, n) * 0.04):
+            assert np.array_equal(_sorted_unique(a), np.unique(a))
+            if n:
+                assert _median(a) == float(np.median(a))

@@ -298,10 +298,28 @@ def _m4(groups: Array, y: Array) -> Array:
     by_value = np.lexsort((y, groups))  # each group's points, lowest value first
     vfirst = np.flatnonzero(np.diff(groups[by_value], prepend=groups[by_value[0]] - 1))
     vlast = np.append(vfirst[1:] - 1, len(groups) - 1)
-    return np.unique(np.concatenate([firsts, lasts, by_value[vfirst], by_value[vlast]]))
+    return _sorted_unique(np.concatenate([firsts, lasts, by_value[vfirst], by_value[vlast]]))
 
 
 # ----------------------------------------------------------------------------------- helpers
+
+
+# np.unique and np.median ask numpy.ma whether their input is masked, which imports numpy.ma
+# on first use: 7 ms at the end of every run that draws its summary picture, for nothing.
+
+
+def _sorted_unique(a: Array) -> Array:
+    """``np.unique`` of a 1-D array: its values sorted, each once (NaN, never equal to
+    itself, as often as it came)."""
+    a = np.sort(a)
+    return a[np.concatenate(([True], a[1:] != a[:-1]))] if a.size else a
+
+
+def _median(a: Array) -> float:
+    """``np.median`` of a non-empty 1-D array without NaN."""
+    s = np.sort(a)
+    mid = len(s) // 2
+    return float(s[mid]) if len(s) % 2 else float(s[mid - 1] + s[mid]) / 2
 
 
 def _clean(points: Sequence[Point]) -> Array:
@@ -322,10 +340,10 @@ class _Axis:
 def _time_axis(data: Sequence[Mapping[str, Array]], spans: Sequence[Sequence[Span]]) -> _Axis:
     """One time axis for all panels, so their moments line up."""
     times = [tv[:, 0] for series in data for tv in series.values()]
-    steps = np.diff(np.unique(np.concatenate(times))) if times else np.zeros(0)
+    steps = np.diff(_sorted_unique(np.concatenate(times))) if times else np.zeros(0)
     # The frames' usual interval, from all series at once: a label that was top-1 only now
     # and then has points far apart, and must not be drawn across the frames between.
-    gap = 2.5 * float(np.median(steps)) if steps.size else math.inf
+    gap = 2.5 * _median(steps) if steps.size else math.inf
     times += [np.array(s[:2], dtype=np.float64) for ss in spans for s in ss]
     flat = np.concatenate(times) if times else np.zeros(0)
     flat = flat[np.isfinite(flat)]
