@@ -301,6 +301,34 @@ def test_a_warm_start_loads_the_model_s_weights_once(tmp_path: Path) -> None:
     assert peaks["heavy"] - peaks["light"] < 2.5 * 160, peaks
 
 
+#: ``python -c`` this, then the worker's arguments: the worker, then every file FFmpeg opened
+#: (``av.open``), one per line, last on stderr after "opened:".
+_OPENS = (
+    "import atexit, av, runpy, sys; seen = []; real = av.open\n"
+    "def counted(file, *a, **k):\n    seen.append(str(file)); return real(file, *a, **k)\n"
+    "av.open = counted; atexit.register(lambda: print('opened:', *seen, sep='\\n',"
+    " file=sys.stderr)); sys.argv = ['worker', *sys.argv[1:]];"
+    " runpy.run_module('worker', run_name='__main__')"
+)
+
+
+def test_the_input_is_opened_once(tmp_path: Path) -> None:
+    # The CLI checked the input (FFmpeg reading the file's start: 9 ms at 720p) before the
+    # model loaded, and the run then opened it again to decode it.
+    make_model(tmp_path / "m.onnx", classes=3, stride=2)
+    make_video(tmp_path / "clip.mp4", frames=4)
+    run = ["run", "--input", "clip.mp4", "--model", "m.onnx", "--output", "out.mp4", "--quiet"]
+    proc = worker(tmp_path, *run, prefix=[sys.executable, "-c", _OPENS])
+    assert summary_of(proc)["frames"] == 4
+    opened = proc.stderr.split("opened:\n")[-1].split()
+    assert opened.count("clip.mp4") == 1 and len(opened) == 2, opened  # and the output's
+    # A bad input is still said before the model is read.
+    (tmp_path / "clip.mp4").write_bytes(b"not a video")
+    (tmp_path / "m.onnx").write_bytes(b"not a model")
+    proc = worker(tmp_path, *run)
+    assert proc.returncode != 0 and "input 'clip.mp4'" in proc.stderr, proc.stderr
+
+
 def test_a_command_s_parser_built_alone_reads_what_the_whole_parser_reads(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

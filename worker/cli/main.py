@@ -17,7 +17,7 @@ import threading
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from worker.cli.flags import (
     ANALYTICS,
@@ -37,6 +37,11 @@ from worker.errors import Cancelled, OutputError, WorkerError
 from worker.settings import load_settings
 from worker.signals import arrived
 from worker.urls import redact_urls
+
+if TYPE_CHECKING:
+    from worker.models import Model
+    from worker.settings import Settings
+    from worker.stages import VideoSource
 
 __all__ = ["main", "setup_logging"]
 
@@ -204,8 +209,7 @@ def _file_input(text: str) -> Path:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from worker.cli.common import configured_model
-    from worker.stages import probe, run_file
-    from worker.stages.runner import plan_outputs
+    from worker.stages.runner import open_source
 
     flags = settings_args(
         args, RUN_FLAGS, MODEL, LOOK, ENCODE, ANALYTICS, FILE_OUTPUTS, EVENTS, RUN_CONTROL
@@ -214,9 +218,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if settings.input is None:
         raise WorkerError("--input is required (or set WORKER_INPUT)")
     inp = _file_input(settings.input)
-    # The input first: a missing or unreadable video is said before a large model loads.
-    probe(inp)
-    model = configured_model(settings)
+    # The input first: a missing or unreadable video is said before a large model loads
+    # (opened once: the run decodes from this source).
+    source = open_source(inp, settings.run, settings.max_frames)
+    try:
+        return _run_opened(settings, inp, source, configured_model(settings))
+    finally:
+        source.close()
+
+
+def _run_opened(settings: Settings, inp: Path, source: VideoSource, model: Model) -> int:
+    from worker.stages import run_file
+    from worker.stages.runner import plan_outputs
+
     no_video = settings.output is not None and str(settings.output).lower() == "none"
     output = (
         None if no_video else (settings.output or inp.with_name(f"{inp.stem}.{model.task}.mp4"))
@@ -239,7 +253,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     summary_to = sys.stderr if str(results) == "-" else sys.stdout
     try:
         summary = run_file(
-            inp,
+            source,
             model,
             run,
             output=output,
