@@ -229,6 +229,9 @@ def test_a_warm_start_reads_the_model_from_the_cache_and_never_imports_onnx(
     # Nor numpy.ma (7 ms), which np.unique and np.median import on first use: the summary
     # picture's axis needs neither.
     assert "numpy.ma" not in imported
+    # Nor what only watch rules, regions, tracks, dwell or lines use (7 ms of a start).
+    unused = {f"worker.ops.{m}" for m in ("rules", "dwell", "lines", "regions", "tracking")}
+    assert not unused & imported, unused & imported
     assert (tmp_path / "warm.jsonl").read_text() == (tmp_path / "cold.jsonl").read_text()
     # A damaged entry is read again from the model (and rewritten); so is another model's
     # bytes at the same path (its own entry: keyed by content, not by name).

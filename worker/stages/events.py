@@ -24,13 +24,14 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import cv2
 import numpy as np
 
-from worker.ops.dwell import Loiter, ObjectEvent, seen_in
-from worker.ops.rules import Rule, Tracker, Transition
+if TYPE_CHECKING:
+    from worker.ops.dwell import Loiter, ObjectEvent
+    from worker.ops.rules import Rule, Tracker, Transition
 
 __all__ = ["EventLog"]
 
@@ -58,13 +59,20 @@ class EventLog:
         clock_is_wall: bool = False,
     ) -> None:
         self.kind, self.name = kind, name
-        self.tracker = Tracker(rules)  # it leaves the per-object rules alone
+        # The rules' modules are imported only where there are rules: 5 ms of every start.
+        self.tracker: Tracker | None = None
+        self.loiter: Loiter | None = None
         self.each = [r for r in rules if r.each]
-        self.loiter = (
-            Loiter([(r.zone or "", r.label, r.loiter_s, r.end_s or 1.0) for r in self.each])
-            if self.each
-            else None
-        )
+        if rules:
+            from worker.ops.rules import Tracker
+
+            self.tracker = Tracker(rules)  # it leaves the per-object rules alone
+        if self.each:
+            from worker.ops.dwell import Loiter
+
+            self.loiter = Loiter(
+                [(r.zone or "", r.label, r.loiter_s, r.end_s or 1.0) for r in self.each]
+            )
         self._shots: dict[tuple[int, int], dict[str, Any]] = {}  # (rule, id) -> paths, where
         self.emit = emit
         self.snapshots = snapshots
@@ -78,11 +86,11 @@ class EventLog:
         self.written: list[Path] = []
 
     def __bool__(self) -> bool:
-        return bool(self.tracker.rules)
+        return self.tracker is not None
 
     @property
     def dropped(self) -> int:
-        return self.tracker.dropped
+        return self.tracker.dropped if self.tracker is not None else 0
 
     def update(
         self,
@@ -94,14 +102,20 @@ class EventLog:
         """One processed frame: its record, its time, how to get its annotated picture (asked
         for only when the frame is a new peak, or an object starts loitering) and the decoded
         frame (``image``: per-object events crop the object from it)."""
+        if self.tracker is None:
+            return
         for tr in self.tracker.update(record, t):
             self._handle(tr, picture)
         if self.loiter is not None:
+            from worker.ops.dwell import seen_in
+
             for ev in self.loiter.update(seen_in(record.get("objects", ())), t):
                 self._object(ev, picture, image)
 
     def finish(self, t: float) -> None:
         """The source ended at ``t``: close every open event."""
+        if self.tracker is None:
+            return
         for tr in self.tracker.finish(t):
             self._handle(tr, None)
         if self.loiter is not None:

@@ -8,7 +8,7 @@ through the same ``MaskMaps``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,16 +16,21 @@ from worker.description import Analytics, LineSpec
 from worker.errors import InputError
 from worker.models import Model
 from worker.ops.detect import instance_masks, to_frame
-from worker.ops.dwell import Dwell, anchor_of, seen_in
-from worker.ops.lines import LineCounter
 from worker.ops.masks import rle
 from worker.ops.postprocess import MaskMap
 from worker.ops.preprocess import geometry
-from worker.ops.regions import Region, bit_masks, class_masks, find_regions
-from worker.ops.tracking import Tracker
 from worker.ops.zones import FrameZones, ZoneSet, zones_at
 from worker.stages.analytics import follows_objects
 from worker.stages.frames import Answer, Frame
+
+if TYPE_CHECKING:
+    from worker.ops.dwell import Dwell
+    from worker.ops.lines import LineCounter
+    from worker.ops.regions import Region
+    from worker.ops.tracking import Tracker
+
+# Regions, tracks, dwell and lines are imported where a run asks for them: together their
+# modules are 4 ms of every start.
 
 __all__ = ["MaskMaps", "Recorder"]
 
@@ -88,10 +93,16 @@ class Recorder:
         # Tracks (``track``, or lines to count): ids for boxes and regions, frame to frame.
         tracked = a is not None and (follows_objects(a) or bool(lines))
         tracked = tracked and self.counts_objects
-        self.tracker = Tracker() if tracked else None
+        self.tracker: Tracker | None = None
         self.anchor = a.anchor if a is not None else "bottom_center"
         # Seconds each tracked object has been in each zone (``dwell`` in its record).
-        self.dwell = Dwell() if tracked and self.zones is not None else None
+        self.dwell: Dwell | None = None
+        if tracked:
+            from worker.ops.dwell import Dwell
+            from worker.ops.tracking import Tracker
+
+            self.tracker = Tracker()
+            self.dwell = Dwell() if self.zones is not None else None
         self.line_specs = list(lines) if tracked else []
         self.lines: list[LineCounter] = []
         self._lines_hw: tuple[int, int] | None = None
@@ -171,6 +182,8 @@ class Recorder:
             masks = instance_masks(boxes, answer.protos, m.input_hw, g, rows, hw)
         self.last_masks = masks
         fz = self.frame_zones(hw)
+        if fz is not None:
+            from worker.ops.dwell import anchor_of
         in_zone: dict[str, dict[str, int]] = {z.name: {} for z in fz.zones} if fz else {}
         objects = []
         counts: dict[str, int] = {}
@@ -216,6 +229,8 @@ class Recorder:
             return None
         ids = self.last_ids = self.tracker.update(rows, frame.time)
         if self.line_specs:
+            from worker.ops.dwell import anchor_of
+
             if self._lines_hw != hw:  # the lines in this frame size's pixels
                 self._lines_hw = hw
                 self.lines = [_counter(spec, hw) for spec in self.line_specs]
@@ -239,6 +254,8 @@ class Recorder:
         """Each tracked object's seconds in each zone it is in (``dwell``)."""
         if self.dwell is None or self.tracker is None:
             return
+        from worker.ops.dwell import seen_in
+
         self.dwell.update(seen_in(objects), t, [tr.id for tr in self.tracker.tracks if tr.id])
         for o in objects:
             if o.get("id"):
@@ -257,6 +274,8 @@ class Recorder:
         fz: FrameZones | None,
     ) -> None:
         """The frame's regions as ``objects`` (and ``counts`` per label)."""
+        from worker.ops.regions import bit_masks, class_masks, find_regions
+
         a = self.regions
         assert a is not None and answer.class_map is not None
         masks = (
@@ -312,6 +331,8 @@ class Recorder:
 
 
 def _counter(spec: LineSpec, frame_hw: tuple[int, int]) -> LineCounter:
+    from worker.ops.lines import LineCounter
+
     (x1, y1), (x2, y2) = spec.points
     sx, sy = (frame_hw[1], frame_hw[0]) if spec.units == "fraction" else (1, 1)
     return LineCounter(spec.name, (x1 * sx, y1 * sy), (x2 * sx, y2 * sy))

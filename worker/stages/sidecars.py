@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,12 +28,14 @@ from worker.errors import SettingsError
 from worker.models import Model
 from worker.ops.masks import bits_png, indexed_png, instance_ids, instance_png, rle_per_label
 from worker.ops.postprocess import NO_CLASS
-from worker.ops.rules import Rule
 from worker.stages.atomic import AtomicDir, AtomicFile
 from worker.stages.events import EventLog
 from worker.stages.frames import Answer, Item
 from worker.stages.loop import Output, Picture, Record
 from worker.stages.records import MaskMaps, Recorder
+
+if TYPE_CHECKING:
+    from worker.ops.rules import Rule
 
 __all__ = ["SidecarPaths", "Sidecars"]
 
