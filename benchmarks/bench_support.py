@@ -314,16 +314,15 @@ def run_child(argv: list[str], cwd: Path | None = None) -> ChildRun:
     return ChildRun(proc.returncode, wall, cpu, peak, proc.stdout, "\n".join(lines))
 
 
-# The worker's command as its console script runs it (``worker.entry.main``: start-up and
-# exit included), then the process's peak RSS.
+# The worker's command as its console script runs it (``worker.entry.command``: start-up and
+# exit included), and the process's peak RSS from an exit handler (the command runs them).
 _WORKER = """
-import sys
+import atexit, sys
 from child_support import print_peak_rss
-from worker.entry import main
+from worker.entry import command
+atexit.register(print_peak_rss)
 sys.argv = ["worker", *sys.argv[1:]]
-code = main()
-print_peak_rss()
-sys.exit(code)
+command()
 """
 
 

@@ -96,8 +96,8 @@ def test_twenty_signals_at_random_moments_on_a_loaded_machine(tmp_path: Path, cl
 #: The end of the scripts below: ``worker run`` on the clip given, as its console script does.
 _THEN_WORKER_RUN = """
 sys.argv = ["worker", "run", "--input", sys.argv[1], "--output", "o.mp4", "--results", "o.jsonl"]
-from worker.entry import main
-sys.exit(main())
+from worker.entry import command
+command()
 """
 
 

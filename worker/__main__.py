@@ -1,3 +1,3 @@
-from worker.entry import main
+from worker.entry import command
 
-raise SystemExit(main())
+command()
