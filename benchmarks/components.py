@@ -1,5 +1,6 @@
 """The parts of a video run, each alone in this process: the model (plain, and fused), decoding,
-x264 encoding, the host work no pipeline can skip (resize in, draw out), and the worker's own
+x264 encoding, the host work no pipeline can skip (resize in, the model's own pre- and
+post-processing, draw out), and the worker's own
 stages one after the other. Their CPU costs add up to the bound a pipeline cannot beat on
 this machine's cores; ``speed_matrix.py`` and ``tutorial_vs_worker.py`` both measure with
 these (the model alone with ``worker bench``'s own ``model_alone``).
@@ -34,6 +35,7 @@ __all__ = [
     "fused_alone",
     "host_alone",
     "plain_alone",
+    "post_alone",
     "sample_images",
     "worker_stages",
 ]
@@ -69,6 +71,44 @@ def fused_alone(infer: Inferencer, batch: int, frames: int) -> Timing:
     x = np.random.default_rng(SEED).integers(0, 256, shape, dtype=np.uint8)
     specs = infer.fused.output_specs(n)
     return model_alone(lambda: infer.engine.run_all(x, specs, fixed=specs is not None), n, frames)
+
+
+def post_alone(model: Model, images: list[Array], frames: int, rounds: int = 5) -> float:
+    """CPU ms a frame that the model's own pre- and post-processing add to the plain model,
+    on real frames: its input normalised, and its output made an answer (argmax, top-k, a
+    detector's boxes decoded and NMS, whose work grows with what the frame shows: on noise
+    it is nearly free). The fused graph and the answers made of its outputs, on frames
+    resized beforehand (the resize is host work, timed apart), less the plain model on
+    ready-made batches, both with the worker's session settings for a lane: the median of
+    ``rounds`` differences, each pass of ``frames`` taken in turn (a difference of two noisy
+    times)."""
+    # One intra-op thread each, as a lane runs them: the difference is steadier than with
+    # every core's threads waking and waiting.
+    lanes = os.cpu_count() or 1
+    infer = Inferencer(model, speed=Speed(lanes=lanes), batch=1)
+    engine = model.engine.derive(str(model.path), name="plain", lanes=lanes)
+    staged = [infer.stage([img]) for img in images]
+    n, h, w = 1, *model.input_hw
+    shape = (n, 3, h, w) if model.graph.layout == "NCHW" else (n, h, w, 3)
+    x = np.random.default_rng(SEED).standard_normal(shape).astype(np.float32)
+
+    def fused() -> int:
+        for i in range(frames):
+            infer.answers(infer.run_staged(staged[i % len(staged)]), 1)
+        return frames
+
+    def plain() -> int:
+        for _ in range(frames):
+            engine.run(x)
+        return frames
+
+    fused(), plain()  # the first runs allocate
+    diffs = []
+    for _ in range(rounds):
+        nf, _, cf = _timed(fused)
+        np_, _, cp = _timed(plain)
+        diffs.append(1000 * (cf / nf - cp / np_))
+    return max(0.0, sorted(diffs)[len(diffs) // 2])
 
 
 def decode_alone(video: Path) -> Timing:

@@ -11,11 +11,13 @@ tutorial writes for that output, at frame size -> ``cv2.VideoWriter('mp4v')``) a
 run`` (its defaults; H.264 out). Also each alone in this process: the model on ready-made
 batches (the worker's session settings), decoding, and x264 encoding. Printed per shape: fps
 of both (whole process) and their ratio, the worker's fps over the model alone, the worker's
-CPU ms per frame split into model, decode, encode and the rest, the bound those costs imply on
-this machine's cores (cores / (model + decode + encode + host) CPU s per frame, host: the
-resize to the model input and the drawing no pipeline can skip) and the worker's share of
-it, the same bound with each part measured beside the others (``beside.py``: the model while
-decoding + x264 + host work run flat out in another process, and those beside the model),
+CPU ms per frame split into model, post, decode, encode, host and the rest, the bound those
+costs imply on this machine's cores (cores / (model + post + decode + encode + host) CPU s per
+frame; post: the model's own pre- and post-processing on real frames, normalisation, argmax,
+top-k, NMS; host: the resize to the model input and the drawing no pipeline can skip) and the
+worker's share of it, the same bound with each part measured beside the others (``beside.py``:
+the model while decoding + x264 + host work run flat out in another process, and those beside
+the model; post at its cost alone),
 the ceiling (the share of the bound any pipeline could reach on this clip: every part at its
 beside cost, no idle core, the tutorial's start-up) and the worker's share of the ceiling,
 the card ceiling (the same with the start-up no pipeline on the design card's packages can
@@ -39,7 +41,14 @@ from pathlib import Path
 
 from bench_support import ChildRun, compile_worker, run_child, run_worker
 from beside import beside
-from components import decode_alone, encode_alone, host_alone, plain_alone, sample_images
+from components import (
+    decode_alone,
+    encode_alone,
+    host_alone,
+    plain_alone,
+    post_alone,
+    sample_images,
+)
 from shapes import SHAPES, build_model
 
 from worker.allocator import tune_for_frames
@@ -67,8 +76,9 @@ def _ok(run: ChildRun, what: str) -> ChildRun:
 
 
 def alone(model_path: Path, video: Path, frames: int) -> dict[str, float]:
-    """CPU ms per frame of the model (the worker's session settings, ready batches),
-    decoding, x264 encoding and the host work (resize in, draw out), each alone here."""
+    """CPU ms per frame of the model (the worker's session settings, ready batches), its own
+    pre- and post-processing on real frames (normalisation, argmax, top-k, NMS), decoding,
+    x264 encoding and the host work (resize in, draw out), each alone here."""
     model = load_model(model_path, provider="cpu")
     batch = default_batch(model, 0)
     n, wall, cpu_model = plain_alone(model, batch, frames)
@@ -78,6 +88,7 @@ def alone(model_path: Path, video: Path, frames: int) -> dict[str, float]:
     nh, _, cpu_host = host_alone(model, images, frames)
     return {
         "model": 1000 * cpu_model / n,
+        "post": post_alone(model, images, frames),
         "model_fps_alone": n / max(1e-9, wall),
         "decode": 1000 * cpu_dec / nd,
         "encode": 1000 * cpu_enc / ne,
@@ -159,10 +170,12 @@ def main() -> int:
                     _ok(run_worker(_worker_args(model, video, 1), tmp), "worker run").wall_s
                 )
             solo = alone(model, video, frames)
-            near = beside(model, video, frames)
+            # The model's pre- and post-processing at its cost alone beside the others too
+            # (a detector's NMS is no part of beside.py's model loop, on ready batches).
+            near = {**beside(model, video, frames), "post": solo["post"]}
             med = {k: statistics.median(v) for k, v in wrk.items()}
             tmed = {k: statistics.median(v) for k, v in tut.items()}
-            parts = solo["model"] + solo["decode"] + solo["encode"] + solo["host"]
+            parts = solo["model"] + solo["post"] + solo["decode"] + solo["encode"] + solo["host"]
             bound = 1000 * cores / parts
             beside_fps = 1000 * cores / sum(near.values())
             # The most any pipeline could do on this clip: every part at its cost beside the
@@ -187,6 +200,7 @@ def main() -> int:
                     "worker_vs_model": round(med["fps"] / solo["model_fps_alone"], 2),
                     "cpu_ms": {
                         "model": round(solo["model"], 1),
+                        "post": round(solo["post"], 1),
                         "decode": round(solo["decode"], 1),
                         "encode": round(solo["encode"], 1),
                         "host": round(solo["host"], 1),
@@ -229,15 +243,18 @@ def main() -> int:
           f"tutorial's: {card_s:.3f} s, {card_mib:.0f} MiB; importing them all: "
           f"{imports_s:.3f} s")  # fmt: skip
     print(f"{'shape':<15} {'tut fps':>8} {'wrk fps':>8} {'x tut':>6} {'x model':>8} "
-          f"{'model/dec/enc/host/rest':>24} {'bound':>6} {'x bound':>8} {'beside':>7} "
+          f"{'model/post/dec/enc/host/rest':>28} {'bound':>6} {'x bound':>8} {'beside':>7} "
           f"{'ceiling':>8} {'x ceil':>7} {'card ceil':>10} {'x card':>7} {'start s':>11} "
           f"{'RSS MiB':>10} {'RSS floor':>10}")  # fmt: skip
     for r in rows:
         c = r["cpu_ms"]
-        split = "/".join(f"{c[k]:.0f}" for k in ("model", "decode", "encode", "host", "rest"))
+        split = "/".join(
+            f"{c[k]:.1f}" if k == "post" else f"{c[k]:.0f}"
+            for k in ("model", "post", "decode", "encode", "host", "rest")
+        )
         st, rss = r["startup_s"], r["peak_rss_mib"]
         print(f"{r['shape']:<15} {r['tutorial_fps']:>8.1f} {r['worker_fps']:>8.1f} "
-              f"{r['worker_vs_tutorial']:>6.2f} {r['worker_vs_model']:>8.2f} {split:>24} "
+              f"{r['worker_vs_tutorial']:>6.2f} {r['worker_vs_model']:>8.2f} {split:>28} "
               f"{r['bound_fps']:>6.1f} {r['worker_vs_bound']:>8.2f} "
               f"{r['bound_beside_fps']:>7.1f} "
               f"{r['ceiling_vs_bound']:>8.2f} {r['worker_vs_ceiling']:>7.2f} "
