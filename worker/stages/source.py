@@ -168,8 +168,9 @@ def probe(path: Path) -> VideoInfo:
 
     FFmpeg still reads the start of the file to learn the stream's parameters, as any open
     does: tens of milliseconds (1080p H.264: about 20 ms in MP4, 85 ms in Matroska, where
-    decoding its 60 frames takes 1.5 to 3 s), so the CLI can check an input this way before
-    it loads a large model.
+    decoding its 60 frames takes 1.5 to 3 s). A caller that will decode the file anyway
+    checks it by opening its source instead (``runner.open_source``, as ``worker run`` does
+    before it loads the model), so that the file's start is read once.
     """
     _check_path(path)
     container = _open(path)
