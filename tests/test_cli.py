@@ -10,6 +10,7 @@ Inputs are built here with ``factory`` (PyAV videos, onnx.helper models), tiny o
 
 from __future__ import annotations
 
+import ast
 import fcntl
 import importlib
 import json
@@ -330,6 +331,44 @@ def test_the_input_is_opened_once(tmp_path: Path) -> None:
     (tmp_path / "m.onnx").write_bytes(b"not a model")
     proc = worker(tmp_path, *run)
     assert proc.returncode != 0 and "input 'clip.mp4'" in proc.stderr, proc.stderr
+
+
+#: ``python -c`` this, then the worker's arguments: ``python -m worker``, saying at its end
+#: the intra-op threads and arena of each ONNX Runtime session it made.
+_SESSIONS = (
+    "import atexit, onnxruntime as ort, runpy, sys; seen = []; real = ort.InferenceSession\n"
+    "def counted(model, sess_options, **k):\n"
+    "    seen.append((sess_options.intra_op_num_threads, sess_options.enable_cpu_mem_arena))\n"
+    "    return real(model, sess_options=sess_options, **k)\n"
+    "ort.InferenceSession = counted; atexit.register(lambda: print('sessions:', seen,"
+    " file=sys.stderr)); sys.argv = ['worker', *sys.argv[1:]];"
+    " runpy.run_module('worker', run_name='__main__')"
+)
+
+
+def test_the_first_frame_runs_on_every_core(tmp_path: Path) -> None:
+    # Each lane's run has one lane's share of the cores, and so had the first frame's, while
+    # the other lanes had nothing to run: a one-frame run took twice the model's time here.
+    make_model(tmp_path / "m.onnx", classes=3, stride=2)
+    make_video(tmp_path / "clip.mp4", frames=4)
+    env = {"WORKER_CACHE_DIR": str(tmp_path / "cache")}
+    run = ["run", "--input", "clip.mp4", "--model", "m.onnx", "--output", "out.mp4", "--quiet"]
+    cores = os.cpu_count() or 1
+
+    def sessions(*more: str) -> list[tuple[int, bool]]:
+        proc = worker(tmp_path, *run, *more, env=env, prefix=[sys.executable, "-c", _SESSIONS])
+        assert proc.returncode == 0, proc.stderr
+        return [tuple(s) for s in ast.literal_eval(proc.stderr.split("sessions: ")[-1])]
+
+    sessions()  # the fused graph built and cached, as a model's first run anywhere does
+    if cores == 1:
+        assert sessions() == [(1, True)]
+        return
+    # Warm: one session for a one-frame run, on every core; the lanes' own (their share of
+    # the cores each, an arena) made after it, where more frames follow.
+    assert sessions("--max-frames", "1") == [(cores, False)]
+    assert sessions() == [(cores, False), (1, True)]
+    assert sessions("--lanes", "1") == [(cores, True)]
 
 
 #: ``python -c`` this, then the worker's arguments: the console script's ``worker`` with an

@@ -99,6 +99,73 @@ def test_threads_share_a_session_but_not_buffers(engine: Engine) -> None:
     assert failures == []
 
 
+def _sessions_made(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
+    """ONNX Runtime's sessions as the engine makes them: (intra-op threads, arena) each."""
+    made: list[tuple[int, bool]] = []
+    real = ort.InferenceSession
+
+    def spy(model: Any, sess_options: ort.SessionOptions, **kw: Any) -> ort.InferenceSession:
+        made.append((sess_options.intra_op_num_threads, sess_options.enable_cpu_mem_arena))
+        return real(model, sess_options=sess_options, **kw)
+
+    monkeypatch.setattr(ort, "InferenceSession", spy)
+    return made
+
+
+@pytest.mark.parametrize("io_binding", [True, False])
+def test_the_first_run_has_every_core_then_the_lanes_share_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, io_binding: bool
+) -> None:
+    # With lanes each run got one lane's share of the cores, the first one too, while the
+    # other lanes had nothing to run yet: the first answer took twice as long on two cores.
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    path = make_model(tmp_path / "m.onnx", classes=3, stride=2)
+    want = Engine(path.read_bytes(), provider="cpu", threads=1).load()
+    made = _sessions_made(monkeypatch)
+    options = EngineOptions(io_binding=io_binding)
+    lanes = Engine(path.read_bytes(), provider="cpu", lanes=2, options=options).load()
+    assert made == [(4, False)]  # made to run first: every core, no arena of its own
+    made.clear()
+    start = threading.Barrier(2)
+    got: dict[int, list[Array]] = {1: [], 2: []}
+
+    def work(seed: int) -> None:  # two lanes' first runs at once: one waits for the other
+        start.wait()
+        for i in range(3):
+            got[seed].append(lanes.run(inputs(1, seed * 10 + i)))
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    for seed, outs in got.items():
+        for i, out in enumerate(outs):
+            np.testing.assert_array_equal(out, want.run(inputs(1, seed * 10 + i)))
+    assert made == [(2, True)]  # the lanes' session, made once the first run was done
+    assert lanes.runs == 6 and lanes.session.get_session_options().intra_op_num_threads == 2
+
+
+def test_a_first_run_on_every_core_only_where_lanes_share_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    path = make_model(tmp_path / "m.onnx", classes=3, stride=2)
+    made = _sessions_made(monkeypatch)
+    x = inputs(1, 3)
+    for kw in ({"lanes": 1}, {"lanes": 2, "threads": 1}, {"lanes": 4, "threads": 3}):
+        engine = Engine(path.read_bytes(), provider="cpu", **kw)  # type: ignore[arg-type]
+        engine.run(x)
+        engine.run(x)
+    # One lane has every core already; threads set are the threads asked for.
+    assert made == [(4, True), (1, True), (3, True)]
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    made.clear()
+    Engine(path.read_bytes(), provider="cpu", lanes=2).run(x)
+    assert made == [(1, True)]
+
+
 def test_without_io_binding_the_answers_are_the_same(tmp_path: Path) -> None:
     path = make_model(tmp_path / "m.onnx", classes=3)
     bound = Engine(path.read_bytes(), provider="cpu", threads=1)

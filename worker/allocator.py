@@ -15,7 +15,7 @@ from __future__ import annotations
 import ctypes
 import os
 
-__all__ = ["tune_for_frames"]
+__all__ = ["release_free", "tune_for_frames"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -38,3 +38,17 @@ def tune_for_frames() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(
         mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
     )
+
+
+def release_free() -> bool:
+    """Give the memory glibc holds free back to the system (``malloc_trim``), after a burst
+    of allocations that will not come again, so that what comes next is not laid out beside
+    it; whether any was given back. Nothing happens where the C library is not glibc."""
+    try:
+        os.confstr("CS_GNU_LIBC_VERSION")
+        trim = ctypes.CDLL(None).malloc_trim
+    except (ValueError, OSError, AttributeError):
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return bool(trim(0))
