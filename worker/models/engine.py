@@ -255,8 +255,9 @@ class Engine:
                 if self._session is None:
                     if self._opened:
                         # Before the lanes' arena grows: given back, the memory the opening
-                        # run freed is not laid out beside it (+20 MiB on the 736x1280 map).
-                        # Not earlier: a one-frame run has no use for it (1-8 ms here).
+                        # run freed is not laid out beside it (the 736x1280 map's whole runs:
+                        # +31 MiB of peak without, +14 with). Not earlier: a one-frame run has
+                        # no use for it (1-8 ms here).
                         self._opened = False
                         release_free()
                     opts = session_options(
@@ -264,9 +265,9 @@ class Engine:
                     )
                     if self._opening:
                         # Its activations go back to malloc as the run frees them (and from
-                        # there to the system: ``_opening_run``). In an arena of its own they
-                        # stayed where the lanes' arena did not reuse them: +30 MiB of peak
-                        # on the 736x1280 map.
+                        # there to the system, above, when the lanes' session is made). In an
+                        # arena of its own they stayed where the lanes' arena did not reuse
+                        # them: +29 MiB of the 736x1280 map's peak, against +14 without.
                         opts.enable_cpu_mem_arena = False
                     try:
                         self._session = ort.InferenceSession(
