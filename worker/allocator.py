@@ -42,8 +42,8 @@ def tune_for_frames() -> bool:
 
 def release_free() -> bool:
     """Give the memory glibc holds free back to the system (``malloc_trim``), after a burst
-    of allocations that will not come again, so that what comes next is not laid out beside
-    it; whether any was given back. Nothing happens where the C library is not glibc."""
+    of allocations that will not come again (the engine's opening run); whether any was
+    given back. Nothing happens where the C library is not glibc."""
     try:
         os.confstr("CS_GNU_LIBC_VERSION")
         trim = ctypes.CDLL(None).malloc_trim

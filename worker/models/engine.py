@@ -254,10 +254,10 @@ class Engine:
             with self._session_lock:
                 if self._session is None:
                     if self._opened:
-                        # Before the lanes' arena grows: given back, the memory the opening
-                        # run freed is not laid out beside it (the 736x1280 map's whole runs:
-                        # +31 MiB of peak without, +14 with). Not earlier: a one-frame run has
-                        # no use for it (1-8 ms here).
+                        # Before the lanes' arena grows, the memory the opening run freed goes
+                        # back to the system (the 736x1280 map's whole runs: +31 MiB of peak
+                        # against the lanes alone without it, +14 with). Not earlier: a
+                        # one-frame run has no use for it (1-8 ms here).
                         self._opened = False
                         release_free()
                     opts = session_options(
