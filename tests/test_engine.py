@@ -4,6 +4,7 @@ shape, provider lists and CUDA options."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,16 @@ def inputs(n: int, seed: int) -> Array:
 def reference(engine: Engine, x: Array) -> Array:
     out: Array = engine.session.run(None, {engine.input_name: x})[0]
     return out
+
+
+def together(work: Callable[[int], None], seeds: Sequence[int]) -> None:
+    """``work(seed)`` in a thread per seed, all at once; each must end within a minute."""
+    threads = [threading.Thread(target=work, args=(s,)) for s in seeds]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
 
 
 # ----------------------------------------------------------------------------- engine
@@ -90,12 +101,7 @@ def test_threads_share_a_session_but_not_buffers(engine: Engine) -> None:
             if not np.array_equal(engine.run(x), reference(engine, x)):
                 failures.append(f"thread {seed} run {i}")
 
-    threads = [threading.Thread(target=work, args=(s,)) for s in (1, 2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not any(t.is_alive() for t in threads)
+    together(work, (1, 2))
     assert failures == []
 
 
@@ -134,12 +140,7 @@ def test_the_first_run_has_every_core_then_the_lanes_share_them(
         for i in range(3):
             got[seed].append(lanes.run(inputs(1, seed * 10 + i)))
 
-    threads = [threading.Thread(target=work, args=(s,)) for s in (1, 2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not any(t.is_alive() for t in threads)
+    together(work, (1, 2))
     for seed, outs in got.items():
         for i, out in enumerate(outs):
             np.testing.assert_array_equal(out, want.run(inputs(1, seed * 10 + i)))
