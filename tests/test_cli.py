@@ -305,15 +305,25 @@ def test_a_warm_start_loads_the_model_s_weights_once(tmp_path: Path) -> None:
     assert peaks["heavy"] - peaks["light"] < 2.5 * 160, peaks
 
 
-#: ``python -c`` this, then the worker's arguments: the worker, then every file FFmpeg opened
-#: (``av.open``), one per line, last on stderr after "opened:".
-_OPENS = (
-    "import atexit, av, runpy, sys; seen = []; real = av.open\n"
-    "def counted(file, *a, **k):\n    seen.append(str(file)); return real(file, *a, **k)\n"
-    "av.open = counted; atexit.register(lambda: print('opened:', *seen, sep='\\n',"
-    " file=sys.stderr)); sys.argv = ['worker', *sys.argv[1:]];"
-    " runpy.run_module('worker', run_name='__main__')"
-)
+def _spying(module: str, name: str, record: str) -> list[str]:
+    """A prefix for ``worker()``: ``python -m worker`` with ``module.name`` (a library's, not
+    ours) wrapped so that every call appends ``record`` (an expression of the call's ``a``
+    and ``k``) to a list, said last on stderr after "spied: " (``_spied`` reads it)."""
+    code = (
+        f"import atexit, runpy, sys, {module} as m; seen = []; real = m.{name}\n"
+        f"def spy(*a, **k):\n    seen.append({record}); return real(*a, **k)\n"
+        f"m.{name} = spy; atexit.register(lambda: print('spied:', repr(seen), file=sys.stderr))\n"
+        "sys.argv = ['worker', *sys.argv[1:]]; runpy.run_module('worker', run_name='__main__')"
+    )
+    return [sys.executable, "-c", code]
+
+
+def _spied(proc: subprocess.CompletedProcess[str]) -> list[Any]:
+    return list(ast.literal_eval(proc.stderr.split("spied: ")[-1]))
+
+
+#: Every file FFmpeg opens (``av.open``).
+_OPENS = _spying("av", "open", "str(a[0])")
 
 
 def test_the_input_is_opened_once(tmp_path: Path) -> None:
@@ -322,9 +332,9 @@ def test_the_input_is_opened_once(tmp_path: Path) -> None:
     make_model(tmp_path / "m.onnx", classes=3, stride=2)
     make_video(tmp_path / "clip.mp4", frames=4)
     run = ["run", "--input", "clip.mp4", "--model", "m.onnx", "--output", "out.mp4", "--quiet"]
-    proc = worker(tmp_path, *run, prefix=[sys.executable, "-c", _OPENS])
+    proc = worker(tmp_path, *run, prefix=_OPENS)
     assert summary_of(proc)["frames"] == 4
-    opened = proc.stderr.split("opened:\n")[-1].split()
+    opened = _spied(proc)
     assert opened.count("clip.mp4") == 1 and len(opened) == 2, opened  # and the output's
     # A bad input is still said before the model is read.
     (tmp_path / "clip.mp4").write_bytes(b"not a video")
@@ -333,16 +343,11 @@ def test_the_input_is_opened_once(tmp_path: Path) -> None:
     assert proc.returncode != 0 and "input 'clip.mp4'" in proc.stderr, proc.stderr
 
 
-#: ``python -c`` this, then the worker's arguments: ``python -m worker``, saying at its end
-#: the intra-op threads and arena of each ONNX Runtime session it made.
-_SESSIONS = (
-    "import atexit, onnxruntime as ort, runpy, sys; seen = []; real = ort.InferenceSession\n"
-    "def counted(model, sess_options, **k):\n"
-    "    seen.append((sess_options.intra_op_num_threads, sess_options.enable_cpu_mem_arena))\n"
-    "    return real(model, sess_options=sess_options, **k)\n"
-    "ort.InferenceSession = counted; atexit.register(lambda: print('sessions:', seen,"
-    " file=sys.stderr)); sys.argv = ['worker', *sys.argv[1:]];"
-    " runpy.run_module('worker', run_name='__main__')"
+#: Each ONNX Runtime session made: its intra-op threads and whether it has an arena.
+_SESSIONS = _spying(
+    "onnxruntime",
+    "InferenceSession",
+    "(k['sess_options'].intra_op_num_threads, k['sess_options'].enable_cpu_mem_arena)",
 )
 
 
@@ -356,9 +361,9 @@ def test_the_first_frame_runs_on_every_core(tmp_path: Path) -> None:
     cores = os.cpu_count() or 1
 
     def sessions(*more: str) -> list[tuple[int, bool]]:
-        proc = worker(tmp_path, *run, *more, env=env, prefix=[sys.executable, "-c", _SESSIONS])
+        proc = worker(tmp_path, *run, *more, env=env, prefix=_SESSIONS)
         assert proc.returncode == 0, proc.stderr
-        return [tuple(s) for s in ast.literal_eval(proc.stderr.split("sessions: ")[-1])]
+        return [tuple(s) for s in _spied(proc)]
 
     sessions()  # the fused graph built and cached, as a model's first run anywhere does
     if cores == 1:
