@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from typing import Any
 
 __all__ = ["release_free", "tune_for_frames"]
 
@@ -26,15 +27,24 @@ _MMAP_THRESHOLD = 32 * 1024 * 1024
 _TRIM_THRESHOLD = 128 * 1024 * 1024
 
 
-def tune_for_frames() -> bool:
-    """Raise glibc's mmap and trim thresholds; whether they were set."""
+def _glibc(name: str, *argtypes: Any) -> Any:
+    """glibc's function ``name`` taking ``argtypes`` and returning an int, or None where the
+    C library is not glibc."""
     try:
         os.confstr("CS_GNU_LIBC_VERSION")
-        mallopt = ctypes.CDLL(None).mallopt
+        function = getattr(ctypes.CDLL(None), name)
     except (ValueError, OSError, AttributeError):
-        return False  # not glibc
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
+        return None
+    function.argtypes = list(argtypes)
+    function.restype = ctypes.c_int
+    return function
+
+
+def tune_for_frames() -> bool:
+    """Raise glibc's mmap and trim thresholds; whether they were set."""
+    mallopt = _glibc("mallopt", ctypes.c_int, ctypes.c_int)
+    if mallopt is None:
+        return False
     return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(
         mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
     )
@@ -44,11 +54,5 @@ def release_free() -> bool:
     """Give the memory glibc holds free back to the system (``malloc_trim``), after a burst
     of allocations that will not come again (the engine's opening run); whether any was
     given back. Nothing happens where the C library is not glibc."""
-    try:
-        os.confstr("CS_GNU_LIBC_VERSION")
-        trim = ctypes.CDLL(None).malloc_trim
-    except (ValueError, OSError, AttributeError):
-        return False
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return bool(trim(0))
+    trim = _glibc("malloc_trim", ctypes.c_size_t)
+    return trim is not None and bool(trim(0))
