@@ -28,7 +28,14 @@ import time
 from pathlib import Path
 
 from bench_support import stat_cpu_s
-from components import decode_alone, encode_alone, host_alone, plain_alone, sample_images
+from components import (
+    decode_alone,
+    drawn_images,
+    encode_alone,
+    host_alone,
+    plain_alone,
+    sample_images,
+)
 
 from worker.allocator import tune_for_frames
 from worker.models import load_model
@@ -50,7 +57,7 @@ def _media_ms(model_path: Path, video: Path, frames: int) -> float:
     model = load_model(model_path, provider="cpu")
     nd, _, dec = decode_alone(video)
     images = sample_images(video)
-    ne, _, enc = encode_alone(video, images, frames)
+    ne, _, enc = encode_alone(video, drawn_images(model, images), frames)
     nh, _, host = host_alone(model, images, frames)
     return 1000 * (dec / nd + enc / ne + host / nh)
 

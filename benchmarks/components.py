@@ -31,6 +31,7 @@ from worker.stages.writer import ResultsWriter
 
 __all__ = [
     "decode_alone",
+    "drawn_images",
     "encode_alone",
     "fused_alone",
     "host_alone",
@@ -133,8 +134,25 @@ def sample_images(video: Path, n: int = 50) -> list[Array]:
         source.close()
 
 
+def drawn_images(model: Model, images: list[Array]) -> list[Array]:
+    """``images`` as every pipeline's video gets them: each drawn with its own answer (the
+    mask blended, the boxes and their captions, the labels). What x264 is timed on: what a
+    frame shows changes its cost (drawn boxes and captions are edges x264 must code)."""
+    infer = Inferencer(model, speed=Speed(lanes=1), batch=1)
+    recorder = Recorder(model, None)
+    painters = painters_for(model, Look(), recorder)
+    out = []
+    for i, img in enumerate(images):
+        frame = Frame(index=i, pts=i, time=i / 25, image=img.copy())
+        answer = infer([frame.image])[0]
+        recorder.record(frame, answer)  # a detector's painter draws what was recorded
+        out.append(painters.draw(frame, answer).copy())  # the painter may reuse its buffer
+    return out
+
+
 def encode_alone(video: Path, images: list[Array], frames: int) -> Timing:
-    """x264 alone, as the worker encodes (its defaults), on real decoded frames."""
+    """x264 alone, as the worker encodes (its defaults), on ``images`` (real decoded frames;
+    drawn, ``drawn_images``, for what a pipeline encodes)."""
     source = VideoSource(video)
     info = source.info
     source.close()

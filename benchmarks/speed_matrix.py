@@ -9,7 +9,8 @@ Per shape, each in a fresh process and alternating ``--rounds`` times: the tutor
 (``cv2.VideoCapture`` -> numpy -> ``onnxruntime`` with its defaults -> the post-processing a
 tutorial writes for that output, at frame size -> ``cv2.VideoWriter('mp4v')``) and ``worker
 run`` (its defaults; H.264 out). Also each alone in this process: the model on ready-made
-batches (the worker's session settings), decoding, and x264 encoding. Printed per shape: fps
+batches (the worker's session settings), decoding, and x264 encoding (of the frames drawn as
+the worker draws them: what any pipeline's video encodes). Printed per shape: fps
 of both (whole process) and their ratio, the worker's fps over the model alone, the worker's
 CPU ms per frame split into model, post, decode, encode, host and the rest, the bound those
 costs imply on this machine's cores (cores / (model + post + decode + encode + host) CPU s per
@@ -43,6 +44,7 @@ from bench_support import ChildRun, compile_worker, run_child, run_worker
 from beside import beside
 from components import (
     decode_alone,
+    drawn_images,
     encode_alone,
     host_alone,
     plain_alone,
@@ -78,13 +80,17 @@ def _ok(run: ChildRun, what: str) -> ChildRun:
 def alone(model_path: Path, video: Path, frames: int) -> dict[str, float]:
     """CPU ms per frame of the model (the worker's session settings, ready batches), its own
     pre- and post-processing on real frames (normalisation, argmax, top-k, NMS), decoding,
-    x264 encoding and the host work (resize in, draw out), each alone here."""
+    x264 encoding (of the frames as drawn) and the host work (resize in, draw out), each alone
+    here."""
     model = load_model(model_path, provider="cpu")
     batch = default_batch(model, 0)
     n, wall, cpu_model = plain_alone(model, batch, frames)
     nd, _, cpu_dec = decode_alone(video)
     images = sample_images(video)
-    ne, _, cpu_enc = encode_alone(video, images, frames)
+    # x264 on the frames as drawn: what any pipeline's video encodes (on the frames as decoded
+    # too, for the record: drawn boxes and captions cost x264 up to 40 % more here).
+    ne, _, cpu_enc = encode_alone(video, drawn_images(model, images), frames)
+    nu, _, cpu_undrawn = encode_alone(video, images, frames)
     nh, _, cpu_host = host_alone(model, images, frames)
     return {
         "model": 1000 * cpu_model / n,
@@ -93,6 +99,7 @@ def alone(model_path: Path, video: Path, frames: int) -> dict[str, float]:
         "model_fps_alone": n / max(1e-9, wall),
         "decode": 1000 * cpu_dec / nd,
         "encode": 1000 * cpu_enc / ne,
+        "encode_undrawn": 1000 * cpu_undrawn / nu,
         "host": 1000 * cpu_host / nh,
     }
 
@@ -183,6 +190,9 @@ def main() -> int:
             tmed = {k: statistics.median(v) for k, v in tut.items()}
             parts = solo["model"] + solo["post"] + solo["decode"] + solo["encode"] + solo["host"]
             bound = 1000 * cores / parts
+            # The bound as it was until x264 was timed on drawn frames (on the frames as
+            # decoded), for comparison across rounds.
+            undrawn = 1000 * cores / (parts - solo["encode"] + solo["encode_undrawn"])
             beside_fps = 1000 * cores / sum(near.values())
             # The most any pipeline could do on this clip: every part at its cost beside the
             # others, no core ever idle, and a start-up no shorter than the tutorial's (which
@@ -209,12 +219,14 @@ def main() -> int:
                         "post": round(solo["post"], 1),
                         "decode": round(solo["decode"], 1),
                         "encode": round(solo["encode"], 1),
+                        "encode_undrawn": round(solo["encode_undrawn"], 1),
                         "host": round(solo["host"], 1),
                         "rest": round(med["cpu"] - parts, 1),
                         "total": round(med["cpu"], 1),
                     },
                     "bound_fps": round(bound, 1),
                     "worker_vs_bound": round(med["fps"] / bound, 2),
+                    "worker_vs_bound_undrawn": round(med["fps"] / undrawn, 2),
                     # The same parts measured beside one another (beside.py): model beside
                     # decode + encode + host, and those beside the model.
                     "beside_ms": {k: round(v, 1) for k, v in near.items()},
@@ -272,6 +284,10 @@ def main() -> int:
               f"{st['tutorial']:>5.2f}/{st['worker']:<5.2f} "
               f"{rss['tutorial']:>4}/{rss['worker']:<5} "
               f"{r['rss_floor_vs_tutorial']:>9.2f}x")  # fmt: skip
+    print("x264 on the frames as decoded, not drawn (the bound's encode until it was timed on "
+          "drawn frames): " + ", ".join(
+              f"{r['shape']} {r['cpu_ms']['encode_undrawn']:.1f} ms, x bound "
+              f"{r['worker_vs_bound_undrawn']:.2f}" for r in rows))  # fmt: skip
     for r in rows:
         if r["disturbed"]:
             print(f"{r['shape']}: its parts alone measured slower than beside one another "
