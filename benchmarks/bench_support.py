@@ -27,7 +27,7 @@ import onnxruntime as ort
 from child_support import Stages
 
 from worker.cli.bench import machine_busy_s
-from worker.testing import clean_env
+from worker.testing import clean_env, make_video, walkers
 
 __all__ = [
     "ChildRun",
@@ -238,6 +238,13 @@ class ThreadSampler:
 
 
 # ------------------------------------------------------------------------------ inputs
+
+
+def walkers_720(path: Path, frames: int) -> Path:
+    """The benchmarks' camera-like clip: walkers over textured pavement, 1280x720, 25 fps,
+    ``frames`` long, H.264 at crf 23 (flat synthetic video would make decoding and encoding
+    look several times cheaper than camera footage)."""
+    return make_video(path, frames=frames, width=1280, height=720, image=walkers(), crf=23)
 
 
 def repeat_video(src: Path, dst: Path, times: int) -> int:

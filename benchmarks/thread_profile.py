@@ -28,10 +28,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench_support import stat_cpu_s
+from bench_support import stat_cpu_s, walkers_720
 from shapes import SHAPES, build_model
 
-from worker.testing import clean_env, make_video, walkers
+from worker.testing import clean_env
 
 
 def _snap(pid: int) -> dict[int, tuple[str, float, int, int]]:
@@ -133,8 +133,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="thread-profile-") as t:
         tmp = Path(t)
         frames = round(a.seconds * 25)
-        video = make_video(tmp / "walkers.mp4", frames=frames, width=1280, height=720,
-                           image=walkers(), crf=23)  # fmt: skip
+        video = walkers_720(tmp / "walkers.mp4", frames)
         for name in a.shapes.split(","):
             model = tmp / f"{name}.onnx"
             build_model(SHAPES[name], model)

@@ -36,12 +36,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_support import compile_worker, run_child
+from bench_support import compile_worker, run_child, walkers_720
 from shapes import SHAPES, build_model
 from speed_matrix import alone, card_imports
 
 from worker.allocator import tune_for_frames
-from worker.testing import make_video, walkers
 
 # The console script's command with marks: each frame's arrival at the video writer, and the
 # lanes' CPU split, written as JSON to the file named by the first argument by an exit handler
@@ -143,8 +142,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="timeline-") as t:
         tmp = Path(t)
         frames = round(a.seconds * 25)
-        video = make_video(tmp / "walkers.mp4", frames=frames, width=1280, height=720,
-                           image=walkers(), crf=23)  # fmt: skip
+        video = walkers_720(tmp / "walkers.mp4", frames)
         for name in a.shapes.split(","):
             model = tmp / f"{name}.onnx"
             build_model(SHAPES[name], model)
