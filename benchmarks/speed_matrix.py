@@ -104,6 +104,13 @@ def alone(model_path: Path, video: Path, frames: int) -> dict[str, float]:
     }
 
 
+def parts_ms(solo: dict[str, float], encode: str = "encode") -> float:
+    """CPU ms a frame of the parts ``alone`` measured, the bound's denominator: the model,
+    its pre- and post-processing, decoding, x264 (``encode``: of the frames as drawn;
+    ``"encode_undrawn"``: as decoded) and the host work."""
+    return solo["model"] + solo["post"] + solo["decode"] + solo[encode] + solo["host"]
+
+
 # A beside bound this far over the alone one is no measurement error of the beside kind.
 _DISTURBED = 1.03
 
@@ -188,11 +195,11 @@ def main() -> int:
             near = {**beside(model, video, frames), "post": solo["post"]}
             med = {k: statistics.median(v) for k, v in wrk.items()}
             tmed = {k: statistics.median(v) for k, v in tut.items()}
-            parts = solo["model"] + solo["post"] + solo["decode"] + solo["encode"] + solo["host"]
+            parts = parts_ms(solo)
             bound = 1000 * cores / parts
             # The bound as it was until x264 was timed on drawn frames (on the frames as
             # decoded), for comparison across rounds.
-            undrawn = 1000 * cores / (parts - solo["encode"] + solo["encode_undrawn"])
+            undrawn = 1000 * cores / parts_ms(solo, "encode_undrawn")
             beside_fps = 1000 * cores / sum(near.values())
             # The most any pipeline could do on this clip: every part at its cost beside the
             # others, no core ever idle, and a start-up no shorter than the tutorial's (which

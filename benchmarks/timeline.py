@@ -38,7 +38,7 @@ from typing import Any
 
 from bench_support import compile_worker, run_child, walkers_720
 from shapes import SHAPES, build_model
-from speed_matrix import alone, card_imports
+from speed_matrix import alone, card_imports, parts_ms
 
 from worker.allocator import tune_for_frames
 
@@ -149,8 +149,7 @@ def main() -> int:
             one_run(model, video, tmp)  # builds and caches the fused graph, as a first run does
             runs = [one_run(model, video, tmp) for _ in range(a.runs)]
             solo = alone(model, video, frames)
-            parts = solo["model"] + solo["post"] + solo["decode"] + solo["encode"] + solo["host"]
-            bound = 1000 * cores / parts
+            bound = 1000 * cores / parts_ms(solo)
 
             def med(key: str, runs: list[dict[str, Any]] = runs) -> float:
                 return float(statistics.median(r[key] for r in runs))
